@@ -1,0 +1,7 @@
+"""lewc: verify permutation-free linear mode connectivity and LEWC of wide networks.
+
+Reference: Ito, Yamada, Chijiwa, Kumagai, "Do We Really Need Permutations? Impact of Width
+Expansion on Linear Mode Connectivity", arXiv 2510.08023 (ICLR 2026).
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,354 @@
+"""Datasets as whole tensors on the device, deterministic splits and on-device batch augmentation.
+
+Following airbench's loader, a dataset is a handful of ``uint8`` tensors that live on the target
+device; batches are index gathers, normalisation and augmentation are done on whole batches, and
+there is no per-sample Python in the hot loop.
+
+Splits (DESIGN.md): ``train``; ``calib``, a fixed, seeded held-out part of the official training
+set used only for temperature calibration (never trained on, the same for every model seed);
+``test``, the official test set.
+
+Lookup order for the files: ``--data-root``, then ``data/datasets`` (or ``$LEWC_DATA/datasets``),
+then, for Fashion-MNIST, Debian's ``/usr/share/datasets/fashion-mnist``, then torchvision's
+download into ``data/datasets``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lewc.errors import LewcError
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DEFAULT_CALIB_SIZE = 5000
+SPLIT_SEED = 20251008  # arXiv 2510.08023; fixed so every model seed shares one calib split
+
+
+def data_home() -> Path:
+    """Root of datasets, checkpoints and results: ``$LEWC_DATA`` or ``./data``."""
+    return Path(os.environ.get("LEWC_DATA", "data"))
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static facts about a dataset: shape, classes, normalisation constants, augmentation."""
+
+    name: str
+    in_shape: tuple[int, int, int]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: bool  # CIFAR-style pad-4 crop + horizontal flip
+    how_to_get: str
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "fashion-mnist": DatasetInfo(
+        "fashion-mnist", (1, 28, 28), 10, (0.2860,), (0.3530,), False,
+        "apt-get install dataset-fashion-mnist, or let torchvision download it (needs internet), "
+        "or put the four IDX .gz files in data/datasets/fashion-mnist/",
+    ),
+    "mnist": DatasetInfo(
+        "mnist", (1, 28, 28), 10, (0.1307,), (0.3081,), False,
+        "let torchvision download it (needs internet) or put the four IDX files in data/datasets/mnist/",
+    ),
+    "cifar10": DatasetInfo(
+        "cifar10", (3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True,
+        "let torchvision download it (needs internet) or extract cifar-10-python.tar.gz into data/datasets/",
+    ),
+    "cifar100": DatasetInfo(
+        "cifar100", (3, 32, 32), 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True,
+        "let torchvision download it (needs internet) or extract cifar-100-python.tar.gz into data/datasets/",
+    ),
+    "synthetic": DatasetInfo(
+        "synthetic", (3, 16, 16), 10, (0.5,), (0.25,), True, "it is generated, nothing to get",
+    ),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Look up a dataset by name or fail with the list of known ones."""
+    if name not in DATASETS:
+        raise LewcError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+# --------------------------------------------------------------------------- on-disk formats
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (MNIST's format), gzipped or not, checking its header against its size."""
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise LewcError(f"{path} is not a valid gzip file ({err}); delete it and fetch it again") from None
+    if len(raw) < 4:
+        raise LewcError(f"{path} is truncated (no IDX header)")
+    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise LewcError(f"{path} is not an unsigned-byte IDX file (magic {raw[:4].hex()})")
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise LewcError(f"{path} is truncated: header says {dims}, file holds {body.size} bytes of data")
+    return body.reshape(dims)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickle CIFAR's python batches while refusing every global but numpy's array rebuilders.
+
+    CIFAR-10/100 are distributed as pickles; a plain ``pickle.load`` would execute arbitrary
+    code from a tampered file. Only the classes a numpy array needs are allowed.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"forbidden global {module}.{name} in a CIFAR batch")
+
+
+def read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read one ``cifar-10-batches-py`` / ``cifar-100-python`` file into (N,3,32,32) uint8 and labels."""
+    if not path.is_file():
+        raise LewcError(f"{path} is missing; the CIFAR folder is incomplete")
+    try:
+        obj = _CifarUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+        data = np.asarray(obj["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(obj[label_key], dtype=np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as err:
+        raise LewcError(f"{path} is not a valid CIFAR batch ({err})") from None
+    if len(labels) != len(data):
+        raise LewcError(f"{path}: {len(data)} images but {len(labels)} labels")
+    return data, labels
+
+
+# --------------------------------------------------------------------------- locating files
+
+_IDX_NAMES = {
+    "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
+}
+_TORCHVISION_DIR = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
+_CIFAR_DIR = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+
+
+def _idx_dir_candidates(name: str, root: Path) -> list[Path]:
+    return [root / name, root / _TORCHVISION_DIR[name] / "raw", root]
+
+
+def _find_idx(name: str, roots: list[Path]) -> dict[str, Path] | None:
+    for root in roots:
+        for folder in _idx_dir_candidates(name, root):
+            found = {}
+            for key, stem in _IDX_NAMES.items():
+                for cand in (folder / stem, folder / f"{stem}.gz"):
+                    if cand.is_file():
+                        found[key] = cand
+                        break
+            if len(found) == 4:
+                return found
+    return None
+
+
+def _find_cifar(name: str, roots: list[Path]) -> Path | None:
+    for root in roots:
+        for folder in (root / _CIFAR_DIR[name], root / name / _CIFAR_DIR[name]):
+            if folder.is_dir():
+                return folder
+    return None
+
+
+def _download(name: str, root: Path) -> None:
+    """Fetch with torchvision's own downloader (verifies MD5s); our readers then parse the files."""
+    import torchvision.datasets as tvd
+
+    cls = {"fashion-mnist": tvd.FashionMNIST, "mnist": tvd.MNIST, "cifar10": tvd.CIFAR10,
+           "cifar100": tvd.CIFAR100}[name]
+    target = root / name if name in _CIFAR_DIR else root
+    target.mkdir(parents=True, exist_ok=True)
+    for train in (True, False):
+        cls(str(target), train=train, download=True)
+
+
+def _roots(name: str, data_root: str | os.PathLike | None) -> list[Path]:
+    roots = [Path(data_root)] if data_root else []
+    roots.append(data_home() / "datasets")
+    if name == "fashion-mnist":
+        roots.append(DEBIAN_FASHION_MNIST)
+    return roots
+
+
+def load_arrays(name: str, data_root: str | os.PathLike | None = None, download: bool = True):
+    """Return (train_x, train_y, test_x, test_y) as numpy arrays, images (N, C, H, W) uint8."""
+    info = dataset_info(name)
+    if name == "synthetic":
+        return synthetic_arrays()
+    roots = _roots(name, data_root)
+    for attempt in range(2):
+        if name in _IDX_NAMES_DATASETS:
+            files = _find_idx(name, roots)
+            if files is not None:
+                arrays = {k: read_idx(p) for k, p in files.items()}
+                return (arrays["train_x"][:, None], arrays["train_y"].astype(np.int64),
+                        arrays["test_x"][:, None], arrays["test_y"].astype(np.int64))
+        else:
+            folder = _find_cifar(name, roots)
+            if folder is not None:
+                return _read_cifar_folder(name, folder)
+        if attempt == 0 and download:
+            try:
+                _download(name, data_home() / "datasets")
+            except Exception as err:  # noqa: BLE001 - any network/IO failure becomes one line
+                looked = ", ".join(str(r) for r in roots)
+                raise LewcError(
+                    f"dataset {name} not found (looked in {looked}) and download failed "
+                    f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                    f"to get it: {info.how_to_get}") from None
+        else:
+            break
+    looked = ", ".join(str(r) for r in roots)
+    raise LewcError(f"dataset {name} not found (looked in {looked}); to get it: {info.how_to_get}")
+
+
+_IDX_NAMES_DATASETS = ("fashion-mnist", "mnist")
+
+
+def _read_cifar_folder(name: str, folder: Path):
+    if name == "cifar10":
+        parts = [read_cifar_batch(folder / f"data_batch_{i}", "labels") for i in range(1, 6)]
+        test_x, test_y = read_cifar_batch(folder / "test_batch", "labels")
+    else:
+        parts = [read_cifar_batch(folder / "train", "fine_labels")]
+        test_x, test_y = read_cifar_batch(folder / "test", "fine_labels")
+    train_x = np.concatenate([p[0] for p in parts])
+    train_y = np.concatenate([p[1] for p in parts])
+    return train_x, train_y, test_x, test_y
+
+
+def synthetic_arrays(n_train: int = 3000, n_test: int = 1000, seed: int = 0):
+    """A small, seeded, learnable image dataset for tests: class templates plus noise, as uint8."""
+    info = DATASETS["synthetic"]
+    gen = np.random.default_rng(seed)
+    templates = gen.uniform(40, 215, size=(info.num_classes, *info.in_shape))
+
+    def draw(n: int):
+        y = gen.integers(0, info.num_classes, size=n)
+        x = templates[y] + gen.normal(0, 45, size=(n, *info.in_shape))
+        return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.int64)
+
+    train_x, train_y = draw(n_train)
+    test_x, test_y = draw(n_test)
+    return train_x, train_y, test_x, test_y
+
+
+# --------------------------------------------------------------------------- the device dataset
+
+@dataclass
+class Split:
+    """Images (uint8, N×C×H×W) and labels (int64) of one split, on the device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def head(self, n: int | None) -> Split:
+        """The first ``n`` examples (all when ``n`` is None)."""
+        return self if n is None or n >= len(self) else Split(self.x[:n], self.y[:n])
+
+
+@dataclass
+class DeviceDataset:
+    """A dataset held as tensors on one device, with its normalisation and augmentation."""
+
+    info: DatasetInfo
+    train: Split
+    calib: Split
+    test: Split
+    device: torch.device
+
+    def split(self, name: str) -> Split:
+        if name not in ("train", "calib", "test"):
+            raise LewcError(f"unknown split {name!r}")
+        return getattr(self, name)
+
+    def normalize(self, x_uint8: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """uint8 images → normalised floats, on the images' device."""
+        mean = torch.tensor(self.info.mean, device=x_uint8.device, dtype=dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.info.std, device=x_uint8.device, dtype=dtype).view(1, -1, 1, 1)
+        return (x_uint8.to(dtype) / 255.0 - mean) / std
+
+    def augment(self, x_uint8: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """CIFAR augmentation on a whole batch: 4-pixel zero pad, random 32×32 crop, random h-flip.
+
+        Draws come from ``generator`` (on the batch's device), so a seeded generator gives the same
+        augmentation every run. MNIST-likes are returned unchanged.
+        """
+        if not self.info.augment:
+            return x_uint8
+        return random_crop_flip(x_uint8, generator, pad=4)
+
+    def batches(self, split: str, batch_size: int, n: int | None = None):
+        """Yield (normalised x, y) for a split in order, without augmentation."""
+        s = self.split(split).head(n)
+        for start in range(0, len(s), batch_size):
+            yield self.normalize(s.x[start : start + batch_size]), s.y[start : start + batch_size]
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Batched pad-and-crop plus horizontal flip via one gather, no Python loop over images."""
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dev = x.device
+    oy = torch.randint(0, 2 * pad + 1, (n,), device=dev, generator=generator)
+    ox = torch.randint(0, 2 * pad + 1, (n,), device=dev, generator=generator)
+    flip = torch.rand(n, device=dev, generator=generator) < 0.5
+    rows = (oy[:, None] + torch.arange(h, device=dev)[None, :])  # n×h
+    cols = torch.arange(w, device=dev)[None, :].expand(n, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols) + ox[:, None]  # n×w
+    idx_n = torch.arange(n, device=dev)[:, None, None, None]
+    idx_c = torch.arange(c, device=dev)[None, :, None, None]
+    return padded[idx_n, idx_c, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def calib_indices(n_train_total: int, n_calib: int, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (train_idx, calib_idx) partition of the official training set."""
+    if not 0 <= n_calib < n_train_total:
+        raise LewcError(f"calibration split size {n_calib} must be in [0, {n_train_total})")
+    perm = np.random.default_rng(seed).permutation(n_train_total)
+    return np.sort(perm[n_calib:]), np.sort(perm[:n_calib])
+
+
+def load_dataset(name: str, device: str | torch.device = "cpu", data_root: str | os.PathLike | None = None,
+                 n_calib: int | None = None, download: bool = True) -> DeviceDataset:
+    """Load a dataset's splits onto ``device`` as uint8 tensors (see module docstring for lookup)."""
+    info = dataset_info(name)
+    train_x, train_y, test_x, test_y = load_arrays(name, data_root, download)
+    if n_calib is None:
+        n_calib = DEFAULT_CALIB_SIZE if name != "synthetic" else 500
+    tr, ca = calib_indices(len(train_y), n_calib)
+    dev = torch.device(device)
+
+    def to_split(x: np.ndarray, y: np.ndarray) -> Split:
+        return Split(torch.from_numpy(np.ascontiguousarray(x)).to(dev), torch.from_numpy(y).to(dev))
+
+    if tuple(train_x.shape[1:]) != info.in_shape:
+        raise LewcError(f"{name}: images have shape {train_x.shape[1:]}, expected {info.in_shape}")
+    return DeviceDataset(info, to_split(train_x[tr], train_y[tr]), to_split(train_x[ca], train_y[ca]),
+                         to_split(test_x, test_y), dev)

@@ -1,0 +1,51 @@
+"""One exception type for bad input, and a guard that turns it into one line and exit code 2.
+
+Commands must never show a traceback for a user mistake (a missing dataset, a corrupt
+checkpoint, λ outside [0, 1]); internal errors exit 1 and keep their traceback behind
+``LEWC_DEBUG=1`` so bugs remain debuggable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+class LewcError(Exception):
+    """A problem with the user's input or environment, reported as one line (exit code 2)."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+def cli_main(func: F) -> F:
+    """Wrap a command's ``main``: LewcError → one line + exit 2, other errors → exit 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except LewcError as err:
+            sys.stderr.write(f"error: {err}\n")
+            sys.exit(2)
+        except KeyboardInterrupt:
+            sys.stderr.write("interrupted: finished files are kept, rerun the same command to resume\n")
+            sys.exit(130)
+        except Exception as err:  # noqa: BLE001 - last-resort guard of a CLI
+            if os.environ.get("LEWC_DEBUG"):
+                raise
+            sys.stderr.write(f"internal error: {type(err).__name__}: {err} (set LEWC_DEBUG=1 for a traceback)\n")
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]

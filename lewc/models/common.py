@@ -1,0 +1,77 @@
+"""What every lewc model shares: normalisation choices and the declared list of captured layers.
+
+A model's forward has one extra keyword, ``capture``. With ``capture=True`` it returns
+``(logits, records)`` where ``records[i] = (inp, pre)`` for the i-th declared layer: ``inp`` is the
+input of the layer's weight operation and ``pre`` its pre-activation; the layer's output is
+``activation(pre)``. Returning the tensors the forward computes anyway keeps capture functional
+(``torch.func.functional_call(model, state, (x,), {"capture": True})``): no hooks, no module state.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from lewc.errors import LewcError
+
+NORMS = ("bn", "ln", "none")
+
+
+class LayerSpec(NamedTuple):
+    """A captured layer: its name, the weight module applied to its input, its depth ℓ, activation.
+
+    ℓ counts weight layers from the input along the longest path (DESIGN.md), so the head of an
+    MLP with three hidden layers has ℓ = 4 and a ResNet-20 block's output has ℓ = 1 + 2·block.
+    """
+
+    name: str
+    weight_module: nn.Module
+    depth: int
+    activation: str  # "relu" or "identity"
+
+
+def activation_fn(name: str):
+    """The activation that turns a layer's pre-activation into its output."""
+    return torch.relu if name == "relu" else (lambda t: t)
+
+
+def check_norm(norm: str) -> None:
+    if norm not in NORMS:
+        raise LewcError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+
+
+def norm_1d(norm: str, features: int, bias: bool) -> nn.Module:
+    """Normalisation after a Linear layer."""
+    check_norm(norm)
+    if norm == "bn":
+        return nn.BatchNorm1d(features)
+    if norm == "ln":
+        return nn.LayerNorm(features, bias=bias)
+    return nn.Identity()
+
+
+def norm_2d(norm: str, channels: int, bias: bool) -> nn.Module:
+    """Normalisation after a convolution; "ln" is GroupNorm with one group (LayerNorm over C,H,W)."""
+    check_norm(norm)
+    if norm == "bn":
+        return nn.BatchNorm2d(channels)
+    if norm == "ln":
+        return nn.GroupNorm(1, channels, affine=True)
+    return nn.Identity()
+
+
+class CapturingModel(nn.Module):
+    """Base class: subclasses implement ``forward(x, capture=False)`` and ``layers()``."""
+
+    def layers(self) -> list[LayerSpec]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def layer_depths(self) -> list[int]:
+        return [spec.depth for spec in self.layers()]
+
+    @property
+    def total_depth(self) -> int:
+        """L, the depth of the head: the exponent of the LEWC ensemble (1-λ)^L z_A + λ^L z_B."""
+        return self.layers()[-1].depth

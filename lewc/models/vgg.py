@@ -1,0 +1,60 @@
+"""VGG-11 / VGG-16 for small images (Simonyan & Zisserman, 2015) with a width multiplier.
+
+Channel counts are the classic configuration scaled by ``width`` (×1 = 64…512). Each
+conv(+norm)+ReLU is a captured layer; max-pools use ``ceil_mode`` so 28×28 inputs work; a global
+average pool feeds a single Linear head, as in the CIFAR VGGs used for LMC studies.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lewc.models.common import CapturingModel, LayerSpec, norm_2d
+
+CONFIGS = {
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+}
+DEFAULT_BASE_WIDTH = 64
+
+
+class VGG(CapturingModel):
+    def __init__(self, config: str, in_shape: tuple[int, ...], num_classes: int, width: int = 1,
+                 base_width: int = DEFAULT_BASE_WIDTH, norm: str = "bn", bias: bool = True):
+        super().__init__()
+        scale = base_width * width / 64
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        self.pool_after: list[bool] = []
+        channels = in_shape[0]
+        for item in CONFIGS[config]:
+            if item == "M":
+                self.pool_after[-1] = True
+                continue
+            out = max(1, round(item * scale))
+            self.convs.append(nn.Conv2d(channels, out, 3, padding=1, bias=bias and norm == "none"))
+            self.norms.append(norm_2d(norm, out, bias))
+            self.pool_after.append(False)
+            channels = out
+        self.pool = nn.MaxPool2d(2, ceil_mode=True)
+        self.head = nn.Linear(channels, num_classes, bias=bias)
+
+    def layers(self) -> list[LayerSpec]:
+        specs = [LayerSpec(f"conv{i + 1}", conv, i + 1, "relu") for i, conv in enumerate(self.convs)]
+        specs.append(LayerSpec("head", self.head, len(self.convs) + 1, "identity"))
+        return specs
+
+    def forward(self, x: torch.Tensor, capture: bool = False):
+        records = []
+        h = x
+        for conv, norm, pool in zip(self.convs, self.norms, self.pool_after, strict=True):
+            pre = norm(conv(h))
+            records.append((h, pre))
+            h = torch.relu(pre)
+            if pool:
+                h = self.pool(h)
+        feats = torch.flatten(nn.functional.adaptive_avg_pool2d(h, 1), 1)
+        logits = self.head(feats)
+        records.append((feats, logits))
+        return (logits, records) if capture else logits
