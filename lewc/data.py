@@ -346,7 +346,7 @@ def load_dataset(name: str, device: str | torch.device = "cpu", data_root: str |
     dev = torch.device(device)
 
     def to_split(x: np.ndarray, y: np.ndarray) -> Split:
-        return Split(torch.from_numpy(np.ascontiguousarray(x)).to(dev), torch.from_numpy(y).to(dev))
+        return Split(torch.from_numpy(np.array(x, copy=True)).to(dev), torch.from_numpy(np.array(y, copy=True)).to(dev))
 
     if tuple(train_x.shape[1:]) != info.in_shape:
         raise LewcError(f"{name}: images have shape {train_x.shape[1:]}, expected {info.in_shape}")

@@ -1,0 +1,145 @@
+"""From a pair to one results Dataset: sweep once, then calibrate, barriers, conditions, fits, ensembles.
+
+Everything after ``path.sweep`` works on its stored outputs (logits and layer statistics); nothing
+runs the model again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+
+import lewc
+from lewc import barriers, conditions, ensemble, fit
+from lewc.calibrate import cross_entropy_per_sample, fit_beta
+from lewc.capture import GRAM_TERMS
+from lewc.data import DeviceDataset
+from lewc.merge import Pair
+from lewc.path import SweepOptions, SweepResult, accuracy_and_loss, sweep
+from lewc.results import RESULTS_SCHEMA, json_attr
+
+BARRIER_NAMES = ("acc_mid", "acc_max", "loss_mid_raw", "loss_max_raw", "loss_mid_cal", "loss_max_cal")
+
+
+def path_dataset(result: SweepResult, n_boot: int = barriers.DEFAULT_BOOT) -> tuple[xr.Dataset, dict]:
+    """Issue-4 path results: acc, loss, loss_cal over (split, lam), beta over lam; and the barriers."""
+    lams = result.lams
+    betas = np.array([fit_beta(result.logits["calib"][i], result.labels["calib"]) for i in range(len(lams))])
+    splits = ("calib", "test")
+    acc = np.zeros((2, len(lams)))
+    loss = np.zeros((2, len(lams)))
+    loss_cal = np.zeros((2, len(lams)))
+    per_sample = {}
+    for si, split in enumerate(splits):
+        acc[si], loss[si] = accuracy_and_loss(result.logits[split], result.labels[split])
+        cal = np.stack([cross_entropy_per_sample(result.logits[split][i], result.labels[split], betas[i])
+                        for i in range(len(lams))])
+        loss_cal[si] = cal.mean(1)
+        per_sample[split] = cal
+    test = result.logits["test"]
+    y = result.labels["test"]
+    correct = (test.argmax(-1) == y).numpy()
+    raw = np.stack([cross_entropy_per_sample(test[i], y, 1.0) for i in range(len(lams))])
+    barrier = barriers.summarize(lams, correct, raw, per_sample["test"], n_boot=n_boot)
+    ds = xr.Dataset(
+        {
+            "acc": (("split", "lam"), acc, {"long_name": "top-1 accuracy"}),
+            "loss": (("split", "lam"), loss, {"long_name": "mean cross-entropy at β = 1 (nats)"}),
+            "loss_cal": (("split", "lam"), loss_cal, {"long_name": "mean cross-entropy at the fitted β"}),
+            "beta": (("lam",), betas, {"long_name": "inverse temperature fitted on the calib split"}),
+            "correct": (("lam", "image"), correct),
+            "logits_test": (("lam", "image", "class"), test.numpy()),
+            "labels_test": (("image",), y.numpy()),
+            "logits_calib": (("lam", "calib_image", "class"), result.logits["calib"].numpy()),
+            "labels_calib": (("calib_image",), result.labels["calib"].numpy()),
+            "barrier": (("barrier_name",), [barrier[k]["value"] for k in BARRIER_NAMES]),
+            "barrier_ci": (("barrier_name", "bound"), [barrier[k]["ci"] for k in BARRIER_NAMES]),
+            "acc_barrier": (("lam",), barrier["curve_acc"]["value"], {"units": "percentage points"}),
+            "loss_barrier_raw": (("lam",), barrier["curve_loss_raw"]["value"]),
+            "loss_barrier_cal": (("lam",), barrier["curve_loss_cal"]["value"]),
+        },
+        coords={"lam": lams, "split": list(splits), "barrier_name": list(BARRIER_NAMES), "bound": ["lo", "hi"]},
+    )
+    return ds, barrier
+
+
+def layer_dataset(result: SweepResult, depths: Sequence[int], names: Sequence[str]) -> xr.Dataset:
+    """Layer statistics, conditions and fits over (lam, layer, …)."""
+    stats = result.layer_stats
+    lams = result.lams
+    fits = fit.fit_layers(lams, depths, stats.act, stats.gram)
+    scale = np.sqrt(stats.pre_sq / np.maximum(stats.pre_count[:, None], 1))
+    wa = conditions.weak_additivity(stats.wa)
+    wa[:, [not r for r in stats.is_relu]] = np.nan
+    base = conditions.gaussian_baseline(lams, depths, scale[:, 0], scale[:, 1])
+    base[:, [not r for r in stats.is_relu]] = np.nan
+    ro_ab, ro_ba = conditions.reciprocal_orthogonality(stats.ro)
+    lam_layer = ("layer", "lam")
+    data = {
+        "gram": (("lam", "layer", "image", "term"), stats.gram),
+        "act": (("lam", "layer", "sample", "unit"), stats.act),
+        "unit_index": (("layer", "unit"), stats.unit_index),
+        "sample_image": (("sample",), stats.sample_image_index),
+        "units_per_layer": (("layer",), stats.units_per_layer),
+        "weak_additivity": (("lam", "layer"), wa),
+        "weak_additivity_baseline": (("lam", "layer"), base),
+        "ro_b_on_a": (("layer",), ro_ab, {"long_name": "‖W_B z_A‖ / ‖W_A z_A‖"}),
+        "ro_a_on_b": (("layer",), ro_ba, {"long_name": "‖W_A z_B‖ / ‖W_B z_B‖"}),
+        "coef_ci": (("layer", "lam", "coef", "bound"), fits["coef_ci"]),
+    }
+    for key in ("coef_a", "coef_b", "r2", "coef_a_full", "coef_b_full", "r2_full", "cos_lewc", "cos_llfc",
+                "rel_err_lewc", "rel_err_llfc", "pred_a_lewc", "pred_b_lewc"):
+        data[key] = (lam_layer, fits[key])
+    for key in ("k", "k_lo", "k_hi", "k_se"):
+        data[f"exponent_{key}" if key != "k" else "exponent"] = (("layer",), fits[key])
+    ds = xr.Dataset(data, coords={"lam": lams, "layer": list(names), "depth": ("layer", list(depths)),
+                                  "term": list(GRAM_TERMS), "coef": ["a", "b"], "bound": ["lo", "hi"]})
+    trend = fit.exponent_trend(depths, fits["k"], fits["k_se"])
+    ds.attrs["exponent_trend"] = json_attr(trend)
+    return ds
+
+
+def ensemble_dataset(result: SweepResult, betas: np.ndarray, depth: int) -> xr.Dataset:
+    cmp = ensemble.compare(result.lams, result.logits, result.labels, betas, depth)
+    data = {f"ens_{k}": (("kind", "lam"), v) for k, v in cmp.items() if k != "agree_per_image"}
+    data["ens_agree_per_image"] = (("kind", "lam", "image"), cmp["agree_per_image"])
+    return xr.Dataset(data, coords={"kind": list(ensemble.KINDS), "lam": result.lams})
+
+
+def analyze(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepOptions | None = None,
+            provenance: dict | None = None, n_boot: int = barriers.DEFAULT_BOOT) -> xr.Dataset:
+    """Sweep the pair once and return the complete results Dataset of issue 4 and 5."""
+    options = options or SweepOptions()
+    result = sweep(pair, ds, lams, options)
+    path_ds, _ = path_dataset(result, n_boot)
+    parts = [path_ds]
+    if result.layer_stats is not None:
+        parts.append(layer_dataset(result, [s.depth for s in pair.layers], [s.name for s in pair.layers]))
+    parts.append(ensemble_dataset(result, path_ds["beta"].values, pair.template.total_depth))
+    out = xr.merge(parts, combine_attrs="override", join="exact")
+    out.attrs.update(parts[1].attrs if len(parts) > 2 else {})
+    out.attrs.update({
+        "schema": RESULTS_SCHEMA,
+        "lewc_version": lewc.__version__,
+        "torch_version": torch.__version__,
+        "dataset": ds.info.name,
+        "n_test": int(result.logits["test"].shape[1]),
+        "n_calib": int(result.logits["calib"].shape[1]),
+        "n_train": len(ds.train),
+        "bn_reestimated": int(pair.has_batchnorm and options.reestimate_bn),
+        "bn_images": options.bn_images if pair.has_batchnorm and options.reestimate_bn else 0,
+        "lam_convention": "theta(lam) = (1-lam)*theta_A + lam*theta_B; the paper writes it the other way round",
+        "total_depth": pair.template.total_depth,
+        "vectorized": int(result.vectorized),
+        "timings": json_attr(result.timings),
+        "sha256_a": pair.meta_a.get("sha256", ""),
+        "sha256_b": pair.meta_b.get("sha256", ""),
+        "sidecar_a": json_attr(pair.meta_a),
+        "sidecar_b": json_attr(pair.meta_b),
+    })
+    if provenance:
+        out.attrs.update({k: v if isinstance(v, str | int | float) else json_attr(v) for k, v in provenance.items()})
+    return out

@@ -1,0 +1,59 @@
+"""Merged model against ensembles of its endpoints, from stored logits only.
+
+DESIGN.md: the LEWC ensemble at λ is (1-λ)^L z_A + λ^L z_B (L = the head's depth), the plain
+ensemble (1-λ) z_A + λ z_B. Each is compared with the merged model's logits: top-1 agreement, KL
+divergence between the temperature-calibrated softmaxes (every model gets its own β on the calib
+split), cosine of the logit vectors; and each ensemble's own accuracy and calibrated test loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from lewc.calibrate import cross_entropy_per_sample, fit_beta
+
+KINDS = ("lewc", "plain")
+
+
+def ensemble_logits(z_a: torch.Tensor, z_b: torch.Tensor, lam: float, kind: str, depth: int) -> torch.Tensor:
+    """Logits of the LEWC (exponent ``depth``) or plain (exponent 1) ensemble at λ."""
+    k = depth if kind == "lewc" else 1
+    return (1 - lam) ** k * z_a + lam**k * z_b
+
+
+def compare(lams: Sequence[float], logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor],
+            betas: np.ndarray, depth: int) -> dict[str, np.ndarray]:
+    """Per (kind, λ): agreement, kl, cosine, ens_acc, ens_loss_cal, ens_beta, and per-image agreement.
+
+    ``betas`` are the merged model's fitted β per λ; ``logits[split]`` is (λ, image, class) with the
+    endpoints at λ = 0 and λ = 1.
+    """
+    lams = list(lams)
+    i0, i1 = lams.index(0.0), lams.index(1.0)
+    n_test = logits["test"].shape[1]
+    out = {k: np.zeros((len(KINDS), len(lams))) for k in ("agreement", "kl", "cosine", "ens_acc", "ens_loss_cal",
+                                                           "ens_beta")}
+    out["agree_per_image"] = np.zeros((len(KINDS), len(lams), n_test), dtype=bool)
+    y = labels["test"]
+    for ki, kind in enumerate(KINDS):
+        for li, lam in enumerate(lams):
+            ens = {s: ensemble_logits(logits[s][i0].double(), logits[s][i1].double(), lam, kind, depth)
+                   for s in ("calib", "test")}
+            merged = logits["test"][li].double()
+            beta_e = fit_beta(ens["calib"], labels["calib"])
+            agree = (ens["test"].argmax(1) == merged.argmax(1)).numpy()
+            logp_m = torch.log_softmax(betas[li] * merged, 1)
+            logp_e = torch.log_softmax(beta_e * ens["test"], 1)
+            kl = (logp_m.exp() * (logp_m - logp_e)).sum(1).mean()
+            cos = torch.nn.functional.cosine_similarity(merged, ens["test"], dim=1).mean()
+            out["agreement"][ki, li] = agree.mean()
+            out["agree_per_image"][ki, li] = agree
+            out["kl"][ki, li] = float(kl)
+            out["cosine"][ki, li] = float(cos)
+            out["ens_acc"][ki, li] = float((ens["test"].argmax(1) == y).double().mean())
+            out["ens_loss_cal"][ki, li] = float(cross_entropy_per_sample(ens["test"], y, beta_e).mean())
+            out["ens_beta"][ki, li] = beta_e
+    return out

@@ -1,0 +1,173 @@
+"""Exponential-weight regressions (statsmodels) and the LEWC-vs-LLFC comparison.
+
+For each layer ℓ and λ, the merged output is regressed on the endpoint outputs without intercept,
+f_ℓ(θ(λ)) ≈ a·f_ℓ(A) + b·f_ℓ(B):
+
+* on the stored coordinate subsample with statsmodels OLS, standard errors clustered by image
+  (coordinates of one image are not independent);
+* on the full evaluation set from the streaming Gram sums (same estimator, exact).
+
+LEWC predicts a = (1-λ)^ℓ, b = λ^ℓ; LLFC (layerwise linear feature connectivity) predicts
+a = 1-λ, b = λ. Both coincide at λ = ½ up to scale, so the discriminating evidence is λ ≠ ½ and,
+scale-free, the effective exponent k_ℓ: the WLS slope of log(a/b) on log((1-λ)/λ) across λ, which
+is ℓ under LEWC and 1 under LLFC.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import statsmodels.api as sm
+
+# Index of each Gram term in the last axis of the per-image Gram array (see lewc.capture).
+MM, AA, BB, MA, MB, AB = range(6)
+LEVEL = 0.95
+
+
+def ols_subsample(m: np.ndarray, a: np.ndarray, b: np.ndarray, groups: np.ndarray) -> dict[str, np.ndarray | float]:
+    """No-intercept OLS of m on (a, b) with image-clustered covariance; NaN entries are dropped."""
+    ok = np.isfinite(m) & np.isfinite(a) & np.isfinite(b)
+    y, X, g = m[ok].astype(np.float64), np.column_stack([a[ok], b[ok]]).astype(np.float64), groups[ok]
+    if y.size < 3 or not np.any(y):
+        nan2 = np.full(2, np.nan)
+        return {"coef": nan2, "cov": np.full((2, 2), np.nan), "ci": np.full((2, 2), np.nan), "r2": np.nan}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = sm.OLS(y, X).fit(cov_type="cluster", cov_kwds={"groups": g})
+        ci = np.asarray(res.conf_int(alpha=1 - LEVEL))
+    ss_tot = float(y @ y)
+    r2 = 1.0 - float(res.ssr) / ss_tot if ss_tot > 0 else np.nan  # uncentered, as no intercept
+    return {"coef": np.asarray(res.params), "cov": np.asarray(res.cov_params()), "ci": ci, "r2": r2}
+
+
+def ols_from_gram(g: np.ndarray) -> tuple[np.ndarray, float]:
+    """(coef a, b) and uncentered R² from summed Gram terms (…, 6); pseudo-inverse for collinear a, b."""
+    xtx = np.array([[g[AA], g[AB]], [g[AB], g[BB]]])
+    xty = np.array([g[MA], g[MB]])
+    coef = np.linalg.pinv(xtx) @ xty
+    rss = g[MM] - 2 * coef @ xty + coef @ xtx @ coef
+    return coef, float(1 - rss / g[MM]) if g[MM] > 0 else np.nan
+
+
+def prediction_errors(g: np.ndarray, ca: float, cb: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine and relative error ‖m − p‖/‖m‖ of the prediction p = ca·a + cb·b from Gram terms.
+
+    ``g`` may be per image (n, 6) or summed (6,); the result has the matching leading shape.
+    """
+    mp = ca * g[..., MA] + cb * g[..., MB]
+    pp = ca**2 * g[..., AA] + 2 * ca * cb * g[..., AB] + cb**2 * g[..., BB]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = mp / np.sqrt(g[..., MM] * pp)
+        rel = np.sqrt(np.maximum(g[..., MM] - 2 * mp + pp, 0.0) / g[..., MM])
+    return cos, rel
+
+
+def predictions(lam: float, depth: int) -> dict[str, tuple[float, float]]:
+    """The (c_a, c_b) of the LEWC and LLFC predictions at λ for a layer at depth ℓ."""
+    return {"lewc": ((1 - lam) ** depth, lam**depth), "llfc": (1 - lam, lam)}
+
+
+def effective_exponent(lams: Sequence[float], coef: np.ndarray, cov: np.ndarray) -> dict[str, float]:
+    """k from WLS of log(a/b) on log((1-λ)/λ) (with intercept) over interior λ with a, b > 0.
+
+    ``coef`` is (λ, 2), ``cov`` (λ, 2, 2). Weights are the inverse delta-method variances of
+    log(a/b); exact fits (zero variance) fall back to equal weights.
+    """
+    lam = np.asarray(lams, dtype=np.float64)
+    a, b = coef[:, 0], coef[:, 1]
+    use = (lam > 0) & (lam < 1) & (a > 0) & (b > 0) & np.isfinite(a) & np.isfinite(b)
+    if use.sum() < 3:
+        return {"k": np.nan, "k_lo": np.nan, "k_hi": np.nan, "k_se": np.nan, "n_lam": int(use.sum())}
+    x = np.log((1 - lam[use]) / lam[use])
+    y = np.log(a[use] / b[use])
+    var = cov[use, 0, 0] / a[use] ** 2 + cov[use, 1, 1] / b[use] ** 2 - 2 * cov[use, 0, 1] / (a[use] * b[use])
+    var = np.where(np.isfinite(var), var, np.nan)
+    weights = 1.0 / np.maximum(var, 1e-12) if np.all(np.isfinite(var)) and np.all(var > 1e-12) else np.ones_like(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = sm.WLS(y, sm.add_constant(x), weights=weights).fit()
+        lo, hi = np.asarray(res.conf_int(alpha=1 - LEVEL))[1]
+    return {"k": float(res.params[1]), "k_lo": float(lo), "k_hi": float(hi), "k_se": float(res.bse[1]),
+            "n_lam": int(use.sum())}
+
+
+def exponent_trend(depths: Sequence[int], k: np.ndarray, k_se: np.ndarray) -> dict[str, float]:
+    """Slope of k_ℓ against ℓ (WLS by 1/se², OLS when SEs are degenerate) with its CI."""
+    d = np.asarray(depths, dtype=np.float64)
+    k = np.asarray(k, dtype=np.float64)
+    se = np.asarray(k_se, dtype=np.float64)
+    ok = np.isfinite(k)
+    if ok.sum() < 2:
+        return {"slope": np.nan, "lo": np.nan, "hi": np.nan, "n_layers": int(ok.sum())}
+    if ok.sum() == 2:
+        slope = float((k[ok][1] - k[ok][0]) / (d[ok][1] - d[ok][0]))
+        return {"slope": slope, "lo": np.nan, "hi": np.nan, "n_layers": 2}
+    exact = not np.all(np.isfinite(se[ok]) & (se[ok] > 1e-9))
+    w = np.ones(ok.sum()) if exact else 1.0 / se[ok] ** 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = sm.WLS(k[ok], sm.add_constant(d[ok]), weights=w).fit()
+        lo, hi = np.asarray(res.conf_int(alpha=1 - LEVEL))[1]
+    return {"slope": float(res.params[1]), "lo": float(lo), "hi": float(hi), "n_layers": int(ok.sum())}
+
+
+def fit_layers(lams: Sequence[float], depths: Sequence[int], act: np.ndarray, gram: np.ndarray) -> dict[str, np.ndarray]:
+    """All per-(layer, λ) fits and per-layer exponents.
+
+    ``act`` is the coordinate subsample (λ, layer, sample, unit); ``gram`` the per-image Gram terms
+    (λ, layer, image, 6). Returns arrays keyed by name, shaped (layer, λ[, …]) or (layer,).
+    """
+    lams = list(lams)
+    i0, i1 = lams.index(0.0), lams.index(1.0)
+    n_lam, n_layer = len(lams), len(depths)
+    out = {key: np.full((n_layer, n_lam), np.nan) for key in (
+        "coef_a", "coef_b", "r2", "coef_a_full", "coef_b_full", "r2_full", "cos_lewc", "cos_llfc",
+        "rel_err_lewc", "rel_err_llfc", "pred_a_lewc", "pred_b_lewc")}
+    out["coef_ci"] = np.full((n_layer, n_lam, 2, 2), np.nan)
+    out["coef_cov"] = np.full((n_layer, n_lam, 2, 2), np.nan)
+    n_sample, n_unit = act.shape[2], act.shape[3]
+    groups = np.repeat(np.arange(n_sample), n_unit)
+    gram_sum = gram.sum(axis=2)
+    for li, depth in enumerate(depths):
+        a = act[i0, li].ravel()
+        b = act[i1, li].ravel()
+        for j, lam in enumerate(lams):
+            fit = ols_subsample(act[j, li].ravel(), a, b, groups)
+            out["coef_a"][li, j], out["coef_b"][li, j] = fit["coef"]
+            out["coef_ci"][li, j], out["coef_cov"][li, j], out["r2"][li, j] = fit["ci"], fit["cov"], fit["r2"]
+            coef_full, r2_full = ols_from_gram(gram_sum[j, li])
+            out["coef_a_full"][li, j], out["coef_b_full"][li, j] = coef_full
+            out["r2_full"][li, j] = r2_full
+            pred = predictions(lam, depth)
+            out["pred_a_lewc"][li, j], out["pred_b_lewc"][li, j] = pred["lewc"]
+            for name, (ca, cb) in pred.items():
+                cos_img, _ = prediction_errors(gram[j, li], ca, cb)
+                _, rel_all = prediction_errors(gram_sum[j, li], ca, cb)
+                out[f"cos_{name}"][li, j] = np.nanmean(cos_img) if np.isfinite(cos_img).any() else np.nan
+                out[f"rel_err_{name}"][li, j] = rel_all
+    exps = [effective_exponent(lams, np.stack([out["coef_a"][li], out["coef_b"][li]], 1), out["coef_cov"][li])
+            for li in range(n_layer)]
+    for key in ("k", "k_lo", "k_hi", "k_se"):
+        out[key] = np.array([e[key] for e in exps])
+    return out
+
+
+def lewc_win_fraction(lams: Sequence[float], depths: Sequence[int], gram_sum: np.ndarray) -> float:
+    """Fraction of (layer with ℓ > 1, λ ∉ {0, ½, 1}) where LEWC's relative error is below LLFC's.
+
+    ``gram_sum`` is (λ, layer, 6) or (replicates, λ, layer, 6); the result broadcasts accordingly.
+    """
+    lam = np.asarray(lams)
+    interior = [j for j, v in enumerate(lam) if 0 < v < 1 and not np.isclose(v, 0.5)]
+    wins = []
+    for j in interior:
+        for li, depth in enumerate(depths):
+            if depth == 1:  # the two predictions coincide at ℓ = 1: no evidence either way
+                continue
+            pred = predictions(float(lam[j]), depth)
+            _, rel_lewc = prediction_errors(gram_sum[..., j, li, :], *pred["lewc"])
+            _, rel_llfc = prediction_errors(gram_sum[..., j, li, :], *pred["llfc"])
+            wins.append(rel_lewc < rel_llfc)
+    return np.mean(np.stack(wins), axis=0) if wins else np.nan

@@ -1,0 +1,184 @@
+"""The path sweep: one forward pass per λ over each split serves every metric.
+
+Order of work (DESIGN.md "Shape"):
+
+1. BN models: re-estimate running statistics for every λ on the same fixed training images;
+2. ``calib`` split: logits per λ (for temperature calibration);
+3. ``test`` split, batch by batch: the endpoints' (λ = 0, 1) layer records first, then every
+   λ's logits and layer records, reduced at once by ``LayerStatistics``.
+
+Logits of both splits are kept (λ × image × class), so calibration, barriers and the ensemble
+comparison never run the model again. Merged parameters are computed per batch with ``torch.lerp``
+unless all λ's states fit in ``state_cache_bytes``, so memory does not grow with the grid either.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from lewc.batchnorm import DEFAULT_BN_IMAGES, bn_templates, reestimate, reestimation_images
+from lewc.capture import LayerStatistics
+from lewc.data import DeviceDataset
+from lewc.errors import LewcError
+from lewc.merge import Pair, State, check_lams, stack_interpolations
+
+STATE_CACHE_BYTES = 2 * 1024**3
+
+
+@dataclass
+class SweepOptions:
+    """Knobs of the sweep; the defaults are what ``lewc.verify`` uses."""
+
+    n_test: int | None = None
+    bn_images: int = DEFAULT_BN_IMAGES
+    reestimate_bn: bool = True
+    batch_size: int = 500
+    capture: bool = True
+    vectorize: str = "auto"  # "auto" (measure), "yes", "no": vmap over λ for logits-only passes
+    progress: bool = True
+    state_cache_bytes: int = STATE_CACHE_BYTES
+    capture_kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class SweepResult:
+    lams: list[float]
+    logits: dict[str, torch.Tensor]  # split -> (λ, image, class), float32 on CPU
+    labels: dict[str, torch.Tensor]
+    layer_stats: LayerStatistics | None
+    timings: dict[str, float]
+    vectorized: bool
+
+
+class MergedStates:
+    """θ(λ) for each λ of the grid, with BN buffers re-estimated where the model has BN."""
+
+    def __init__(self, pair: Pair, lams: Sequence[float], cache_bytes: int):
+        self.pair = pair
+        self.lams = list(lams)
+        self.buffers: list[State] = [{} for _ in self.lams]
+        size = sum(t.numel() * t.element_size() for t in pair.state_a.values())
+        self.cache: list[State] | None = [pair.state_at(lam) for lam in self.lams] if size * len(self.lams) <= cache_bytes else None
+
+    def __getitem__(self, i: int) -> State:
+        state = self.cache[i] if self.cache is not None else self.pair.state_at(self.lams[i])
+        return {**state, **self.buffers[i]} if self.buffers[i] else state
+
+    def reestimate_bn(self, ds: DeviceDataset, n_images: int, batch_size: int, progress: bool) -> None:
+        images = reestimation_images(ds, n_images)
+        template = bn_templates(self.pair)
+        names = [n for n in self.pair.state_a if n.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+        for i in tqdm(range(len(self.lams)), desc="BN re-estimation", disable=not progress, leave=False):
+            new = reestimate(self.pair, self[i], images, ds, batch_size, template)
+            self.buffers[i] = {n: new[n] for n in names}
+            if self.cache is not None:
+                self.cache[i] = {**self.cache[i], **self.buffers[i]}
+
+
+def _time(fn: Callable[[], object], device: torch.device, repeat: int = 2) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def choose_vectorize(pair: Pair, states: MergedStates, x: torch.Tensor, device: torch.device) -> bool:
+    """Measure vmap over λ against a loop on one batch; vmap only if faster and states are cached."""
+    if states.cache is None:
+        return False
+    stacked = {k: torch.stack([states[i][k] for i in range(len(states.lams))]) for k in states[0]}
+    with torch.no_grad():
+        looped = _time(lambda: [pair.forward(states[i], x) for i in range(len(states.lams))], device)
+        try:
+            vmapped = _time(lambda: pair.forward_vmapped(stacked, x), device)
+        except RuntimeError:  # an op without a batching rule
+            return False
+    return vmapped < looped
+
+
+@torch.no_grad()
+def logits_pass(pair: Pair, states: MergedStates, ds: DeviceDataset, split: str, batch_size: int,
+                vectorized: bool, n: int | None = None, progress: bool = False) -> torch.Tensor:
+    """(λ, image, class) logits of one split, without layer capture."""
+    out = []
+    stacked = None
+    if vectorized:
+        stacked = {k: torch.stack([states[i][k] for i in range(len(states.lams))]) for k in states[0]}
+    for x, _ in tqdm(ds.batches(split, batch_size, n), desc=f"{split} pass", disable=not progress, leave=False,
+                     total=-(-len(ds.split(split).head(n)) // batch_size)):
+        if stacked is not None:
+            out.append(pair.forward_vmapped(stacked, x).float().cpu())
+        else:
+            out.append(torch.stack([pair.forward(states[i], x).float() for i in range(len(states.lams))]).cpu())
+    return torch.cat(out, dim=1)
+
+
+@torch.no_grad()
+def sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepOptions | None = None) -> SweepResult:
+    """Run the whole path sweep (see module docstring) and return logits and layer statistics."""
+    opt = options or SweepOptions()
+    lams = check_lams(lams)
+    timings: dict[str, float] = {}
+    pair.template.to(ds.device)
+    states = MergedStates(pair, lams, opt.state_cache_bytes)
+    t0 = time.perf_counter()
+    if pair.has_batchnorm and opt.reestimate_bn:
+        states.reestimate_bn(ds, opt.bn_images, opt.batch_size, opt.progress)
+    timings["bn"] = time.perf_counter() - t0
+    first_x = next(ds.batches("calib", opt.batch_size))[0]
+    vectorized = {"yes": states.cache is not None, "no": False}.get(opt.vectorize)
+    if vectorized is None:
+        vectorized = choose_vectorize(pair, states, first_x, ds.device)
+    t0 = time.perf_counter()
+    logits = {"calib": logits_pass(pair, states, ds, "calib", opt.batch_size, vectorized, progress=opt.progress)}
+    timings["calib"] = time.perf_counter() - t0
+    test = ds.test.head(opt.n_test)
+    t0 = time.perf_counter()
+    if opt.capture:
+        stats = LayerStatistics(pair, lams, len(test), **opt.capture_kwargs)
+        i0, i1 = lams.index(0.0), lams.index(1.0)
+        chunks = []
+        n_batches = -(-len(test) // opt.batch_size)
+        for b, (x, _) in enumerate(tqdm(ds.batches("test", opt.batch_size, opt.n_test), total=n_batches,
+                                        desc="test pass (with layer capture)", disable=not opt.progress,
+                                        leave=False)):
+            outs: list = [None] * len(lams)
+            outs[i0] = pair.forward(states[i0], x, capture=True)
+            outs[i1] = pair.forward(states[i1], x, capture=True)
+            stats.observe_endpoints(b * opt.batch_size, outs[i0][1], outs[i1][1])
+            for i in range(len(lams)):
+                if outs[i] is None:
+                    outs[i] = pair.forward(states[i], x, capture=True)
+                stats.observe(i, outs[i][1])
+            chunks.append(torch.stack([o[0].float() for o in outs]).cpu())
+        logits["test"] = torch.cat(chunks, dim=1)
+    else:
+        stats = None
+        logits["test"] = logits_pass(pair, states, ds, "test", opt.batch_size, vectorized, opt.n_test, opt.progress)
+    timings["test"] = time.perf_counter() - t0
+    labels = {"calib": ds.calib.y.cpu(), "test": test.y.cpu()}
+    for split, z in logits.items():
+        if not torch.isfinite(z).all():
+            bad = sorted({lams[i] for i in torch.nonzero(~torch.isfinite(z).all(-1).all(-1)).flatten().tolist()})
+            raise LewcError(f"the merged model produced NaN/inf logits on {split} at λ = {bad}")
+    return SweepResult(lams, logits, labels, stats, timings, vectorized)
+
+
+def accuracy_and_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per-λ accuracy and mean cross-entropy from (λ, image, class) logits."""
+    correct = (logits.argmax(-1) == labels).double().mean(-1).numpy()
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2).double(), labels.expand(len(logits), -1),
+                                           reduction="none").mean(-1).numpy()
+    return correct, ce
