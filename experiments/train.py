@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from experiments.recipe import TrainConfig, default_config
 from lewc import checkpoints
 from lewc.data import DeviceDataset, data_home, load_dataset
 from lewc.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.io import atomic_path
 from lewc.models import CapturingModel, build
+from lewc.recipe import TrainConfig, default_config
 
 
 def checkpoint_dir() -> Path:
@@ -106,13 +106,29 @@ def snapshot_path(ckpt: Path) -> Path:
 
 def build_model(cfg: TrainConfig, ds: DeviceDataset) -> CapturingModel:
     torch.manual_seed(cfg.seed)  # the seed fixes the initialisation
-    return build(cfg.model, cfg.width, ds.info.num_classes, ds.info.in_shape, norm=cfg.norm, bias=cfg.bias,
-                 base_width=cfg.base_width, depth=cfg.depth)
+    return build(
+        cfg.model,
+        cfg.width,
+        ds.info.num_classes,
+        ds.info.in_shape,
+        norm=cfg.norm,
+        bias=cfg.bias,
+        base_width=cfg.base_width,
+        depth=cfg.depth,
+    )
 
 
-def train(cfg: TrainConfig, out_dir: Path | None = None, device: str | None = None, force: bool = False,
-          compile_model: bool = False, data_root: str | None = None, progress: bool = True,
-          stop_after_epoch: int | None = None, dataset: DeviceDataset | None = None) -> Path:
+def train(
+    cfg: TrainConfig,
+    out_dir: Path | None = None,
+    device: str | None = None,
+    force: bool = False,
+    compile_model: bool = False,
+    data_root: str | None = None,
+    progress: bool = True,
+    stop_after_epoch: int | None = None,
+    dataset: DeviceDataset | None = None,
+) -> Path:
     """Train (or reuse, or resume) the checkpoint of ``cfg``; returns its ``.safetensors`` path.
 
     ``stop_after_epoch`` simulates an interruption (for tests): training stops after that many
@@ -145,8 +161,13 @@ def train(cfg: TrainConfig, out_dir: Path | None = None, device: str | None = No
         raise LewcError(f"batch size {cfg.batch_size} exceeds the {len(ds.train)} training images")
     total = steps_per_epoch * cfg.epochs
     warmup = max(1, round(cfg.warmup_epochs * steps_per_epoch))
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.wd,
-                                **({"fused": True} if dev.type == "cuda" else {"foreach": True}))
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.wd,
+        **({"fused": True} if dev.type == "cuda" else {"foreach": True}),
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
     start_epoch, history = 0, []
     snap = snapshot_path(ckpt)
@@ -175,8 +196,15 @@ def train(cfg: TrainConfig, out_dir: Path | None = None, device: str | None = No
         scheduler.step()
         return loss.detach(), (logits.argmax(1) == y).sum()
 
-    bar = tqdm(total=total, initial=start_epoch * steps_per_epoch, desc=cfg.name, unit="step",
-               disable=not (progress and dist.is_main), file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(
+        total=total,
+        initial=start_epoch * steps_per_epoch,
+        desc=cfg.name,
+        unit="step",
+        disable=not (progress and dist.is_main),
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
     model.train()
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -198,17 +226,25 @@ def train(cfg: TrainConfig, out_dir: Path | None = None, device: str | None = No
                 seen += local_bs
                 if (step + 1) % 50 == 0 or step + 1 == steps_per_epoch:  # the only host syncs
                     bar.update(step + 1 - (bar.n - epoch * steps_per_epoch))
-                    bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{loss_sum.item() / (step + 1):.4f}",
-                                    acc=f"{correct.item() / seen:.4f}",
-                                    img_s=f"{seen * dist.world / (time.perf_counter() - t0):.0f}")
+                    bar.set_postfix(
+                        epoch=f"{epoch + 1}/{cfg.epochs}",
+                        loss=f"{loss_sum.item() / (step + 1):.4f}",
+                        acc=f"{correct.item() / seen:.4f}",
+                        img_s=f"{seen * dist.world / (time.perf_counter() - t0):.0f}",
+                    )
             loss_epoch = loss_sum.item() / steps_per_epoch
             if not math.isfinite(loss_epoch):
                 raise LewcError(f"training diverged (loss {loss_epoch}) in epoch {epoch + 1}; lower --lr")
             history.append({"epoch": epoch + 1, "train_loss": loss_epoch, "train_acc": correct.item() / seen})
             if dist.is_main:
-                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
-                         "config": cfg.as_dict()}
+                state = {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "config": cfg.as_dict(),
+                }
                 with atomic_path(snap) as tmp:
                     torch.save(state, tmp)
             dist.barrier()
@@ -220,14 +256,29 @@ def train(cfg: TrainConfig, out_dir: Path | None = None, device: str | None = No
         train_acc, train_loss = evaluate(model, ds, "train")
         test_acc, test_loss = evaluate(model, ds, "test")
         meta = {
-            "model": cfg.model, "width": cfg.width, "base_width": cfg.base_width, "depth": cfg.depth,
-            "norm": cfg.norm, "bias": cfg.bias, "num_classes": ds.info.num_classes,
-            "in_shape": list(ds.info.in_shape), "dataset": cfg.dataset, "seed": cfg.seed,
-            "train_config": cfg.as_dict(), "epochs": cfg.epochs, "optimizer": "SGD",
+            "model": cfg.model,
+            "width": cfg.width,
+            "base_width": cfg.base_width,
+            "depth": cfg.depth,
+            "norm": cfg.norm,
+            "bias": cfg.bias,
+            "num_classes": ds.info.num_classes,
+            "in_shape": list(ds.info.in_shape),
+            "dataset": cfg.dataset,
+            "seed": cfg.seed,
+            "train_config": cfg.as_dict(),
+            "epochs": cfg.epochs,
+            "optimizer": "SGD",
             "schedule": f"linear warm-up {cfg.warmup_epochs} epoch(s), then linear decay to 0",
-            "world_size": dist.world, "device": str(dev), "bf16_autocast": use_bf16,
-            "train_acc": train_acc, "train_loss": train_loss, "test_acc": test_acc, "test_loss": test_loss,
-            "history": history, "parameters": checkpoints.parameter_count(model),
+            "world_size": dist.world,
+            "device": str(dev),
+            "bf16_autocast": use_bf16,
+            "train_acc": train_acc,
+            "train_loss": train_loss,
+            "test_acc": test_acc,
+            "test_loss": test_loss,
+            "history": history,
+            "parameters": checkpoints.parameter_count(model),
         }
         checkpoints.save(model, ckpt, meta)
         snap.unlink(missing_ok=True)
@@ -239,13 +290,16 @@ def train(cfg: TrainConfig, out_dir: Path | None = None, device: str | None = No
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by train, train_pair and sweep (None = the recipe's default)."""
     parser.add_argument("--model", required=True, help="mlp, vgg11, vgg16 or resnet20")
-    parser.add_argument("--dataset", default="fashion-mnist",
-                        help="fashion-mnist (default), mnist, cifar10, cifar100 or synthetic")
-    parser.add_argument("--epochs", type=int, help="training epochs (default per dataset, see experiments/recipe.py)")
+    parser.add_argument(
+        "--dataset", default="fashion-mnist", help="fashion-mnist (default), mnist, cifar10, cifar100 or synthetic"
+    )
+    parser.add_argument("--epochs", type=int, help="training epochs (default per dataset, see lewc/recipe.py)")
     parser.add_argument("--lr", type=float, help="peak learning rate of SGD (default per dataset)")
     parser.add_argument("--wd", type=float, help="weight decay (default 3e-3, the paper's; LEWC vanishes at 1e-4)")
     parser.add_argument("--batch-size", type=int, help="global batch size (default per dataset)")
-    parser.add_argument("--norm", choices=["bn", "ln", "none"], help="normalisation (default: none for mlp, bn otherwise)")
+    parser.add_argument(
+        "--norm", choices=["bn", "ln", "none"], help="normalisation (default: none for mlp, bn otherwise)"
+    )
     parser.add_argument("--no-bias", action="store_true", help="bias-free layers (the setting of the paper's theorem)")
     parser.add_argument("--base-width", type=int, help="units/channels at width 1 (mlp 32, vgg 64, resnet20 16)")
     parser.add_argument("--depth", type=int, help="number of hidden layers of the mlp (default 3)")
@@ -258,9 +312,20 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, width: int, seed: int) -> TrainConfig:
-    return default_config(args.model, width, args.dataset, seed, epochs=args.epochs, lr=args.lr, wd=args.wd,
-                          batch_size=args.batch_size, norm=args.norm, bias=False if args.no_bias else None,
-                          base_width=args.base_width, depth=args.depth)
+    return default_config(
+        args.model,
+        width,
+        args.dataset,
+        seed,
+        epochs=args.epochs,
+        lr=args.lr,
+        wd=args.wd,
+        batch_size=args.batch_size,
+        norm=args.norm,
+        bias=False if args.no_bias else None,
+        base_width=args.base_width,
+        depth=args.depth,
+    )
 
 
 def run_training(args: argparse.Namespace, width: int, seed: int) -> Path:
@@ -270,8 +335,9 @@ def run_training(args: argparse.Namespace, width: int, seed: int) -> Path:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    parser = OneLineArgumentParser(prog="python -m experiments.train", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(
+        prog="python -m experiments.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_arguments(parser)
     parser.add_argument("--width", type=int, required=True, help="width multiplier (positive integer)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default 0)")

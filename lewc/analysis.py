@@ -35,8 +35,12 @@ def path_dataset(result: SweepResult, n_boot: int = barriers.DEFAULT_BOOT) -> tu
     per_sample = {}
     for si, split in enumerate(splits):
         acc[si], loss[si] = accuracy_and_loss(result.logits[split], result.labels[split])
-        cal = np.stack([cross_entropy_per_sample(result.logits[split][i], result.labels[split], betas[i])
-                        for i in range(len(lams))])
+        cal = np.stack(
+            [
+                cross_entropy_per_sample(result.logits[split][i], result.labels[split], betas[i])
+                for i in range(len(lams))
+            ]
+        )
         loss_cal[si] = cal.mean(1)
         per_sample[split] = cal
     test = result.logits["test"]
@@ -90,13 +94,34 @@ def layer_dataset(result: SweepResult, depths: Sequence[int], names: Sequence[st
         "ro_a_on_b": (("layer",), ro_ba, {"long_name": "‖W_A z_B‖ / ‖W_B z_B‖"}),
         "coef_ci": (("layer", "lam", "coef", "bound"), fits["coef_ci"]),
     }
-    for key in ("coef_a", "coef_b", "r2", "coef_a_full", "coef_b_full", "r2_full", "cos_lewc", "cos_llfc",
-                "rel_err_lewc", "rel_err_llfc", "pred_a_lewc", "pred_b_lewc"):
+    for key in (
+        "coef_a",
+        "coef_b",
+        "r2",
+        "coef_a_full",
+        "coef_b_full",
+        "r2_full",
+        "cos_lewc",
+        "cos_llfc",
+        "rel_err_lewc",
+        "rel_err_llfc",
+        "pred_a_lewc",
+        "pred_b_lewc",
+    ):
         data[key] = (lam_layer, fits[key])
     for key in ("k", "k_lo", "k_hi", "k_se"):
         data[f"exponent_{key}" if key != "k" else "exponent"] = (("layer",), fits[key])
-    ds = xr.Dataset(data, coords={"lam": lams, "layer": list(names), "depth": ("layer", list(depths)),
-                                  "term": list(GRAM_TERMS), "coef": ["a", "b"], "bound": ["lo", "hi"]})
+    ds = xr.Dataset(
+        data,
+        coords={
+            "lam": lams,
+            "layer": list(names),
+            "depth": ("layer", list(depths)),
+            "term": list(GRAM_TERMS),
+            "coef": ["a", "b"],
+            "bound": ["lo", "hi"],
+        },
+    )
     trend = fit.exponent_trend(depths, fits["k"], fits["k_se"])
     ds.attrs["exponent_trend"] = json_attr(trend)
     return ds
@@ -109,8 +134,14 @@ def ensemble_dataset(result: SweepResult, betas: np.ndarray, depth: int) -> xr.D
     return xr.Dataset(data, coords={"kind": list(ensemble.KINDS), "lam": result.lams})
 
 
-def analyze(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepOptions | None = None,
-            provenance: dict | None = None, n_boot: int = barriers.DEFAULT_BOOT) -> xr.Dataset:
+def analyze(
+    pair: Pair,
+    ds: DeviceDataset,
+    lams: Sequence[float],
+    options: SweepOptions | None = None,
+    provenance: dict | None = None,
+    n_boot: int = barriers.DEFAULT_BOOT,
+) -> xr.Dataset:
     """Sweep the pair once and return the complete results Dataset of issue 4 and 5."""
     options = options or SweepOptions()
     result = sweep(pair, ds, lams, options)
@@ -121,25 +152,27 @@ def analyze(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: Sweep
     parts.append(ensemble_dataset(result, path_ds["beta"].values, pair.template.total_depth))
     out = xr.merge(parts, combine_attrs="override", join="exact")
     out.attrs.update(parts[1].attrs if len(parts) > 2 else {})
-    out.attrs.update({
-        "schema": RESULTS_SCHEMA,
-        "lewc_version": lewc.__version__,
-        "torch_version": torch.__version__,
-        "dataset": ds.info.name,
-        "n_test": int(result.logits["test"].shape[1]),
-        "n_calib": int(result.logits["calib"].shape[1]),
-        "n_train": len(ds.train),
-        "bn_reestimated": int(pair.has_batchnorm and options.reestimate_bn),
-        "bn_images": options.bn_images if pair.has_batchnorm and options.reestimate_bn else 0,
-        "lam_convention": "theta(lam) = (1-lam)*theta_A + lam*theta_B; the paper writes it the other way round",
-        "total_depth": pair.template.total_depth,
-        "vectorized": int(result.vectorized),
-        "timings": json_attr(result.timings),
-        "sha256_a": pair.meta_a.get("sha256", ""),
-        "sha256_b": pair.meta_b.get("sha256", ""),
-        "sidecar_a": json_attr(pair.meta_a),
-        "sidecar_b": json_attr(pair.meta_b),
-    })
+    out.attrs.update(
+        {
+            "schema": RESULTS_SCHEMA,
+            "lewc_version": lewc.__version__,
+            "torch_version": torch.__version__,
+            "dataset": ds.info.name,
+            "n_test": int(result.logits["test"].shape[1]),
+            "n_calib": int(result.logits["calib"].shape[1]),
+            "n_train": len(ds.train),
+            "bn_reestimated": int(pair.has_batchnorm and options.reestimate_bn),
+            "bn_images": options.bn_images if pair.has_batchnorm and options.reestimate_bn else 0,
+            "lam_convention": "theta(lam) = (1-lam)*theta_A + lam*theta_B; the paper writes it the other way round",
+            "total_depth": pair.template.total_depth,
+            "vectorized": int(result.vectorized),
+            "timings": json_attr(result.timings),
+            "sha256_a": pair.meta_a.get("sha256", ""),
+            "sha256_b": pair.meta_b.get("sha256", ""),
+            "sidecar_a": json_attr(pair.meta_a),
+            "sidecar_b": json_attr(pair.meta_b),
+        }
+    )
     if provenance:
         out.attrs.update({k: v if isinstance(v, str | int | float) else json_attr(v) for k, v in provenance.items()})
     return out

@@ -32,8 +32,9 @@ def mid_index(lams: Sequence[float]) -> int:
     return int(hits[0])
 
 
-def bootstrap_means(per_sample: np.ndarray, n_boot: int = DEFAULT_BOOT, seed: int = BOOT_SEED,
-                    chunk: int = 200) -> np.ndarray:
+def bootstrap_means(
+    per_sample: np.ndarray, n_boot: int = DEFAULT_BOOT, seed: int = BOOT_SEED, chunk: int = 200
+) -> np.ndarray:
     """Bootstrap replicates of the mean over the last axis (samples): shape (n_boot, *leading)."""
     n = per_sample.shape[-1]
     flat = per_sample.reshape(-1, n).astype(np.float64)
@@ -45,26 +46,35 @@ def bootstrap_means(per_sample: np.ndarray, n_boot: int = DEFAULT_BOOT, seed: in
     return np.concatenate(out).reshape(n_boot, *per_sample.shape[:-1])
 
 
-def summarize(lams: Sequence[float], correct: np.ndarray, loss_raw: np.ndarray, loss_cal: np.ndarray,
-              n_boot: int = DEFAULT_BOOT, seed: int = BOOT_SEED, level: float = 0.95) -> dict[str, dict]:
+def summarize(
+    lams: Sequence[float],
+    correct: np.ndarray,
+    loss_raw: np.ndarray,
+    loss_cal: np.ndarray,
+    n_boot: int = DEFAULT_BOOT,
+    seed: int = BOOT_SEED,
+    level: float = 0.95,
+) -> dict[str, dict]:
     """Barriers at λ = ½ and max over the grid, raw and calibrated, each ``{value, ci}``.
 
     Inputs are per-sample arrays of shape (λ, image): correctness (bool), raw and calibrated
     cross-entropy on the test split.
     """
     mid = mid_index(lams)
-    metrics = {"acc": (100.0 * correct.astype(np.float64), True), "loss_raw": (loss_raw, False),
-               "loss_cal": (loss_cal, False)}
+    metrics = {
+        "acc": (100.0 * correct.astype(np.float64), True),
+        "loss_raw": (loss_raw, False),
+        "loss_cal": (loss_cal, False),
+    }
     out: dict[str, dict] = {}
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     for key, (per_sample, higher) in metrics.items():
         point = barrier_curve(lams, per_sample.mean(axis=-1), higher)
         boot = barrier_curve(lams, bootstrap_means(per_sample, n_boot, seed), higher)
         prefix = "acc" if key == "acc" else "loss"
-        suffix = "" if key == "acc" else key[len("loss"):]
+        suffix = "" if key == "acc" else key[len("loss") :]
         for label, value, reps in (("mid", point[mid], boot[:, mid]), ("max", point.max(), boot.max(axis=1))):
-            out[f"{prefix}_{label}{suffix}"] = {"value": float(value),
-                                                "ci": [float(v) for v in np.percentile(reps, q)]}
+            out[f"{prefix}_{label}{suffix}"] = {"value": float(value), "ci": [float(v) for v in np.percentile(reps, q)]}
     out["curve_acc"] = {"value": barrier_curve(lams, metrics["acc"][0].mean(-1), True).tolist()}
     out["curve_loss_raw"] = {"value": barrier_curve(lams, loss_raw.mean(-1), False).tolist()}
     out["curve_loss_cal"] = {"value": barrier_curve(lams, loss_cal.mean(-1), False).tolist()}

@@ -46,8 +46,14 @@ def reestimation_images(ds: DeviceDataset, n_images: int = DEFAULT_BN_IMAGES, se
 
 
 @torch.no_grad()
-def reestimate(pair: Pair, state: State, images: torch.Tensor, ds: DeviceDataset, batch_size: int = 500,
-               template: torch.nn.Module | None = None) -> State:
+def reestimate(
+    pair: Pair,
+    state: State,
+    images: torch.Tensor,
+    ds: DeviceDataset,
+    batch_size: int = 500,
+    template: torch.nn.Module | None = None,
+) -> State:
     """Return ``state`` with every BN layer's running statistics re-estimated on ``images``."""
     tmpl = template if template is not None else bn_templates(pair)
     bn_names = [name for name, m in tmpl.named_modules() if is_bn(m)]

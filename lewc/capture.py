@@ -38,9 +38,16 @@ SAMPLE_SEED = 0
 class LayerStatistics:
     """Accumulates the statistics above; call ``observe_endpoints`` then ``observe`` for each λ."""
 
-    def __init__(self, pair: Pair, lams: Sequence[float], n_images: int,
-                 sample_images: int = DEFAULT_SAMPLE_IMAGES, sample_units: int = DEFAULT_SAMPLE_UNITS,
-                 ro_images: int = DEFAULT_RO_IMAGES, seed: int = SAMPLE_SEED):
+    def __init__(
+        self,
+        pair: Pair,
+        lams: Sequence[float],
+        n_images: int,
+        sample_images: int = DEFAULT_SAMPLE_IMAGES,
+        sample_units: int = DEFAULT_SAMPLE_UNITS,
+        ro_images: int = DEFAULT_RO_IMAGES,
+        seed: int = SAMPLE_SEED,
+    ):
         self.pair = pair
         self.lams = list(lams)
         self.depths = [spec.depth for spec in pair.layers]
@@ -94,8 +101,10 @@ class LayerStatistics:
                 m = act(records_m[li][1]).flatten(1).float()
                 a = act(records_a[li][1]).flatten(1).float()
                 b = act(records_b[li][1]).flatten(1).float()
-                terms = torch.stack([(m * m).sum(1), (a * a).sum(1), (b * b).sum(1), (m * a).sum(1),
-                                     (m * b).sum(1), (a * b).sum(1)], dim=1)
+                terms = torch.stack(
+                    [(m * m).sum(1), (a * a).sum(1), (b * b).sum(1), (m * a).sum(1), (m * b).sum(1), (a * b).sum(1)],
+                    dim=1,
+                )
                 n = terms.shape[0]
                 self.gram[lam_index, li, start : start + n] = terms.double().cpu().numpy()
                 self._store_sample(lam_index, li, m)
@@ -134,6 +143,8 @@ class LayerStatistics:
             wa, wb = self.pair.state_a[f"{name}.weight"], self.pair.state_b[f"{name}.weight"]
             extra = {"bias": torch.zeros_like(module.bias)} if getattr(module, "bias", None) is not None else {}
             za, zb = records_a[li][0], records_b[li][0]
-            outs = [functional_call(module, {"weight": w, **extra}, (z,)) for w, z in
-                    ((wb, za), (wa, za), (wa, zb), (wb, zb))]
+            outs = [
+                functional_call(module, {"weight": w, **extra}, (z,))
+                for w, z in ((wb, za), (wa, za), (wa, zb), (wb, zb))
+            ]
             self.ro[li] += [float(o.double().square().sum()) for o in outs]

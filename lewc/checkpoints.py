@@ -42,9 +42,16 @@ def architecture(meta: dict[str, Any]) -> dict[str, Any]:
 
 def build_from_meta(meta: dict[str, Any]) -> CapturingModel:
     """Rebuild an (uninitialised) model from a sidecar's architecture fields."""
-    return build(meta["model"], int(meta["width"]), int(meta["num_classes"]), tuple(meta["in_shape"]),
-                 norm=meta["norm"], bias=bool(meta["bias"]), base_width=meta.get("base_width"),
-                 depth=meta.get("depth"))
+    return build(
+        meta["model"],
+        int(meta["width"]),
+        int(meta["num_classes"]),
+        tuple(meta["in_shape"]),
+        norm=meta["norm"],
+        bias=bool(meta["bias"]),
+        base_width=meta.get("base_width"),
+        depth=meta.get("depth"),
+    )
 
 
 def save(model: torch.nn.Module, path: str | os.PathLike, meta: dict[str, Any]) -> Path:
@@ -64,14 +71,16 @@ def save(model: torch.nn.Module, path: str | os.PathLike, meta: dict[str, Any]) 
     with atomic_path(wpath) as tmp:
         safetensors.torch.save_file(state, str(tmp))
     full = dict(meta)
-    full.update({
-        "schema": SIDECAR_SCHEMA,
-        "weights_file": wpath.name,
-        "sha256": sha256_file(wpath),
-        "lewc_version": lewc.__version__,
-        "torch_version": torch.__version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    })
+    full.update(
+        {
+            "schema": SIDECAR_SCHEMA,
+            "weights_file": wpath.name,
+            "sha256": sha256_file(wpath),
+            "lewc_version": lewc.__version__,
+            "torch_version": torch.__version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
     write_json_atomic(sidecar_path(wpath), full)
     return wpath
 
@@ -86,7 +95,8 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise LewcError(f"checkpoint sidecar {side} is not valid JSON ({err})") from None
     if not isinstance(meta, dict) or meta.get("schema") != SIDECAR_SCHEMA:
-        raise LewcError(f"checkpoint sidecar {side} has an unknown schema {meta.get('schema') if isinstance(meta, dict) else None!r}")
+        schema = meta.get("schema") if isinstance(meta, dict) else None
+        raise LewcError(f"checkpoint sidecar {side} has an unknown schema {schema!r}")
     return meta
 
 
@@ -111,13 +121,17 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[C
     extra = sorted(set(state) - set(expected))
     absent = sorted(set(expected) - set(state))
     if extra or absent:
-        raise LewcError(f"checkpoint {wpath} does not fit {meta['model']} ×{meta['width']}: "
-                        f"unexpected tensors {extra[:3]}, missing tensors {absent[:3]}")
+        raise LewcError(
+            f"checkpoint {wpath} does not fit {meta['model']} ×{meta['width']}: "
+            f"unexpected tensors {extra[:3]}, missing tensors {absent[:3]}"
+        )
     for name, ref in expected.items():
         got = state[name]
         if got.shape != ref.shape or got.dtype != ref.dtype:
-            raise LewcError(f"checkpoint {wpath}: tensor {name} has shape {tuple(got.shape)} {got.dtype}, "
-                            f"expected {tuple(ref.shape)} {ref.dtype}")
+            raise LewcError(
+                f"checkpoint {wpath}: tensor {name} has shape {tuple(got.shape)} {got.dtype}, "
+                f"expected {tuple(ref.shape)} {ref.dtype}"
+            )
         if got.is_floating_point() and not torch.isfinite(got).all():
             raise LewcError(f"checkpoint {wpath}: tensor {name} contains NaN or infinite values")
     model.load_state_dict(state)
@@ -144,7 +158,7 @@ def count_flops_per_image(model: CapturingModel, in_shape: tuple[int, ...]) -> f
         if isinstance(mod, torch.nn.Conv2d | torch.nn.Linear):
             hooks.append(mod.register_forward_hook(hook))
     try:
-        with torch.no_grad():
+        with torch.no_grad():  # works on the meta device too: only shapes are needed
             model.eval()(torch.zeros(1, *in_shape, device=next(model.parameters()).device))
     finally:
         for h in hooks:

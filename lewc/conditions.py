@@ -25,8 +25,14 @@ def weak_additivity(wa_sums: np.ndarray) -> np.ndarray:
         return wa_sums[..., 0] / np.sqrt(wa_sums[..., 1] * wa_sums[..., 2])
 
 
-def gaussian_baseline(lams: Sequence[float], depths: Sequence[int], scale_a: np.ndarray, scale_b: np.ndarray,
-                      n: int = BASELINE_SAMPLES, seed: int = BASELINE_SEED) -> np.ndarray:
+def gaussian_baseline(
+    lams: Sequence[float],
+    depths: Sequence[int],
+    scale_a: np.ndarray,
+    scale_b: np.ndarray,
+    n: int = BASELINE_SAMPLES,
+    seed: int = BASELINE_SEED,
+) -> np.ndarray:
     """Weak-additivity cosine of independent N(0, s_A²), N(0, s_B²) pre-activations, (λ, layer)."""
     rng = np.random.default_rng(seed)
     za, zb = rng.standard_normal(n), rng.standard_normal(n)

@@ -53,24 +53,50 @@ class DatasetInfo:
 
 DATASETS: dict[str, DatasetInfo] = {
     "fashion-mnist": DatasetInfo(
-        "fashion-mnist", (1, 28, 28), 10, (0.2860,), (0.3530,), False,
+        "fashion-mnist",
+        (1, 28, 28),
+        10,
+        (0.2860,),
+        (0.3530,),
+        False,
         "apt-get install dataset-fashion-mnist, or let torchvision download it (needs internet), "
         "or put the four IDX .gz files in data/datasets/fashion-mnist/",
     ),
     "mnist": DatasetInfo(
-        "mnist", (1, 28, 28), 10, (0.1307,), (0.3081,), False,
+        "mnist",
+        (1, 28, 28),
+        10,
+        (0.1307,),
+        (0.3081,),
+        False,
         "let torchvision download it (needs internet) or put the four IDX files in data/datasets/mnist/",
     ),
     "cifar10": DatasetInfo(
-        "cifar10", (3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True,
+        "cifar10",
+        (3, 32, 32),
+        10,
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        True,
         "let torchvision download it (needs internet) or extract cifar-10-python.tar.gz into data/datasets/",
     ),
     "cifar100": DatasetInfo(
-        "cifar100", (3, 32, 32), 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True,
+        "cifar100",
+        (3, 32, 32),
+        100,
+        (0.5071, 0.4865, 0.4409),
+        (0.2673, 0.2564, 0.2762),
+        True,
         "let torchvision download it (needs internet) or extract cifar-100-python.tar.gz into data/datasets/",
     ),
     "synthetic": DatasetInfo(
-        "synthetic", (3, 16, 16), 10, (0.5,), (0.25,), True, "it is generated, nothing to get",
+        "synthetic",
+        (3, 16, 16),
+        10,
+        (0.5,),
+        (0.25,),
+        True,
+        "it is generated, nothing to get",
     ),
 }
 
@@ -83,6 +109,7 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 # --------------------------------------------------------------------------- on-disk formats
+
 
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (MNIST's format), gzipped or not, checking its header against its size."""
@@ -112,8 +139,11 @@ class _CifarUnpickler(pickle.Unpickler):
     """
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str):
@@ -140,8 +170,10 @@ def read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray
 # --------------------------------------------------------------------------- locating files
 
 _IDX_NAMES = {
-    "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
-    "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
 }
 _TORCHVISION_DIR = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
 _CIFAR_DIR = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
@@ -177,8 +209,9 @@ def _download(name: str, root: Path) -> None:
     """Fetch with torchvision's own downloader (verifies MD5s); our readers then parse the files."""
     import torchvision.datasets as tvd
 
-    cls = {"fashion-mnist": tvd.FashionMNIST, "mnist": tvd.MNIST, "cifar10": tvd.CIFAR10,
-           "cifar100": tvd.CIFAR100}[name]
+    cls = {"fashion-mnist": tvd.FashionMNIST, "mnist": tvd.MNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[
+        name
+    ]
     target = root / name if name in _CIFAR_DIR else root
     target.mkdir(parents=True, exist_ok=True)
     for train in (True, False):
@@ -204,8 +237,12 @@ def load_arrays(name: str, data_root: str | os.PathLike | None = None, download:
             files = _find_idx(name, roots)
             if files is not None:
                 arrays = {k: read_idx(p) for k, p in files.items()}
-                return (arrays["train_x"][:, None], arrays["train_y"].astype(np.int64),
-                        arrays["test_x"][:, None], arrays["test_y"].astype(np.int64))
+                return (
+                    arrays["train_x"][:, None],
+                    arrays["train_y"].astype(np.int64),
+                    arrays["test_x"][:, None],
+                    arrays["test_y"].astype(np.int64),
+                )
         else:
             folder = _find_cifar(name, roots)
             if folder is not None:
@@ -218,7 +255,8 @@ def load_arrays(name: str, data_root: str | os.PathLike | None = None, download:
                 raise LewcError(
                     f"dataset {name} not found (looked in {looked}) and download failed "
                     f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                    f"to get it: {info.how_to_get}") from None
+                    f"to get it: {info.how_to_get}"
+                ) from None
         else:
             break
     looked = ", ".join(str(r) for r in roots)
@@ -257,6 +295,7 @@ def synthetic_arrays(n_train: int = 3000, n_test: int = 1000, seed: int = 0):
 
 
 # --------------------------------------------------------------------------- the device dataset
+
 
 @dataclass
 class Split:
@@ -319,7 +358,7 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) 
     oy = torch.randint(0, 2 * pad + 1, (n,), device=dev, generator=generator)
     ox = torch.randint(0, 2 * pad + 1, (n,), device=dev, generator=generator)
     flip = torch.rand(n, device=dev, generator=generator) < 0.5
-    rows = (oy[:, None] + torch.arange(h, device=dev)[None, :])  # n×h
+    rows = oy[:, None] + torch.arange(h, device=dev)[None, :]  # n×h
     cols = torch.arange(w, device=dev)[None, :].expand(n, w)
     cols = torch.where(flip[:, None], cols.flip(1), cols) + ox[:, None]  # n×w
     idx_n = torch.arange(n, device=dev)[:, None, None, None]
@@ -335,8 +374,13 @@ def calib_indices(n_train_total: int, n_calib: int, seed: int = SPLIT_SEED) -> t
     return np.sort(perm[n_calib:]), np.sort(perm[:n_calib])
 
 
-def load_dataset(name: str, device: str | torch.device = "cpu", data_root: str | os.PathLike | None = None,
-                 n_calib: int | None = None, download: bool = True) -> DeviceDataset:
+def load_dataset(
+    name: str,
+    device: str | torch.device = "cpu",
+    data_root: str | os.PathLike | None = None,
+    n_calib: int | None = None,
+    download: bool = True,
+) -> DeviceDataset:
     """Load a dataset's splits onto ``device`` as uint8 tensors (see module docstring for lookup)."""
     info = dataset_info(name)
     train_x, train_y, test_x, test_y = load_arrays(name, data_root, download)
@@ -350,5 +394,6 @@ def load_dataset(name: str, device: str | torch.device = "cpu", data_root: str |
 
     if tuple(train_x.shape[1:]) != info.in_shape:
         raise LewcError(f"{name}: images have shape {train_x.shape[1:]}, expected {info.in_shape}")
-    return DeviceDataset(info, to_split(train_x[tr], train_y[tr]), to_split(train_x[ca], train_y[ca]),
-                         to_split(test_x, test_y), dev)
+    return DeviceDataset(
+        info, to_split(train_x[tr], train_y[tr]), to_split(train_x[ca], train_y[ca]), to_split(test_x, test_y), dev
+    )

@@ -24,8 +24,13 @@ def ensemble_logits(z_a: torch.Tensor, z_b: torch.Tensor, lam: float, kind: str,
     return (1 - lam) ** k * z_a + lam**k * z_b
 
 
-def compare(lams: Sequence[float], logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor],
-            betas: np.ndarray, depth: int) -> dict[str, np.ndarray]:
+def compare(
+    lams: Sequence[float],
+    logits: dict[str, torch.Tensor],
+    labels: dict[str, torch.Tensor],
+    betas: np.ndarray,
+    depth: int,
+) -> dict[str, np.ndarray]:
     """Per (kind, λ): agreement, kl, cosine, ens_acc, ens_loss_cal, ens_beta, and per-image agreement.
 
     ``betas`` are the merged model's fitted β per λ; ``logits[split]`` is (λ, image, class) with the
@@ -34,14 +39,18 @@ def compare(lams: Sequence[float], logits: dict[str, torch.Tensor], labels: dict
     lams = list(lams)
     i0, i1 = lams.index(0.0), lams.index(1.0)
     n_test = logits["test"].shape[1]
-    out = {k: np.zeros((len(KINDS), len(lams))) for k in ("agreement", "kl", "cosine", "ens_acc", "ens_loss_cal",
-                                                           "ens_beta")}
+    out = {
+        k: np.zeros((len(KINDS), len(lams)))
+        for k in ("agreement", "kl", "cosine", "ens_acc", "ens_loss_cal", "ens_beta")
+    }
     out["agree_per_image"] = np.zeros((len(KINDS), len(lams), n_test), dtype=bool)
     y = labels["test"]
     for ki, kind in enumerate(KINDS):
         for li, lam in enumerate(lams):
-            ens = {s: ensemble_logits(logits[s][i0].double(), logits[s][i1].double(), lam, kind, depth)
-                   for s in ("calib", "test")}
+            ens = {
+                s: ensemble_logits(logits[s][i0].double(), logits[s][i1].double(), lam, kind, depth)
+                for s in ("calib", "test")
+            }
             merged = logits["test"][li].double()
             beta_e = fit_beta(ens["calib"], labels["calib"])
             agree = (ens["test"].argmax(1) == merged.argmax(1)).numpy()

@@ -89,8 +89,13 @@ def effective_exponent(lams: Sequence[float], coef: np.ndarray, cov: np.ndarray)
         warnings.simplefilter("ignore")
         res = sm.WLS(y, sm.add_constant(x), weights=weights).fit()
         lo, hi = np.asarray(res.conf_int(alpha=1 - LEVEL))[1]
-    return {"k": float(res.params[1]), "k_lo": float(lo), "k_hi": float(hi), "k_se": float(res.bse[1]),
-            "n_lam": int(use.sum())}
+    return {
+        "k": float(res.params[1]),
+        "k_lo": float(lo),
+        "k_hi": float(hi),
+        "k_se": float(res.bse[1]),
+        "n_lam": int(use.sum()),
+    }
 
 
 def exponent_trend(depths: Sequence[int], k: np.ndarray, k_se: np.ndarray) -> dict[str, float]:
@@ -113,7 +118,9 @@ def exponent_trend(depths: Sequence[int], k: np.ndarray, k_se: np.ndarray) -> di
     return {"slope": float(res.params[1]), "lo": float(lo), "hi": float(hi), "n_layers": int(ok.sum())}
 
 
-def fit_layers(lams: Sequence[float], depths: Sequence[int], act: np.ndarray, gram: np.ndarray) -> dict[str, np.ndarray]:
+def fit_layers(
+    lams: Sequence[float], depths: Sequence[int], act: np.ndarray, gram: np.ndarray
+) -> dict[str, np.ndarray]:
     """All per-(layer, λ) fits and per-layer exponents.
 
     ``act`` is the coordinate subsample (λ, layer, sample, unit); ``gram`` the per-image Gram terms
@@ -122,9 +129,23 @@ def fit_layers(lams: Sequence[float], depths: Sequence[int], act: np.ndarray, gr
     lams = list(lams)
     i0, i1 = lams.index(0.0), lams.index(1.0)
     n_lam, n_layer = len(lams), len(depths)
-    out = {key: np.full((n_layer, n_lam), np.nan) for key in (
-        "coef_a", "coef_b", "r2", "coef_a_full", "coef_b_full", "r2_full", "cos_lewc", "cos_llfc",
-        "rel_err_lewc", "rel_err_llfc", "pred_a_lewc", "pred_b_lewc")}
+    out = {
+        key: np.full((n_layer, n_lam), np.nan)
+        for key in (
+            "coef_a",
+            "coef_b",
+            "r2",
+            "coef_a_full",
+            "coef_b_full",
+            "r2_full",
+            "cos_lewc",
+            "cos_llfc",
+            "rel_err_lewc",
+            "rel_err_llfc",
+            "pred_a_lewc",
+            "pred_b_lewc",
+        )
+    }
     out["coef_ci"] = np.full((n_layer, n_lam, 2, 2), np.nan)
     out["coef_cov"] = np.full((n_layer, n_lam, 2, 2), np.nan)
     n_sample, n_unit = act.shape[2], act.shape[3]
@@ -147,8 +168,10 @@ def fit_layers(lams: Sequence[float], depths: Sequence[int], act: np.ndarray, gr
                 _, rel_all = prediction_errors(gram_sum[j, li], ca, cb)
                 out[f"cos_{name}"][li, j] = np.nanmean(cos_img) if np.isfinite(cos_img).any() else np.nan
                 out[f"rel_err_{name}"][li, j] = rel_all
-    exps = [effective_exponent(lams, np.stack([out["coef_a"][li], out["coef_b"][li]], 1), out["coef_cov"][li])
-            for li in range(n_layer)]
+    exps = [
+        effective_exponent(lams, np.stack([out["coef_a"][li], out["coef_b"][li]], 1), out["coef_cov"][li])
+        for li in range(n_layer)
+    ]
     for key in ("k", "k_lo", "k_hi", "k_se"):
         out[key] = np.array([e[key] for e in exps])
     return out

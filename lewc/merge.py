@@ -42,8 +42,12 @@ def check_lams(lams: Sequence[float], require_endpoints: bool = True) -> list[fl
     return values
 
 
-def check_pair(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor],
-               meta_a: Mapping[str, Any] | None = None, meta_b: Mapping[str, Any] | None = None) -> None:
+def check_pair(
+    state_a: Mapping[str, torch.Tensor],
+    state_b: Mapping[str, torch.Tensor],
+    meta_a: Mapping[str, Any] | None = None,
+    meta_b: Mapping[str, Any] | None = None,
+) -> None:
     """Refuse, in one line, a pair that cannot be interpolated: architecture, names, shapes, dtypes."""
     if meta_a is not None and meta_b is not None:
         arch_a, arch_b = architecture(dict(meta_a)), architecture(dict(meta_b))
@@ -51,8 +55,10 @@ def check_pair(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.
         if diff:
             raise LewcError(f"the two checkpoints are not the same architecture ({'; '.join(diff)})")
         if meta_a.get("dataset") != meta_b.get("dataset"):
-            raise LewcError(f"the two checkpoints were trained on different datasets "
-                            f"({meta_a.get('dataset')} vs {meta_b.get('dataset')})")
+            raise LewcError(
+                f"the two checkpoints were trained on different datasets "
+                f"({meta_a.get('dataset')} vs {meta_b.get('dataset')})"
+            )
     if set(state_a) != set(state_b):
         only = sorted(set(state_a) ^ set(state_b))
         raise LewcError(f"the two models have different tensors (e.g. {only[:3]})")
@@ -67,11 +73,16 @@ def interpolate(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch
     return {k: torch.lerp(a, state_b[k], lam) if a.is_floating_point() else a for k, a in state_a.items()}
 
 
-def stack_interpolations(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor],
-                         lams: Sequence[float]) -> State:
+def stack_interpolations(
+    state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor], lams: Sequence[float]
+) -> State:
     """θ(λ) for several λ stacked on a new leading dimension, for ``torch.func.vmap``."""
-    return {k: torch.stack([torch.lerp(a, state_b[k], lam) for lam in lams]) if a.is_floating_point()
-            else a.expand(len(lams), *a.shape) for k, a in state_a.items()}
+    return {
+        k: torch.stack([torch.lerp(a, state_b[k], lam) for lam in lams])
+        if a.is_floating_point()
+        else a.expand(len(lams), *a.shape)
+        for k, a in state_a.items()
+    }
 
 
 @dataclass
@@ -105,4 +116,5 @@ class Pair:
     def forward_vmapped(self, stacked: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Logits for several stacked states at once (leading dim = λ), via ``torch.func.vmap``."""
         return torch.func.vmap(lambda s, inp: functional_call(self.template, s, (inp,)), in_dims=(0, None))(
-            dict(stacked), x)
+            dict(stacked), x
+        )

@@ -26,7 +26,7 @@ from lewc.batchnorm import DEFAULT_BN_IMAGES, bn_templates, reestimate, reestima
 from lewc.capture import LayerStatistics
 from lewc.data import DeviceDataset
 from lewc.errors import LewcError
-from lewc.merge import Pair, State, check_lams, stack_interpolations
+from lewc.merge import Pair, State, check_lams
 
 STATE_CACHE_BYTES = 2 * 1024**3
 
@@ -64,7 +64,9 @@ class MergedStates:
         self.lams = list(lams)
         self.buffers: list[State] = [{} for _ in self.lams]
         size = sum(t.numel() * t.element_size() for t in pair.state_a.values())
-        self.cache: list[State] | None = [pair.state_at(lam) for lam in self.lams] if size * len(self.lams) <= cache_bytes else None
+        self.cache: list[State] | None = (
+            [pair.state_at(lam) for lam in self.lams] if size * len(self.lams) <= cache_bytes else None
+        )
 
     def __getitem__(self, i: int) -> State:
         state = self.cache[i] if self.cache is not None else self.pair.state_at(self.lams[i])
@@ -109,15 +111,28 @@ def choose_vectorize(pair: Pair, states: MergedStates, x: torch.Tensor, device: 
 
 
 @torch.no_grad()
-def logits_pass(pair: Pair, states: MergedStates, ds: DeviceDataset, split: str, batch_size: int,
-                vectorized: bool, n: int | None = None, progress: bool = False) -> torch.Tensor:
+def logits_pass(
+    pair: Pair,
+    states: MergedStates,
+    ds: DeviceDataset,
+    split: str,
+    batch_size: int,
+    vectorized: bool,
+    n: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
     """(λ, image, class) logits of one split, without layer capture."""
     out = []
     stacked = None
     if vectorized:
         stacked = {k: torch.stack([states[i][k] for i in range(len(states.lams))]) for k in states[0]}
-    for x, _ in tqdm(ds.batches(split, batch_size, n), desc=f"{split} pass", disable=not progress, leave=False,
-                     total=-(-len(ds.split(split).head(n)) // batch_size)):
+    for x, _ in tqdm(
+        ds.batches(split, batch_size, n),
+        desc=f"{split} pass",
+        disable=not progress,
+        leave=False,
+        total=-(-len(ds.split(split).head(n)) // batch_size),
+    ):
         if stacked is not None:
             out.append(pair.forward_vmapped(stacked, x).float().cpu())
         else:
@@ -151,9 +166,15 @@ def sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepOp
         i0, i1 = lams.index(0.0), lams.index(1.0)
         chunks = []
         n_batches = -(-len(test) // opt.batch_size)
-        for b, (x, _) in enumerate(tqdm(ds.batches("test", opt.batch_size, opt.n_test), total=n_batches,
-                                        desc="test pass (with layer capture)", disable=not opt.progress,
-                                        leave=False)):
+        for b, (x, _) in enumerate(
+            tqdm(
+                ds.batches("test", opt.batch_size, opt.n_test),
+                total=n_batches,
+                desc="test pass (with layer capture)",
+                disable=not opt.progress,
+                leave=False,
+            )
+        ):
             outs: list = [None] * len(lams)
             outs[i0] = pair.forward(states[i0], x, capture=True)
             outs[i1] = pair.forward(states[i1], x, capture=True)
@@ -179,6 +200,11 @@ def sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepOp
 def accuracy_and_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Per-λ accuracy and mean cross-entropy from (λ, image, class) logits."""
     correct = (logits.argmax(-1) == labels).double().mean(-1).numpy()
-    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2).double(), labels.expand(len(logits), -1),
-                                           reduction="none").mean(-1).numpy()
+    ce = (
+        torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2).double(), labels.expand(len(logits), -1), reduction="none"
+        )
+        .mean(-1)
+        .numpy()
+    )
     return correct, ce

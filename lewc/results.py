@@ -28,8 +28,7 @@ def _encoding(ds: xr.Dataset, compression: str) -> dict[str, dict]:
     for name, var in ds.data_vars.items():
         if var.ndim == 0 or var.dtype.kind not in "fiub":
             continue
-        enc[name] = ({"compression": "zstd", "complevel": 3} if compression == "zstd"
-                     else {"zlib": True, "complevel": 4})
+        enc[name] = {"compression": "zstd", "complevel": 3} if compression == "zstd" else {"zlib": True, "complevel": 4}
     return enc
 
 

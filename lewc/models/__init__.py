@@ -12,22 +12,29 @@ from lewc.errors import LewcError
 from lewc.models import mlp, resnet, vgg
 from lewc.models.common import CapturingModel, LayerSpec, activation_fn, check_norm
 
-__all__ = ["build", "MODELS", "DEFAULT_NORM", "default_base_width", "CapturingModel", "LayerSpec",
-           "activation_fn"]
+__all__ = ["build", "MODELS", "DEFAULT_NORM", "default_base_width", "CapturingModel", "LayerSpec", "activation_fn"]
 
 DEFAULT_NORM = {"mlp": "none", "vgg11": "bn", "vgg16": "bn", "resnet20": "bn"}
-_BASE_WIDTH = {"mlp": mlp.DEFAULT_BASE_WIDTH, "vgg11": vgg.DEFAULT_BASE_WIDTH, "vgg16": vgg.DEFAULT_BASE_WIDTH,
-               "resnet20": resnet.DEFAULT_BASE_WIDTH}
+_BASE_WIDTH = {
+    "mlp": mlp.DEFAULT_BASE_WIDTH,
+    "vgg11": vgg.DEFAULT_BASE_WIDTH,
+    "vgg16": vgg.DEFAULT_BASE_WIDTH,
+    "resnet20": resnet.DEFAULT_BASE_WIDTH,
+}
 
 MODELS: dict[str, Callable[..., CapturingModel]] = {
     "mlp": lambda in_shape, num_classes, width, base_width, depth, norm, bias: mlp.MLP(
-        in_shape, num_classes, width, base_width, depth if depth is not None else mlp.DEFAULT_DEPTH, norm, bias),
+        in_shape, num_classes, width, base_width, depth if depth is not None else mlp.DEFAULT_DEPTH, norm, bias
+    ),
     "vgg11": lambda in_shape, num_classes, width, base_width, depth, norm, bias: vgg.VGG(
-        "vgg11", in_shape, num_classes, width, base_width, norm, bias),
+        "vgg11", in_shape, num_classes, width, base_width, norm, bias
+    ),
     "vgg16": lambda in_shape, num_classes, width, base_width, depth, norm, bias: vgg.VGG(
-        "vgg16", in_shape, num_classes, width, base_width, norm, bias),
+        "vgg16", in_shape, num_classes, width, base_width, norm, bias
+    ),
     "resnet20": lambda in_shape, num_classes, width, base_width, depth, norm, bias: resnet.ResNet20(
-        in_shape, num_classes, width, base_width, norm, bias),
+        in_shape, num_classes, width, base_width, norm, bias
+    ),
 }
 
 
@@ -41,8 +48,16 @@ def check_model_name(name: str) -> None:
         raise LewcError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
 
 
-def build(name: str, width: int, num_classes: int, in_shape: tuple[int, ...], norm: str | None = None,
-          bias: bool = True, base_width: int | None = None, depth: int | None = None) -> CapturingModel:
+def build(
+    name: str,
+    width: int,
+    num_classes: int,
+    in_shape: tuple[int, ...],
+    norm: str | None = None,
+    bias: bool = True,
+    base_width: int | None = None,
+    depth: int | None = None,
+) -> CapturingModel:
     """Build a model; ``norm``/``base_width`` default per family (``DEFAULT_NORM``, module constants)."""
     check_model_name(name)
     if not isinstance(width, int) or width <= 0:

@@ -19,9 +19,16 @@ DEFAULT_DEPTH = 3
 
 
 class MLP(CapturingModel):
-    def __init__(self, in_shape: tuple[int, ...], num_classes: int, width: int = 1,
-                 base_width: int = DEFAULT_BASE_WIDTH, depth: int = DEFAULT_DEPTH,
-                 norm: str = "none", bias: bool = True):
+    def __init__(
+        self,
+        in_shape: tuple[int, ...],
+        num_classes: int,
+        width: int = 1,
+        base_width: int = DEFAULT_BASE_WIDTH,
+        depth: int = DEFAULT_DEPTH,
+        norm: str = "none",
+        bias: bool = True,
+    ):
         super().__init__()
         hidden = base_width * width
         in_features = math.prod(in_shape)

@@ -44,9 +44,16 @@ class BasicBlock(nn.Module):
 
 
 class ResNet20(CapturingModel):
-    def __init__(self, in_shape: tuple[int, ...], num_classes: int, width: int = 1,
-                 base_width: int = DEFAULT_BASE_WIDTH, norm: str = "bn", bias: bool = True,
-                 blocks_per_stage: int = 3):
+    def __init__(
+        self,
+        in_shape: tuple[int, ...],
+        num_classes: int,
+        width: int = 1,
+        base_width: int = DEFAULT_BASE_WIDTH,
+        norm: str = "bn",
+        bias: bool = True,
+        blocks_per_stage: int = 3,
+    ):
         super().__init__()
         planes = [base_width * width * m for m in (1, 2, 4)]
         self.stem = nn.Conv2d(in_shape[0], planes[0], 3, padding=1, bias=bias and norm == "none")

@@ -20,8 +20,16 @@ DEFAULT_BASE_WIDTH = 64
 
 
 class VGG(CapturingModel):
-    def __init__(self, config: str, in_shape: tuple[int, ...], num_classes: int, width: int = 1,
-                 base_width: int = DEFAULT_BASE_WIDTH, norm: str = "bn", bias: bool = True):
+    def __init__(
+        self,
+        config: str,
+        in_shape: tuple[int, ...],
+        num_classes: int,
+        width: int = 1,
+        base_width: int = DEFAULT_BASE_WIDTH,
+        norm: str = "bn",
+        bias: bool = True,
+    ):
         super().__init__()
         scale = base_width * width / 64
         self.convs = nn.ModuleList()

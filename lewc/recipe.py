@@ -94,10 +94,19 @@ def default_config(model: str, width: int, dataset: str, seed: int, **overrides)
     check_model_name(model)
     if dataset not in EPOCHS:
         raise LewcError(f"unknown dataset {dataset!r}; choose one of {', '.join(EPOCHS)}")
-    cfg = dict(model=model, width=width, dataset=dataset, seed=seed, epochs=EPOCHS[dataset], lr=LR[dataset],
-               batch_size=BATCH[dataset], norm=DEFAULT_NORM[model], base_width=default_base_width(model),
-               depth=DEFAULT_DEPTH if model == "mlp" else None,
-               n_calib=500 if dataset == "synthetic" else 5000)
+    cfg = dict(
+        model=model,
+        width=width,
+        dataset=dataset,
+        seed=seed,
+        epochs=EPOCHS[dataset],
+        lr=LR[dataset],
+        batch_size=BATCH[dataset],
+        norm=DEFAULT_NORM[model],
+        base_width=default_base_width(model),
+        depth=DEFAULT_DEPTH if model == "mlp" else None,
+        n_calib=500 if dataset == "synthetic" else 5000,
+    )
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     config = TrainConfig(**cfg)
     config.validate()

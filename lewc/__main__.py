@@ -1,0 +1,5 @@
+"""``python -m lewc`` is ``python -m lewc.verify``."""
+
+from lewc.verify import main
+
+main()

@@ -1,0 +1,203 @@
+"""``report.json`` (schema ``lewc.report/1``), ``report.md`` and the verdict table, from stored results."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from lewc.claims import THRESHOLDS, Claim, claims_as_dicts
+from lewc.results import attr_json
+
+REPORT_SCHEMA = "lewc.report/1"
+
+
+def clean(obj: Any) -> Any:
+    """numpy → Python, NaN/inf → None, so the JSON is strict."""
+    if isinstance(obj, dict):
+        return {k: clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return clean(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _v(da: xr.DataArray) -> list:
+    return da.values.tolist()
+
+
+def build_report(res: xr.Dataset, claims: list[Claim], files: dict[str, str], command: str) -> dict:
+    lams = [float(v) for v in res.lam.values]
+    test = res.sel(split="test")
+    report: dict[str, Any] = {
+        "schema": REPORT_SCHEMA,
+        "command": command,
+        "lewc_version": res.attrs.get("lewc_version"),
+        "lam_convention": res.attrs.get("lam_convention"),
+        "pair": {"a": attr_json(res, "sidecar_a"), "b": attr_json(res, "sidecar_b")},
+        "dataset": res.attrs.get("dataset"),
+        "split_sizes": {
+            "train": res.attrs.get("n_train"),
+            "calib": res.attrs.get("n_calib"),
+            "test": res.attrs.get("n_test"),
+        },
+        "bn_reestimated": bool(res.attrs.get("bn_reestimated")),
+        "bn_images": res.attrs.get("bn_images"),
+        "lams": lams,
+        "metrics": {
+            "split": "test",
+            "acc": _v(test.acc),
+            "loss": _v(test.loss),
+            "loss_cal": _v(test.loss_cal),
+            "beta": _v(res.beta),
+            "calib_acc": _v(res.acc.sel(split="calib")),
+        },
+        "barriers": {
+            str(n): {"value": float(res.barrier.sel(barrier_name=n)), "ci": _v(res.barrier_ci.sel(barrier_name=n))}
+            for n in res.barrier_name.values
+        },
+        "barrier_curves": {
+            "acc": _v(res.acc_barrier),
+            "loss_raw": _v(res.loss_barrier_raw),
+            "loss_cal": _v(res.loss_barrier_cal),
+        },
+        "layers": [],
+        "ensemble": {
+            str(kind): {
+                "agreement": _v(res.ens_agreement.sel(kind=kind)),
+                "kl": _v(res.ens_kl.sel(kind=kind)),
+                "cosine": _v(res.ens_cosine.sel(kind=kind)),
+                "acc": _v(res.ens_ens_acc.sel(kind=kind)),
+                "loss_cal": _v(res.ens_ens_loss_cal.sel(kind=kind)),
+                "beta": _v(res.ens_ens_beta.sel(kind=kind)),
+            }
+            for kind in res.kind.values
+        },
+        "claims": claims_as_dicts(claims),
+        "thresholds": THRESHOLDS,
+        "files": files,
+    }
+    if "cos_lewc" in res:
+        report["exponent_trend"] = attr_json(res, "exponent_trend")
+        for name in res.layer.values:
+            s = res.sel(layer=name)
+            report["layers"].append(
+                {
+                    "name": str(name),
+                    "depth": int(s.depth),
+                    "coef_a": _v(s.coef_a),
+                    "coef_a_ci": _v(s.coef_ci.sel(coef="a")),
+                    "coef_b": _v(s.coef_b),
+                    "coef_b_ci": _v(s.coef_ci.sel(coef="b")),
+                    "coef_a_full": _v(s.coef_a_full),
+                    "coef_b_full": _v(s.coef_b_full),
+                    "r2": _v(s.r2),
+                    "r2_full": _v(s.r2_full),
+                    "cos_lewc": _v(s.cos_lewc),
+                    "cos_llfc": _v(s.cos_llfc),
+                    "rel_err_lewc": _v(s.rel_err_lewc),
+                    "rel_err_llfc": _v(s.rel_err_llfc),
+                    "exponent": {"k": float(s.exponent), "ci": [float(s.exponent_k_lo), float(s.exponent_k_hi)]},
+                    "weak_additivity": _v(s.weak_additivity),
+                    "weak_additivity_baseline": _v(s.weak_additivity_baseline),
+                    "reciprocal_orthogonality": {"b_on_a": float(s.ro_b_on_a), "a_on_b": float(s.ro_a_on_b)},
+                }
+            )
+    return clean(report)
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
+
+
+def verdict_table(claims: list[dict]) -> str:
+    """Fixed-width verdict table: claim, verdict, value, CI, threshold."""
+    rows = [("claim", "verdict", "value", "95% CI / interval", "threshold")]
+    for c in claims:
+        op = "≤" if c["direction"] == "below" else ">"
+        ci = c["ci"] if c["ci"] else [None, None]
+        rows.append(
+            (
+                c["id"],
+                c["verdict"],
+                _fmt(c["value"]),
+                f"[{_fmt(ci[0])}, {_fmt(ci[1])}]",
+                f"{op} {c['threshold']:g} {c['units']}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown(report: dict, figures: list[tuple[str, str]]) -> str:
+    a, b = report["pair"]["a"], report["pair"]["b"]
+    lams = report["lams"]
+    lines = [
+        f"# lewc report: {a['model']} ×{a['width']} on {a['dataset']}, seeds {a['seed']} and {b['seed']}",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"λ convention: {report['lam_convention']}. Endpoint test accuracy: A {a.get('test_acc', float('nan')):.4f}, "
+        f"B {b.get('test_acc', float('nan')):.4f}. Splits: {report['split_sizes']}. "
+        f"BN re-estimated: {report['bn_reestimated']} ({report['bn_images']} images).",
+        "",
+        "## Verdicts",
+        "",
+        "```",
+        verdict_table(report["claims"]),
+        "```",
+        "",
+    ]
+    for c in report["claims"]:
+        lines.append(
+            f"- **{c['id']}** ({c['verdict']}): {c['statement']}. Threshold reason: {c['reason']}."
+            + (f" {c['note']}." if c["note"] else "")
+        )
+    lines += ["", "## Path", "", "| λ | acc | loss | loss (cal) | β |", "|---|---|---|---|---|"]
+    m = report["metrics"]
+    for i, lam in enumerate(lams):
+        lines.append(
+            f"| {lam:.2f} | {_fmt(m['acc'][i], 4)} | {_fmt(m['loss'][i], 4)} | {_fmt(m['loss_cal'][i], 4)} "
+            f"| {_fmt(m['beta'][i], 3)} |"
+        )
+    lines += ["", "| barrier | value | 95% CI |", "|---|---|---|"]
+    for name, bar in report["barriers"].items():
+        lines.append(f"| {name} | {_fmt(bar['value'], 4)} | [{_fmt(bar['ci'][0], 4)}, {_fmt(bar['ci'][1], 4)}] |")
+    if report["layers"]:
+        lines += [
+            "",
+            "## Layers",
+            "",
+            "| layer | ℓ | k_ℓ [95% CI] | cos LEWC / LLFC at λ=0.3 | rel. err LEWC / LLFC at λ=0.3 "
+            "| weak add. (baseline) at ½ | RO B→A / A→B |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        j3 = int(np.argmin(np.abs(np.array(lams) - 0.3)))
+        j5 = int(np.argmin(np.abs(np.array(lams) - 0.5)))
+        for L in report["layers"]:
+            ci = L["exponent"]["ci"]
+            lines.append(
+                f"| {L['name']} | {L['depth']} | {_fmt(L['exponent']['k'], 2)} [{_fmt(ci[0], 2)}, {_fmt(ci[1], 2)}] "
+                f"| {_fmt(L['cos_lewc'][j3])} / {_fmt(L['cos_llfc'][j3])} "
+                f"| {_fmt(L['rel_err_lewc'][j3])} / {_fmt(L['rel_err_llfc'][j3])} "
+                f"| {_fmt(L['weak_additivity'][j5])} ({_fmt(L['weak_additivity_baseline'][j5])}) "
+                f"| {_fmt(L['reciprocal_orthogonality']['b_on_a'])} / {_fmt(L['reciprocal_orthogonality']['a_on_b'])} |"
+            )
+    lines += ["", "## Figures", ""]
+    for stem, caption in figures:
+        lines += [f"![{stem}]({stem}.png)", "", f"*{caption}*", ""]
+    return "\n".join(lines) + "\n"
+
+
+def dumps(report: dict) -> str:
+    return json.dumps(report, indent=2, allow_nan=False) + "\n"
