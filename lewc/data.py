@@ -95,7 +95,7 @@ DATASETS: dict[str, DatasetInfo] = {
         10,
         (0.5,),
         (0.25,),
-        True,
+        False,  # random-pixel class templates are not translation invariant: no crop/flip
         "it is generated, nothing to get",
     ),
 }

@@ -1,0 +1,34 @@
+"""Shared fixtures: the synthetic dataset, tiny trained pairs, an isolated data home."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lewc.data import load_dataset
+from lewc.recipe import default_config
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def isolated_data_home(tmp_path, monkeypatch):
+    """Every test gets its own data/ so nothing leaks between tests or into the repository."""
+    monkeypatch.setenv("LEWC_DATA", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    return load_dataset("synthetic", "cpu")
+
+
+@pytest.fixture(scope="session")
+def trained_pair(tmp_path_factory, synthetic):
+    """Two MLP endpoints trained on the synthetic dataset (seeds 0 and 1), as checkpoint paths."""
+    from experiments.train import train
+
+    out = tmp_path_factory.mktemp("ckpt")
+    paths = [train(default_config("mlp", 2, "synthetic", s, epochs=2), out, "cpu", progress=False, dataset=synthetic)
+             for s in (0, 1)]
+    return paths

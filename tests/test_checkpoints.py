@@ -1,0 +1,84 @@
+import json
+
+import pytest
+import torch
+
+from lewc import checkpoints
+from lewc.errors import LewcError
+from lewc.models import build
+
+META = {"model": "vgg11", "width": 1, "base_width": 8, "depth": None, "norm": "bn", "bias": True,
+        "num_classes": 10, "in_shape": [3, 16, 16], "dataset": "synthetic", "seed": 0}
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = build("vgg11", 1, 10, (3, 16, 16), norm="bn", base_width=8).eval()
+    path = checkpoints.save(model, tmp_path / "m", META)
+    return model, path
+
+
+def test_save_load_round_trip_gives_identical_outputs(saved):
+    model, path = saved
+    loaded, meta = checkpoints.load(path)
+    x = torch.randn(4, 3, 16, 16)
+    assert torch.equal(model(x), loaded(x))
+    assert meta["sha256"] and meta["torch_version"] == torch.__version__ and meta["seed"] == 0
+
+
+def test_missing_sidecar(saved):
+    _, path = saved
+    checkpoints.sidecar_path(path).unlink()
+    with pytest.raises(LewcError, match="sidecar .* is missing"):
+        checkpoints.load(path)
+
+
+def test_hash_mismatch(saved):
+    _, path = saved
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(LewcError, match="sha256"):
+        checkpoints.load(path)
+
+
+def test_truncated_file_even_with_a_matching_hash(saved):
+    _, path = saved
+    path.write_bytes(path.read_bytes()[:100])
+    side = checkpoints.sidecar_path(path)
+    meta = json.loads(side.read_text())
+    meta["sha256"] = checkpoints.sha256_file(path)
+    side.write_text(json.dumps(meta))
+    with pytest.raises(LewcError, match="cannot be read"):
+        checkpoints.load(path)
+
+
+def test_shape_mismatch(saved):
+    _, path = saved
+    side = checkpoints.sidecar_path(path)
+    meta = json.loads(side.read_text())
+    meta["width"] = 2
+    side.write_text(json.dumps(meta))
+    with pytest.raises(LewcError, match="shape"):
+        checkpoints.load(path)
+
+
+def test_unknown_model(saved):
+    _, path = saved
+    side = checkpoints.sidecar_path(path)
+    meta = json.loads(side.read_text())
+    meta["model"] = "transformer"
+    side.write_text(json.dumps(meta))
+    with pytest.raises(LewcError, match="unknown model"):
+        checkpoints.load(path)
+
+
+def test_nan_weights_are_refused_on_save(tmp_path):
+    model = build("mlp", 1, 10, (3, 16, 16))
+    with torch.no_grad():
+        model.head.weight[0, 0] = float("nan")
+    meta = META | {"model": "mlp", "norm": "none", "base_width": 32, "depth": 3}
+    with pytest.raises(LewcError, match="non-finite"):
+        checkpoints.save(model, tmp_path / "nan", meta)
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from lewc.errors import LewcError
+from lewc.models import build
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_resnet20_parameter_count_is_the_classic_0_27m():
+    assert n_params(build("resnet20", 1, 10, (3, 32, 32), norm="bn")) == 269_722
+    assert n_params(build("resnet20", 1, 10, (3, 32, 32), norm="bn", bias=False)) == 269_712
+
+
+@pytest.mark.parametrize("name", ["vgg11", "resnet20"])
+def test_parameter_count_scales_with_width_squared(name):
+    shape = (3, 32, 32)
+    p1, p4 = (n_params(build(name, w, 10, shape)) for w in (1, 4))
+    # hidden×hidden weights dominate: the ratio approaches 16 from below (first/last layers are linear in width)
+    assert 8 < p4 / p1 <= 16
+
+
+@pytest.mark.parametrize("name", ["mlp", "vgg11", "vgg16", "resnet20"])
+@pytest.mark.parametrize("norm", ["bn", "ln", "none"])
+def test_every_declared_layer_is_reached_in_order(name, norm):
+    model = build(name, 1, 10, (1, 28, 28), norm=norm, base_width=8).eval()
+    specs = model.layers()
+    calls = []
+    hooks = [s.weight_module.register_forward_hook(lambda m, i, o, k=k: calls.append(k)) for k, s in enumerate(specs)]
+    logits, records = model(torch.randn(3, 1, 28, 28), capture=True)
+    for h in hooks:
+        h.remove()
+    assert len(records) == len(specs)
+    assert calls == sorted(calls) and set(calls) == set(range(len(specs)))
+    depths = [s.depth for s in specs]
+    assert depths == sorted(depths) and depths[0] == 1 and len(set(depths)) == len(depths)
+    assert torch.equal(records[-1][1], logits)
+    assert logits.shape == (3, 10)
+    assert torch.equal(model(torch.zeros(2, 1, 28, 28)), model(torch.zeros(2, 1, 28, 28), capture=True)[0])
+
+
+def test_resnet_depths_count_the_longest_path():
+    depths = [s.depth for s in build("resnet20", 1, 10, (3, 32, 32)).layers()]
+    assert depths == [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 20]
+
+
+@pytest.mark.parametrize("kwargs", [{"width": 0}, {"width": -2}, {"norm": "gn"}, {"name": "resnet56"}])
+def test_bad_model_arguments_are_one_line_errors(kwargs):
+    args = {"name": "mlp", "width": 1, "num_classes": 10, "in_shape": (1, 28, 28)} | kwargs
+    with pytest.raises(LewcError):
+        build(**args)

@@ -1,0 +1,106 @@
+"""Trainer: determinism, resumption, bad input, and (slow) SIGKILL and torchrun runs."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from experiments import train as train_mod
+from lewc import checkpoints
+from lewc.recipe import default_config
+
+
+def cfg(seed=0, epochs=2, **kw):
+    return default_config("mlp", 1, "synthetic", seed, epochs=epochs, **kw)
+
+
+def sha(path):
+    return checkpoints.read_meta(path)["sha256"]
+
+
+def test_same_seed_same_weights_and_different_seed_different_weights(tmp_path, synthetic):
+    a = train_mod.train(cfg(0), tmp_path / "a", "cpu", progress=False, dataset=synthetic)
+    b = train_mod.train(cfg(0), tmp_path / "b", "cpu", progress=False, dataset=synthetic)
+    c = train_mod.train(cfg(1), tmp_path / "c", "cpu", progress=False, dataset=synthetic)
+    assert sha(a) == sha(b) != sha(c)
+    meta = checkpoints.read_meta(a)
+    assert meta["test_acc"] > 0.5  # the synthetic classes are learnable; chance is 0.1
+    assert meta["train_config"]["wd"] == 3e-3 and len(meta["history"]) == 2
+
+
+def test_interrupted_run_resumes_to_bit_identical_weights(tmp_path, synthetic):
+    full = train_mod.train(cfg(epochs=3), tmp_path / "full", "cpu", progress=False, dataset=synthetic)
+    snap = train_mod.train(cfg(epochs=3), tmp_path / "cut", "cpu", progress=False, dataset=synthetic,
+                           stop_after_epoch=1)
+    assert snap.name.endswith(".snapshot.pt") and not list((tmp_path / "cut").glob("*.json"))
+    resumed = train_mod.train(cfg(epochs=3), tmp_path / "cut", "cpu", progress=False, dataset=synthetic)
+    assert sha(resumed) == sha(full)
+    assert not snap.exists()
+
+
+def test_finished_checkpoint_is_reused(tmp_path, synthetic):
+    a = train_mod.train(cfg(), tmp_path, "cpu", progress=False, dataset=synthetic)
+    mtime = a.stat().st_mtime_ns
+    assert train_mod.train(cfg(), tmp_path, "cpu", progress=False, dataset=synthetic) == a
+    assert a.stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "transformer", "--width", "1"], "unknown model"),
+    (["--model", "mlp", "--width", "0"], "width must be positive"),
+    (["--model", "mlp", "--width", "1", "--lr", "-0.1"], "learning rate must be positive"),
+    (["--model", "mlp", "--width", "1", "--dataset", "mnist", "--data-root", "/nonexistent"], "dataset mnist not found"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys, monkeypatch):
+    from lewc import data
+
+    monkeypatch.setattr(data, "_download", lambda *a: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(SystemExit) as exc:
+        train_mod.main(argv + ["--quiet"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def run_cli(args, env, **kw):
+    return subprocess.run([sys.executable, "-m", "experiments.train", *args], env=env, capture_output=True,
+                          text=True, **kw)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_then_rerun_matches_uninterrupted(tmp_path):
+    env = dict(os.environ, LEWC_DATA=str(tmp_path))
+    base = ["--model", "mlp", "--width", "4", "--dataset", "synthetic", "--epochs", "6", "--quiet", "--device", "cpu"]
+    ref = run_cli(base + ["--out", str(tmp_path / "ref")], env)
+    assert ref.returncode == 0, ref.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *base, "--out", str(tmp_path / "cut")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not list((tmp_path / "cut").glob("*.snapshot.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not list((tmp_path / "cut").glob("*.json")), "killed too late to test resumption"
+    again = run_cli(base + ["--out", str(tmp_path / "cut")], env)
+    assert again.returncode == 0, again.stderr
+    assert sha(ref.stdout.strip().splitlines()[-1]) == sha(again.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu_writes_one_comparable_checkpoint(tmp_path):
+    env = dict(os.environ, LEWC_DATA=str(tmp_path), OMP_NUM_THREADS="1")
+    base = ["--model", "mlp", "--width", "2", "--dataset", "synthetic", "--epochs", "3", "--quiet", "--device", "cpu"]
+    single = run_cli(base + ["--out", str(tmp_path / "single")], env)
+    assert single.returncode == 0, single.stderr
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "experiments.train", *base, "--out", str(tmp_path / "ddp")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    written = list((tmp_path / "ddp").glob("*.json"))
+    assert len(written) == 1
+    a, b = checkpoints.read_meta(single.stdout.strip().splitlines()[-1]), checkpoints.read_meta(written[0])
+    assert b["world_size"] == 2
+    assert abs(a["test_acc"] - b["test_acc"]) <= 0.01
