@@ -42,6 +42,9 @@ def fit_beta(logits, labels, rtol: float = 1e-10) -> float:
     z, y = _as64(logits, labels)
     if not torch.isfinite(z).all():
         raise ValueError("logits contain NaN or infinite values")
+    if bool((z.argmax(1) == y).all()):
+        warnings.warn("every calibration sample is classified correctly: β → ∞, capped at 1e6", stacklevel=2)
+        return BETA_MAX
     if _derivative(z, y, BETA_MIN) >= 0:
         warnings.warn("the logits are no better than chance: β set to its lower bound", stacklevel=2)
         return BETA_MIN
