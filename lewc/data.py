@@ -279,14 +279,18 @@ def _read_cifar_folder(name: str, folder: Path):
 
 
 def synthetic_arrays(n_train: int = 3000, n_test: int = 1000, seed: int = 0):
-    """A small, seeded, learnable image dataset for tests: class templates plus noise, as uint8."""
+    """A small, seeded image dataset for tests: class templates near mid-grey plus strong noise, uint8.
+
+    Template contrast (σ 12) against pixel noise (σ 60) makes it learnable but not separable (an MLP
+    ×2 reaches ~94% after 3 epochs), so calibration has a finite optimum and barriers are non-trivial.
+    """
     info = DATASETS["synthetic"]
     gen = np.random.default_rng(seed)
-    templates = gen.uniform(40, 215, size=(info.num_classes, *info.in_shape))
+    templates = 128 + gen.normal(0, 12, size=(info.num_classes, *info.in_shape))
 
     def draw(n: int):
         y = gen.integers(0, info.num_classes, size=n)
-        x = templates[y] + gen.normal(0, 45, size=(n, *info.in_shape))
+        x = templates[y] + gen.normal(0, 60, size=(n, *info.in_shape))
         return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.int64)
 
     train_x, train_y = draw(n_train)

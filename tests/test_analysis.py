@@ -1,0 +1,119 @@
+"""Layer capture, storage and fits: exact construction, identical endpoints, streaming = full data."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from constructions import disjoint_pair
+from lewc import checkpoints, fit
+from lewc.analysis import analyze
+from lewc.capture import GRAM_TERMS
+from lewc.merge import Pair
+from lewc.path import SweepOptions, sweep
+from lewc.results import open_results, write_netcdf
+
+LAMS = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0]
+
+
+def quick(pair, ds, lams=LAMS, **capture):
+    return analyze(pair, ds, lams, SweepOptions(n_test=300, progress=False, capture_kwargs=capture), n_boot=50)
+
+
+@settings(max_examples=4, deadline=None)
+@given(depth=st.integers(2, 4), seed=st.integers(0, 100), kind=st.sampled_from(["mlp", "vgg"]))
+def test_fits_recover_the_exact_lewc_weights(synthetic, depth, seed, kind):
+    a, b = disjoint_pair(kind, depth, 8 if kind == "mlp" else 2, seed)
+    res = quick(Pair(a, b), synthetic)
+    lam = res.lam.values
+    checked = 0
+    for name in res.layer.values:
+        s = res.sel(layer=name)
+        ell = int(s.depth)
+        if not np.isfinite(s.r2.sel(lam=0.5)):  # a layer whose units are all dead on these images
+            continue
+        np.testing.assert_allclose(s.coef_a, (1 - lam) ** ell, atol=1e-4)
+        np.testing.assert_allclose(s.coef_b, lam**ell, atol=1e-4)
+        np.testing.assert_allclose(s.coef_a_full, (1 - lam) ** ell, atol=1e-4)
+        np.testing.assert_allclose(s.r2.sel(lam=[0.3, 0.5, 0.7]), 1.0, atol=1e-6)
+        assert float(s.exponent) == pytest.approx(ell, abs=1e-3)
+        if ell >= 2:  # layer 1 reads the shared input x, so W_B x ≠ 0 there by construction
+            assert float(s.ro_b_on_a) < 1e-6 and float(s.ro_a_on_b) < 1e-6
+        if s.weak_additivity.notnull().any():
+            np.testing.assert_allclose(s.weak_additivity.dropna("lam"), 1.0, atol=1e-5)
+        checked += 1
+    assert checked >= 2
+    np.testing.assert_array_equal(res.ens_agreement.sel(kind="lewc"), 1.0)
+    assert fit.lewc_win_fraction(LAMS, res.depth.values, res.gram.sum("image").values) == 1.0
+
+
+def test_identical_endpoints_give_llfc_not_lewc(synthetic, trained_pair):
+    model, _ = checkpoints.load(trained_pair[0])
+    res = quick(Pair(model, copy.deepcopy(model)), synthetic)
+    np.testing.assert_allclose(res.coef_a + res.coef_b, 1.0, atol=1e-4)
+    at = res.sel(lam=0.3)
+    deep = at.depth >= 2
+    assert bool((at.rel_err_lewc > at.rel_err_llfc + 1e-3)[deep].all())
+    np.testing.assert_allclose(at.rel_err_llfc, 0.0, atol=1e-5)
+    assert fit.lewc_win_fraction(LAMS, res.depth.values, res.gram.sum("image").values) == 0.0
+
+
+def test_streaming_statistics_equal_those_of_the_full_activations(synthetic):
+    torch.manual_seed(0)
+    from lewc.models import build
+
+    a, b = (build("mlp", 1, 10, (3, 16, 16), base_width=8).eval() for _ in range(2))
+    n = 120
+    result = sweep(Pair(a, b), synthetic, LAMS, SweepOptions(n_test=n, batch_size=50, progress=False,
+                                                             capture_kwargs={"sample_images": n, "sample_units": 16}))
+    stats = result.layer_stats
+    assert (stats.units_per_layer <= 16).all()  # every coordinate of every image is stored
+    act = stats.act.astype(np.float64)
+    order = np.argsort(stats.sample_image_index)
+    i0, i1 = LAMS.index(0.0), LAMS.index(1.0)
+    for j in range(len(LAMS)):
+        for li in range(len(stats.depths)):
+            m, x, y = (np.nan_to_num(act[k, li][order]) for k in (j, i0, i1))
+            full = np.stack([(m * m).sum(1), (x * x).sum(1), (y * y).sum(1), (m * x).sum(1), (m * y).sum(1),
+                             (x * y).sum(1)], axis=1)
+            np.testing.assert_allclose(stats.gram[j, li], full, rtol=1e-5, atol=1e-6)
+    assert stats.gram.shape[-1] == len(GRAM_TERMS)
+
+
+def test_subsample_fit_agrees_with_full_data_fit_within_its_ci(synthetic, trained_pair):
+    pair = Pair(*(checkpoints.load(p)[0] for p in trained_pair))
+    res = analyze(pair, synthetic, LAMS, SweepOptions(n_test=1000, progress=False), n_boot=50)
+    interior = res.sel(lam=[0.1, 0.3, 0.5, 0.7, 0.9])
+    for coef in ("a", "b"):
+        lo = interior.coef_ci.sel(coef=coef, bound="lo")
+        hi = interior.coef_ci.sel(coef=coef, bound="hi")
+        full = interior[f"coef_{coef}_full"]
+        inside = ((full >= lo) & (full <= hi)).values
+        assert inside.all(), f"coefficient {coef}: full-data fit outside the subsample CI at {np.argwhere(~inside)}"
+
+
+def test_netcdf_round_trip_is_identical(tmp_path, synthetic, trained_pair):
+    pair = Pair(*(checkpoints.load(p)[0] for p in trained_pair))
+    res = quick(pair, synthetic)
+    path = write_netcdf(res, tmp_path / "r.nc")
+    back = open_results(path).load()
+    xr.testing.assert_identical(back.drop_attrs(), res.drop_attrs())
+    assert back.attrs["sha256_a"] == res.attrs["sha256_a"]
+
+
+def test_an_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
+    ds = xr.Dataset({"x": ("lam", np.arange(3.0))})
+
+    def explode(self, path, *args, **kwargs):
+        with open(path, "wb") as fh:
+            fh.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", explode)
+    with pytest.raises(KeyboardInterrupt):
+        write_netcdf(ds, tmp_path / "r.nc")
+    assert list(tmp_path.iterdir()) == []
