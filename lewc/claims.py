@@ -121,7 +121,8 @@ def _claim(cid: str, value: float, ci, note: str = "") -> Claim:
 
 
 def _bootstrap_ci(reps: np.ndarray) -> list[float]:
-    return [float(v) for v in np.nanpercentile(reps, [2.5, 97.5])]
+    reps = reps[np.isfinite(reps)]
+    return [float(v) for v in np.percentile(reps, [2.5, 97.5])] if reps.size else [float("nan")] * 2
 
 
 def evaluate_claims(res: xr.Dataset, n_boot: int = 400) -> list[Claim]:

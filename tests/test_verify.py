@@ -1,0 +1,138 @@
+"""``python -m lewc.verify`` end to end, its bad-input contract, sweeps and paper_figs."""
+
+import json
+
+import pytest
+import safetensors.torch
+
+from experiments.train import train
+from lewc import checkpoints, verify
+from lewc.io import sha256_file
+from lewc.recipe import default_config
+
+REQUIRED_CLAIMS = {"lmc_accuracy", "lmc_loss_calibrated", "lewc_layerwise", "lewc_beats_llfc", "ensemble_equivalence"}
+
+
+def run(argv, capsys):
+    try:
+        verify.main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_verify_a_pair_writes_a_complete_report(tmp_path, trained_pair, capsys):
+    out = tmp_path / "out"
+    code, stdout, _ = run(["--ckpt-a", str(trained_pair[0]), "--ckpt-b", str(trained_pair[1]), "--out", str(out),
+                           "--lams", "0,0.25,0.5,0.75,1", "--quiet"], capsys)
+    assert code == 0
+    assert stdout.strip().splitlines()[-1] == str(out / "report.json")
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["schema"] == "lewc.report/1"
+    assert rep["lams"] == [0, 0.25, 0.5, 0.75, 1]
+    assert rep["pair"]["a"]["sha256"] == sha256_file(trained_pair[0])
+    assert set(rep["metrics"]) >= {"acc", "loss", "loss_cal", "beta"}
+    assert rep["metrics"]["acc"][0] == pytest.approx(rep["pair"]["a"]["test_acc"], abs=1e-9)  # λ = 0 is model A
+    for key in ("acc_mid", "acc_max", "loss_mid_raw", "loss_max_raw", "loss_mid_cal", "loss_max_cal"):
+        bar = rep["barriers"][key]
+        assert bar["ci"][0] <= bar["value"] <= bar["ci"][1]
+    assert rep["barriers"]["loss_mid_cal"]["value"] <= rep["barriers"]["loss_mid_raw"]["value"] + 1e-9
+    assert {c["id"] for c in rep["claims"]} >= REQUIRED_CLAIMS
+    assert all(c["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE") for c in rep["claims"])
+    layer = rep["layers"][-1]
+    assert {"name", "depth", "coef_a", "coef_a_ci", "r2", "cos_lewc", "cos_llfc", "rel_err_lewc", "exponent",
+            "weak_additivity", "reciprocal_orthogonality"} <= set(layer)
+    assert len(rep["ensemble"]["lewc"]["agreement"]) == 5
+    for name in rep["files"]["figures"] + ["results.nc", "report.md"]:
+        assert (out / name).stat().st_size > 0
+    assert "![accuracy_loss](accuracy_loss.png)" in (out / "report.md").read_text()
+
+
+def bad(tmp_path, trained_pair, **change):
+    args = {"--ckpt-a": str(trained_pair[0]), "--ckpt-b": str(trained_pair[1]), "--out": str(tmp_path / "out"),
+            "--quiet": None} | change
+    return [x for k, v in args.items() for x in ([k] if v is None else [k, v])]
+
+
+def corrupt_copy(tmp_path, src, how):
+    dst = tmp_path / f"{how}.safetensors"
+    dst.write_bytes(src.read_bytes())
+    checkpoints.sidecar_path(dst).write_text(checkpoints.sidecar_path(src).read_text())
+    if how == "flipped":
+        raw = bytearray(dst.read_bytes())
+        raw[-3] ^= 0xFF
+        dst.write_bytes(bytes(raw))
+    elif how == "nan":
+        state = safetensors.torch.load_file(str(dst))
+        state["head.weight"][0, 0] = float("nan")
+        safetensors.torch.save_file(state, str(dst))
+        meta = json.loads(checkpoints.sidecar_path(dst).read_text())
+        meta["sha256"] = sha256_file(dst)
+        checkpoints.sidecar_path(dst).write_text(json.dumps(meta))
+    return str(dst)
+
+
+@pytest.mark.parametrize("case", ["lam_outside", "no_endpoint", "no_half", "nan_lam", "wider_b", "corrupt", "nan"])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, trained_pair, synthetic, capsys):
+    change = {"lam_outside": {"--lams": "0,0.5,1.5"}, "no_endpoint": {"--lams": "0,0.5,0.9"},
+              "no_half": {"--lams": "0,0.4,1"}, "nan_lam": {"--lams": "0,nan,0.5,1"}}.get(case, {})
+    if case == "wider_b":
+        wide = train(default_config("mlp", 3, "synthetic", 1, epochs=1), tmp_path / "w", "cpu", progress=False,
+                     dataset=synthetic)
+        change = {"--ckpt-b": str(wide)}
+    if case in ("corrupt", "nan"):
+        change = {"--ckpt-b": corrupt_copy(tmp_path, trained_pair[1], "flipped" if case == "corrupt" else "nan")}
+    code, stdout, stderr = run(bad(tmp_path, trained_pair, **change), capsys)
+    assert code == 2
+    assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("error:")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_paper_scale_checkpoints_without_training(tmp_path, capsys):
+    code, _, stderr = run(["--model", "resnet20", "--width", "32", "--dataset", "cifar10", "--no-train"], capsys)
+    assert code == 2
+    assert "missing checkpoint" in stderr and "experiments.train" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_expensive_cpu_training_needs_allow_slow(tmp_path, capsys):
+    code, _, stderr = run(["--model", "resnet20", "--width", "32", "--dataset", "cifar10", "--device", "cpu"], capsys)
+    assert code == 2 and "--allow-slow" in stderr
+
+
+def test_interrupted_verify_leaves_no_report(tmp_path, trained_pair, capsys, monkeypatch):
+    from lewc import plots
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots, "pair_figures", interrupt)
+    code, _, _ = run(bad(tmp_path, trained_pair), capsys)
+    assert code == 130
+    out = tmp_path / "out"
+    assert not (out / "report.json").exists() and not (out / "results.nc").exists()
+    assert not [p for p in out.rglob("*") if p.is_file()]
+
+
+def test_width_sweep_and_paper_figures(tmp_path, isolated_data_home, synthetic, capsys):
+    for w in (1, 2):
+        for s in range(4):
+            train(default_config("mlp", w, "synthetic", s, epochs=2), isolated_data_home / "checkpoints", "cpu",
+                  progress=False, dataset=synthetic)
+    code, stdout, stderr = run(["--dataset", "synthetic", "--widths", "1,2", "--seeds", "0,1,2,3", "--epochs", "2",
+                                "--lams", "0,0.5,1", "--n-test", "300", "--no-train", "--quiet"], capsys)
+    assert code == 0, stderr
+    report_path = stdout.strip().splitlines()[-1]
+    summary = json.loads(open(report_path).read())
+    assert summary["widths"] == [1, 2] and len(summary["barriers"]["1"]["acc_mid"]) == 2
+    from lewc.results import open_results
+
+    sweep = open_results(report_path.replace("report.json", "sweep.nc"))
+    assert dict(sweep.barrier.sizes) == {"width": 2, "pair": 2, "barrier_name": 6}
+    from paper_figs.__main__ import main as figs_main
+
+    figs_main(["--out", str(tmp_path / "figs")])
+    index = (tmp_path / "figs" / "index.md").read_text()
+    assert "barrier_vs_width" in index and "python -m lewc.verify" in index
+    assert len(list((tmp_path / "figs").glob("*.png"))) >= 9
