@@ -235,7 +235,16 @@ def train(
             loss_epoch = loss_sum.item() / steps_per_epoch
             if not math.isfinite(loss_epoch):
                 raise LewcError(f"training diverged (loss {loss_epoch}) in epoch {epoch + 1}; lower --lr")
-            history.append({"epoch": epoch + 1, "train_loss": loss_epoch, "train_acc": correct.item() / seen})
+            seconds = time.perf_counter() - t0
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": loss_epoch,
+                    "train_acc": correct.item() / seen,
+                    "seconds": seconds,
+                    "images_per_s": seen * dist.world / seconds,
+                }
+            )
             if dist.is_main:
                 state = {
                     "model": model.state_dict(),

@@ -29,6 +29,8 @@ def trained_pair(tmp_path_factory, synthetic):
     from experiments.train import train
 
     out = tmp_path_factory.mktemp("ckpt")
-    paths = [train(default_config("mlp", 2, "synthetic", s, epochs=2), out, "cpu", progress=False, dataset=synthetic)
-             for s in (0, 1)]
+    paths = [
+        train(default_config("mlp", 2, "synthetic", s, epochs=2), out, "cpu", progress=False, dataset=synthetic)
+        for s in (0, 1)
+    ]
     return paths

@@ -22,8 +22,16 @@ def _embed(weight_small: torch.Tensor, wide: torch.Tensor, half: int, in_half: b
     wide[rows, cols] = weight_small
 
 
-def disjoint_pair(kind: str, depth: int, hidden: int, seed: int, in_shape=(3, 16, 16), num_classes: int = 10,
-                  bias: bool = False, shared_block: bool = False):
+def disjoint_pair(
+    kind: str,
+    depth: int,
+    hidden: int,
+    seed: int,
+    in_shape=(3, 16, 16),
+    num_classes: int = 10,
+    bias: bool = False,
+    shared_block: bool = False,
+):
     """(model_a, model_b) wide endpoints built from random small nets P (seed) and Q (seed + 1).
 
     ``bias=True`` puts random biases into the small nets, ``shared_block=True`` puts P and Q into the

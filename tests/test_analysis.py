@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from constructions import disjoint_pair
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from constructions import disjoint_pair
 from lewc import checkpoints, fit
 from lewc.analysis import analyze
 from lewc.capture import GRAM_TERMS
@@ -70,8 +70,12 @@ def test_streaming_statistics_equal_those_of_the_full_activations(synthetic):
 
     a, b = (build("mlp", 1, 10, (3, 16, 16), base_width=8).eval() for _ in range(2))
     n = 120
-    result = sweep(Pair(a, b), synthetic, LAMS, SweepOptions(n_test=n, batch_size=50, progress=False,
-                                                             capture_kwargs={"sample_images": n, "sample_units": 16}))
+    result = sweep(
+        Pair(a, b),
+        synthetic,
+        LAMS,
+        SweepOptions(n_test=n, batch_size=50, progress=False, capture_kwargs={"sample_images": n, "sample_units": 16}),
+    )
     stats = result.layer_stats
     assert (stats.units_per_layer <= 16).all()  # every coordinate of every image is stored
     act = stats.act.astype(np.float64)
@@ -80,8 +84,9 @@ def test_streaming_statistics_equal_those_of_the_full_activations(synthetic):
     for j in range(len(LAMS)):
         for li in range(len(stats.depths)):
             m, x, y = (np.nan_to_num(act[k, li][order]) for k in (j, i0, i1))
-            full = np.stack([(m * m).sum(1), (x * x).sum(1), (y * y).sum(1), (m * x).sum(1), (m * y).sum(1),
-                             (x * y).sum(1)], axis=1)
+            full = np.stack(
+                [(m * m).sum(1), (x * x).sum(1), (y * y).sum(1), (m * x).sum(1), (m * y).sum(1), (x * y).sum(1)], axis=1
+            )
             np.testing.assert_allclose(stats.gram[j, li], full, rtol=1e-5, atol=1e-6)
     assert stats.gram.shape[-1] == len(GRAM_TERMS)
 

@@ -7,8 +7,18 @@ from lewc import checkpoints
 from lewc.errors import LewcError
 from lewc.models import build
 
-META = {"model": "vgg11", "width": 1, "base_width": 8, "depth": None, "norm": "bn", "bias": True,
-        "num_classes": 10, "in_shape": [3, 16, 16], "dataset": "synthetic", "seed": 0}
+META = {
+    "model": "vgg11",
+    "width": 1,
+    "base_width": 8,
+    "depth": None,
+    "norm": "bn",
+    "bias": True,
+    "num_classes": 10,
+    "in_shape": [3, 16, 16],
+    "dataset": "synthetic",
+    "seed": 0,
+}
 
 
 @pytest.fixture

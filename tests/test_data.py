@@ -59,15 +59,19 @@ def write_cifar(folder, n_per_batch=20, cifar100=False, seed=0):
     key = "fine_labels" if cifar100 else "labels"
     names = ["train", "test"] if cifar100 else [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for name in names:
-        batch = {"data": rng.integers(0, 256, (n_per_batch, 3072)).astype(np.uint8),
-                 key: rng.integers(0, 100 if cifar100 else 10, n_per_batch).tolist(), "batch_label": name}
+        batch = {
+            "data": rng.integers(0, 256, (n_per_batch, 3072)).astype(np.uint8),
+            key: rng.integers(0, 100 if cifar100 else 10, n_per_batch).tolist(),
+            "batch_label": name,
+        }
         with open(folder / name, "wb") as fh:
             pickle.dump(batch, fh)
     return names
 
 
-@pytest.mark.parametrize("name,folder,cifar100", [("cifar10", "cifar-10-batches-py", False),
-                                                   ("cifar100", "cifar-100-python", True)])
+@pytest.mark.parametrize(
+    "name,folder,cifar100", [("cifar10", "cifar-10-batches-py", False), ("cifar100", "cifar-100-python", True)]
+)
 def test_cifar_pickled_batches_load_through_data_root(tmp_path, name, folder, cifar100):
     write_cifar(tmp_path / folder, cifar100=cifar100)
     ds = data.load_dataset(name, "cpu", data_root=tmp_path, n_calib=10, download=False)
@@ -125,8 +129,10 @@ def test_crop_and_flip_move_pixels_as_specified():
         assert any(torch.equal(res, c) or torch.equal(res, c.flip(-1)) for c in crops)
 
 
-@pytest.mark.skipif(not (data.DEBIAN_FASHION_MNIST / "t10k-labels-idx1-ubyte.gz").exists(),
-                    reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(
+    not (data.DEBIAN_FASHION_MNIST / "t10k-labels-idx1-ubyte.gz").exists(),
+    reason="Debian's dataset-fashion-mnist is not installed",
+)
 def test_real_fashion_mnist_from_debian():
     ds = data.load_dataset("fashion-mnist", "cpu", download=False)
     assert (len(ds.train), len(ds.calib), len(ds.test)) == (55000, 5000, 10000)

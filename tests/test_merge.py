@@ -5,15 +5,15 @@ import copy
 import numpy as np
 import pytest
 import torch
+from constructions import disjoint_pair
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from constructions import disjoint_pair
 from lewc import calibrate
 from lewc.analysis import path_dataset
 from lewc.batchnorm import reestimate, reestimation_images
 from lewc.errors import LewcError
-from lewc.merge import Pair, check_lams, interpolate, model_state
+from lewc.merge import Pair, check_lams, model_state
 from lewc.models import build
 from lewc.path import SweepOptions, sweep
 
@@ -91,8 +91,11 @@ def test_self_merge_is_the_model_and_all_barriers_vanish(synthetic):
 @pytest.mark.parametrize("mutate", ["width", "model", "shape"])
 def test_mismatched_pairs_are_refused(mutate):
     a = build("mlp", 1, 10, (3, 16, 16))
-    b = {"width": build("mlp", 2, 10, (3, 16, 16)), "model": build("vgg11", 1, 10, (3, 16, 16)),
-         "shape": build("mlp", 1, 10, (1, 28, 28))}[mutate]
+    b = {
+        "width": build("mlp", 2, 10, (3, 16, 16)),
+        "model": build("vgg11", 1, 10, (3, 16, 16)),
+        "shape": build("mlp", 1, 10, (1, 28, 28)),
+    }[mutate]
     with pytest.raises(LewcError):
         Pair(a, b)
 
@@ -105,6 +108,7 @@ def test_bad_lambda_grids_are_refused(lams):
 
 # ----------------------------------------------------------------------------- calibration
 
+
 @st.composite
 def logits_and_labels(draw):
     n = draw(st.integers(20, 200))
@@ -115,7 +119,9 @@ def logits_and_labels(draw):
     z = rng.normal(0, 1, (n, c))
     z[np.arange(n), y] += draw(st.floats(0.2, 3.0))  # better than chance, not separable
     assume((z.mean(1) - z[np.arange(n), y]).mean() < -0.05)
-    assume((z.argmax(1) != y).sum() >= 2)  # not separable, so the optimal β is finite  # β > 0 exists only for better-than-chance logits
+    assume(
+        (z.argmax(1) != y).sum() >= 2
+    )  # not separable, so the optimal β is finite  # β > 0 exists only for better-than-chance logits
     return torch.tensor(z), torch.tensor(y)
 
 
@@ -144,15 +150,23 @@ def test_calibration_of_scaled_logits_recovers_beta_over_c(data, c):
 
 # ----------------------------------------------------------------------------- exact LEWC
 
+
 def layer_outputs(pair, state, x):
     _, records = pair.forward(state, x, capture=True)
-    return [torch.relu(pre) if spec.activation == "relu" else pre for spec, (_, pre) in zip(pair.layers, records,
-                                                                                               strict=True)]
+    return [
+        torch.relu(pre) if spec.activation == "relu" else pre
+        for spec, (_, pre) in zip(pair.layers, records, strict=True)
+    ]
 
 
 @settings(max_examples=12, deadline=None)
-@given(kind=st.sampled_from(["mlp", "vgg"]), depth=st.integers(1, 4), hidden=st.integers(1, 6),
-       seed=st.integers(0, 1000), lam=st.floats(0.05, 0.95))
+@given(
+    kind=st.sampled_from(["mlp", "vgg"]),
+    depth=st.integers(1, 4),
+    hidden=st.integers(1, 6),
+    seed=st.integers(0, 1000),
+    lam=st.floats(0.05, 0.95),
+)
 def test_exact_lewc_on_disjoint_blocks(kind, depth, hidden, seed, lam):
     torch.set_default_dtype(torch.float64)
     try:
@@ -181,8 +195,10 @@ def test_exact_lewc_breaks_with_biases_or_shared_blocks(breaker):
         lam = 0.3
         fa, fb = layer_outputs(pair, pair.state_at(0.0), x), layer_outputs(pair, pair.state_at(1.0), x)
         fm = layer_outputs(pair, pair.state_at(lam), x)
-        errors = [float((m - ((1 - lam) ** s.depth * oa + lam**s.depth * ob)).norm() / m.norm())
-                  for s, m, oa, ob in zip(pair.layers, fm, fa, fb, strict=True)]
+        errors = [
+            float((m - ((1 - lam) ** s.depth * oa + lam**s.depth * ob)).norm() / m.norm())
+            for s, m, oa, ob in zip(pair.layers, fm, fa, fb, strict=True)
+        ]
         assert max(errors[1:]) > 1e-3
     finally:
         torch.set_default_dtype(torch.float32)
@@ -190,13 +206,19 @@ def test_exact_lewc_breaks_with_biases_or_shared_blocks(breaker):
 
 # ----------------------------------------------------------------------------- BatchNorm
 
+
 def test_bn_reestimation_of_an_unmerged_model_reproduces_its_accuracy(synthetic, tmp_path):
     from experiments.train import evaluate, train
     from lewc import checkpoints
     from lewc.recipe import default_config
 
-    path = train(default_config("mlp", 2, "synthetic", 0, epochs=3, norm="bn"), tmp_path, "cpu", progress=False,
-                 dataset=synthetic)
+    path = train(
+        default_config("mlp", 2, "synthetic", 0, epochs=3, norm="bn"),
+        tmp_path,
+        "cpu",
+        progress=False,
+        dataset=synthetic,
+    )
     model, meta = checkpoints.load(path)
     acc_trained, _ = evaluate(model, synthetic, "test")
     pair = Pair(model, copy.deepcopy(model))
@@ -211,9 +233,17 @@ def test_bn_reestimation_of_an_unmerged_model_reproduces_its_accuracy(synthetic,
 def test_vmap_over_lambda_equals_the_loop(synthetic):
     a, b = random_pair(5, "vgg11", "bn")
     lams = [0.0, 0.3, 0.5, 1.0]
-    loop = sweep(Pair(a, b), synthetic, lams, SweepOptions(capture=False, vectorize="no", progress=False, n_test=200,
-                                                           bn_images=500))
-    vm = sweep(Pair(a, b), synthetic, lams, SweepOptions(capture=False, vectorize="yes", progress=False, n_test=200,
-                                                         bn_images=500))
+    loop = sweep(
+        Pair(a, b),
+        synthetic,
+        lams,
+        SweepOptions(capture=False, vectorize="no", progress=False, n_test=200, bn_images=500),
+    )
+    vm = sweep(
+        Pair(a, b),
+        synthetic,
+        lams,
+        SweepOptions(capture=False, vectorize="yes", progress=False, n_test=200, bn_images=500),
+    )
     assert vm.vectorized and not loop.vectorized
     torch.testing.assert_close(vm.logits["test"], loop.logits["test"], rtol=1e-4, atol=1e-4)

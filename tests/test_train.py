@@ -33,8 +33,9 @@ def test_same_seed_same_weights_and_different_seed_different_weights(tmp_path, s
 
 def test_interrupted_run_resumes_to_bit_identical_weights(tmp_path, synthetic):
     full = train_mod.train(cfg(epochs=3), tmp_path / "full", "cpu", progress=False, dataset=synthetic)
-    snap = train_mod.train(cfg(epochs=3), tmp_path / "cut", "cpu", progress=False, dataset=synthetic,
-                           stop_after_epoch=1)
+    snap = train_mod.train(
+        cfg(epochs=3), tmp_path / "cut", "cpu", progress=False, dataset=synthetic, stop_after_epoch=1
+    )
     assert snap.name.endswith(".snapshot.pt") and not list((tmp_path / "cut").glob("*.json"))
     resumed = train_mod.train(cfg(epochs=3), tmp_path / "cut", "cpu", progress=False, dataset=synthetic)
     assert sha(resumed) == sha(full)
@@ -48,12 +49,18 @@ def test_finished_checkpoint_is_reused(tmp_path, synthetic):
     assert a.stat().st_mtime_ns == mtime
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--model", "transformer", "--width", "1"], "unknown model"),
-    (["--model", "mlp", "--width", "0"], "width must be positive"),
-    (["--model", "mlp", "--width", "1", "--lr", "-0.1"], "learning rate must be positive"),
-    (["--model", "mlp", "--width", "1", "--dataset", "mnist", "--data-root", "/nonexistent"], "dataset mnist not found"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--model", "transformer", "--width", "1"], "unknown model"),
+        (["--model", "mlp", "--width", "0"], "width must be positive"),
+        (["--model", "mlp", "--width", "1", "--lr", "-0.1"], "learning rate must be positive"),
+        (
+            ["--model", "mlp", "--width", "1", "--dataset", "mnist", "--data-root", "/nonexistent"],
+            "dataset mnist not found",
+        ),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys, monkeypatch):
     from lewc import data
 
@@ -66,8 +73,9 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys, monkeypatc
 
 
 def run_cli(args, env, **kw):
-    return subprocess.run([sys.executable, "-m", "experiments.train", *args], env=env, capture_output=True,
-                          text=True, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.train", *args], env=env, capture_output=True, text=True, **kw
+    )
 
 
 @pytest.mark.slow
@@ -76,8 +84,12 @@ def test_sigkill_mid_training_then_rerun_matches_uninterrupted(tmp_path):
     base = ["--model", "mlp", "--width", "4", "--dataset", "synthetic", "--epochs", "6", "--quiet", "--device", "cpu"]
     ref = run_cli(base + ["--out", str(tmp_path / "ref")], env)
     assert ref.returncode == 0, ref.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *base, "--out", str(tmp_path / "cut")],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.train", *base, "--out", str(tmp_path / "cut")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     while not list((tmp_path / "cut").glob("*.snapshot.pt")) and time.time() < deadline:
         time.sleep(0.05)
@@ -95,9 +107,25 @@ def test_torchrun_two_processes_on_cpu_writes_one_comparable_checkpoint(tmp_path
     base = ["--model", "mlp", "--width", "2", "--dataset", "synthetic", "--epochs", "3", "--quiet", "--device", "cpu"]
     single = run_cli(base + ["--out", str(tmp_path / "single")], env)
     assert single.returncode == 0, single.stderr
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "experiments.train", *base, "--out", str(tmp_path / "ddp")], env=env,
-                         capture_output=True, text=True, timeout=300)
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "experiments.train",
+            *base,
+            "--out",
+            str(tmp_path / "ddp"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     written = list((tmp_path / "ddp").glob("*.json"))
     assert len(written) == 1

@@ -25,8 +25,20 @@ def run(argv, capsys):
 
 def test_verify_a_pair_writes_a_complete_report(tmp_path, trained_pair, capsys):
     out = tmp_path / "out"
-    code, stdout, _ = run(["--ckpt-a", str(trained_pair[0]), "--ckpt-b", str(trained_pair[1]), "--out", str(out),
-                           "--lams", "0,0.25,0.5,0.75,1", "--quiet"], capsys)
+    code, stdout, _ = run(
+        [
+            "--ckpt-a",
+            str(trained_pair[0]),
+            "--ckpt-b",
+            str(trained_pair[1]),
+            "--out",
+            str(out),
+            "--lams",
+            "0,0.25,0.5,0.75,1",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0
     assert stdout.strip().splitlines()[-1] == str(out / "report.json")
     rep = json.loads((out / "report.json").read_text())
@@ -42,8 +54,19 @@ def test_verify_a_pair_writes_a_complete_report(tmp_path, trained_pair, capsys):
     assert {c["id"] for c in rep["claims"]} >= REQUIRED_CLAIMS
     assert all(c["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE") for c in rep["claims"])
     layer = rep["layers"][-1]
-    assert {"name", "depth", "coef_a", "coef_a_ci", "r2", "cos_lewc", "cos_llfc", "rel_err_lewc", "exponent",
-            "weak_additivity", "reciprocal_orthogonality"} <= set(layer)
+    assert {
+        "name",
+        "depth",
+        "coef_a",
+        "coef_a_ci",
+        "r2",
+        "cos_lewc",
+        "cos_llfc",
+        "rel_err_lewc",
+        "exponent",
+        "weak_additivity",
+        "reciprocal_orthogonality",
+    } <= set(layer)
     assert len(rep["ensemble"]["lewc"]["agreement"]) == 5
     for name in rep["files"]["figures"] + ["results.nc", "report.md"]:
         assert (out / name).stat().st_size > 0
@@ -51,8 +74,12 @@ def test_verify_a_pair_writes_a_complete_report(tmp_path, trained_pair, capsys):
 
 
 def bad(tmp_path, trained_pair, **change):
-    args = {"--ckpt-a": str(trained_pair[0]), "--ckpt-b": str(trained_pair[1]), "--out": str(tmp_path / "out"),
-            "--quiet": None} | change
+    args = {
+        "--ckpt-a": str(trained_pair[0]),
+        "--ckpt-b": str(trained_pair[1]),
+        "--out": str(tmp_path / "out"),
+        "--quiet": None,
+    } | change
     return [x for k, v in args.items() for x in ([k] if v is None else [k, v])]
 
 
@@ -76,11 +103,16 @@ def corrupt_copy(tmp_path, src, how):
 
 @pytest.mark.parametrize("case", ["lam_outside", "no_endpoint", "no_half", "nan_lam", "wider_b", "corrupt", "nan"])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, trained_pair, synthetic, capsys):
-    change = {"lam_outside": {"--lams": "0,0.5,1.5"}, "no_endpoint": {"--lams": "0,0.5,0.9"},
-              "no_half": {"--lams": "0,0.4,1"}, "nan_lam": {"--lams": "0,nan,0.5,1"}}.get(case, {})
+    change = {
+        "lam_outside": {"--lams": "0,0.5,1.5"},
+        "no_endpoint": {"--lams": "0,0.5,0.9"},
+        "no_half": {"--lams": "0,0.4,1"},
+        "nan_lam": {"--lams": "0,nan,0.5,1"},
+    }.get(case, {})
     if case == "wider_b":
-        wide = train(default_config("mlp", 3, "synthetic", 1, epochs=1), tmp_path / "w", "cpu", progress=False,
-                     dataset=synthetic)
+        wide = train(
+            default_config("mlp", 3, "synthetic", 1, epochs=1), tmp_path / "w", "cpu", progress=False, dataset=synthetic
+        )
         change = {"--ckpt-b": str(wide)}
     if case in ("corrupt", "nan"):
         change = {"--ckpt-b": corrupt_copy(tmp_path, trained_pair[1], "flipped" if case == "corrupt" else "nan")}
@@ -118,10 +150,32 @@ def test_interrupted_verify_leaves_no_report(tmp_path, trained_pair, capsys, mon
 def test_width_sweep_and_paper_figures(tmp_path, isolated_data_home, synthetic, capsys):
     for w in (1, 2):
         for s in range(4):
-            train(default_config("mlp", w, "synthetic", s, epochs=2), isolated_data_home / "checkpoints", "cpu",
-                  progress=False, dataset=synthetic)
-    code, stdout, stderr = run(["--dataset", "synthetic", "--widths", "1,2", "--seeds", "0,1,2,3", "--epochs", "2",
-                                "--lams", "0,0.5,1", "--n-test", "300", "--no-train", "--quiet"], capsys)
+            train(
+                default_config("mlp", w, "synthetic", s, epochs=2),
+                isolated_data_home / "checkpoints",
+                "cpu",
+                progress=False,
+                dataset=synthetic,
+            )
+    code, stdout, stderr = run(
+        [
+            "--dataset",
+            "synthetic",
+            "--widths",
+            "1,2",
+            "--seeds",
+            "0,1,2,3",
+            "--epochs",
+            "2",
+            "--lams",
+            "0,0.5,1",
+            "--n-test",
+            "300",
+            "--no-train",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0, stderr
     report_path = stdout.strip().splitlines()[-1]
     summary = json.loads(open(report_path).read())

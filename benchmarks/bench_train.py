@@ -1,0 +1,126 @@
+"""Training throughput of ``experiments.train`` against a plain PyTorch loop, in one process.
+
+The baseline is what most LMC repositories do: a torchvision-style ``Dataset`` returning one
+image at a time through ``transforms`` (per-sample normalisation; random crop and flip for CIFAR),
+batched by ``DataLoader``, the same model, optimizer, batch size and number of images. lewc keeps
+the dataset as one tensor on the device and augments whole batches there.
+
+    python benchmarks/bench_train.py [--device cuda] [--epochs 1]
+
+Prints images/s of both and their ratio (lewc / baseline) per configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+from experiments.train import train
+from lewc.data import DATASETS, DeviceDataset, Split, load_dataset
+from lewc.models import build
+from lewc.recipe import default_config
+
+
+class PerSampleDataset(torch.utils.data.Dataset):
+    """One (image, label) at a time through torchvision transforms, as torchvision datasets do."""
+
+    def __init__(self, split: Split, info, augment: bool):
+        self.x, self.y = split.x.cpu(), split.y.cpu()
+        steps = [
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(
+                info.mean * (info.in_shape[0] // len(info.mean)), info.std * (info.in_shape[0] // len(info.std))
+            ),
+        ]
+        if augment:
+            steps = [v2.RandomCrop(info.in_shape[1], padding=4), v2.RandomHorizontalFlip(), *steps]
+        self.transform = v2.Compose(steps)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.x[i]), self.y[i]
+
+
+def baseline_images_per_s(cfg, ds: DeviceDataset, device: torch.device, epochs: int) -> float:
+    torch.manual_seed(cfg.seed)
+    model = (
+        build(
+            cfg.model, cfg.width, ds.info.num_classes, ds.info.in_shape, cfg.norm, cfg.bias, cfg.base_width, cfg.depth
+        )
+        .to(device)
+        .train()
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.wd)
+    loader = torch.utils.data.DataLoader(
+        PerSampleDataset(ds.train, ds.info, ds.info.augment),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=0,
+    )
+    seen = 0
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            seen += len(y)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return seen / (time.perf_counter() - t0)
+
+
+def lewc_images_per_s(cfg, ds: DeviceDataset, device: torch.device) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = train(cfg, tmp, str(device), progress=False, dataset=ds)
+        from lewc import checkpoints
+
+        history = checkpoints.read_meta(path)["history"]
+    return sum(h["images_per_s"] * h["seconds"] for h in history) / sum(h["seconds"] for h in history)
+
+
+def cifar_shaped(n: int, device: torch.device) -> DeviceDataset:
+    """Random CIFAR-shaped uint8 data: throughput does not depend on pixel values."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    y = torch.randint(0, 10, (n,), generator=gen)
+    split = Split(x.to(device), y.to(device))
+    return DeviceDataset(DATASETS["cifar10"], split, split, Split(x[:500].to(device), y[:500].to(device)), device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--epochs", type=int, default=1)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    fmnist = load_dataset("fashion-mnist", device)
+    configs = [("mlp ×16, Fashion-MNIST", default_config("mlp", 16, "fashion-mnist", 0, epochs=args.epochs), fmnist)]
+    n = 4096 if device.type == "cpu" else 50_000
+    configs.append(
+        (
+            "resnet20 ×1, CIFAR-shaped (augmented)",
+            default_config("resnet20", 1, "cifar10", 0, epochs=args.epochs),
+            cifar_shaped(n, device),
+        )
+    )
+    print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"{'configuration':40s} {'lewc img/s':>12s} {'baseline img/s':>15s} {'ratio':>7s}")
+    for label, cfg, ds in configs:
+        base = baseline_images_per_s(cfg, ds, device, args.epochs)
+        ours = lewc_images_per_s(cfg, ds, device)
+        print(f"{label:40s} {ours:12.0f} {base:15.0f} {ours / base:7.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Train both endpoints of a pair: ``python -m experiments.train_pair --model mlp --width 16 --seeds 0 1``.
+
+Each endpoint is an independent ``experiments.train`` run (own initialisation and data order);
+finished checkpoints are reused. Prints the two checkpoint paths, one per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from experiments.train import add_config_arguments, run_training
+from lewc.errors import LewcError, OneLineArgumentParser, cli_main
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> None:
+    parser = OneLineArgumentParser(
+        prog="python -m experiments.train_pair",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_arguments(parser)
+    parser.add_argument("--width", type=int, required=True, help="width multiplier (positive integer)")
+    parser.add_argument(
+        "--seeds", type=int, nargs=2, default=[0, 1], metavar=("A", "B"), help="the two seeds (default 0 1)"
+    )
+    args = parser.parse_args(argv)
+    if args.seeds[0] == args.seeds[1]:
+        raise LewcError("the two seeds must differ: a pair of one seed is not independently trained")
+    for seed in args.seeds:
+        print(run_training(args, args.width, seed))
+
+
+if __name__ == "__main__":
+    main()
