@@ -117,11 +117,10 @@ def logits_and_labels(draw):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, c, n)
     z = rng.normal(0, 1, (n, c))
-    z[np.arange(n), y] += draw(st.floats(0.2, 3.0))  # better than chance, not separable
+    z[np.arange(n), y] += draw(st.floats(0.2, 3.0))
+    # β > 0 exists only for better-than-chance logits, and is finite only if they are not separable
     assume((z.mean(1) - z[np.arange(n), y]).mean() < -0.05)
-    assume(
-        (z.argmax(1) != y).sum() >= 2
-    )  # not separable, so the optimal β is finite  # β > 0 exists only for better-than-chance logits
+    assume((z.argmax(1) != y).sum() >= 2)
     return torch.tensor(z), torch.tensor(y)
 
 
