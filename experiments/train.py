@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from lewc import checkpoints
 from lewc.data import DeviceDataset, data_home, load_dataset
+from lewc.device import resolve_device
 from lewc.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.io import atomic_path
 from lewc.models import CapturingModel, build
@@ -35,16 +36,6 @@ from lewc.recipe import TrainConfig, default_config
 
 def checkpoint_dir() -> Path:
     return data_home() / "checkpoints"
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``None`` → CUDA when available, else CPU; a CUDA request on a machine without one is an error."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LewcError(f"device {device} requested but CUDA is not available here; use --device cpu")
-    return dev
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:

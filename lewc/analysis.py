@@ -94,20 +94,7 @@ def layer_dataset(result: SweepResult, depths: Sequence[int], names: Sequence[st
         "ro_a_on_b": (("layer",), ro_ba, {"long_name": "‖W_A z_B‖ / ‖W_B z_B‖"}),
         "coef_ci": (("layer", "lam", "coef", "bound"), fits["coef_ci"]),
     }
-    for key in (
-        "coef_a",
-        "coef_b",
-        "r2",
-        "coef_a_full",
-        "coef_b_full",
-        "r2_full",
-        "cos_lewc",
-        "cos_llfc",
-        "rel_err_lewc",
-        "rel_err_llfc",
-        "pred_a_lewc",
-        "pred_b_lewc",
-    ):
+    for key in fit.LAYER_LAM_KEYS:
         data[key] = (lam_layer, fits[key])
     for key in ("k", "k_lo", "k_hi", "k_se"):
         data[f"exponent_{key}" if key != "k" else "exponent"] = (("layer",), fits[key])

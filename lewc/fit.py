@@ -21,6 +21,21 @@ from collections.abc import Sequence
 import numpy as np
 import statsmodels.api as sm
 
+# Per-(layer, λ) outputs of ``fit_layers``.
+LAYER_LAM_KEYS = (
+    "coef_a",
+    "coef_b",
+    "r2",
+    "coef_a_full",
+    "coef_b_full",
+    "r2_full",
+    "cos_lewc",
+    "cos_llfc",
+    "rel_err_lewc",
+    "rel_err_llfc",
+    "pred_a_lewc",
+    "pred_b_lewc",
+)
 # Index of each Gram term in the last axis of the per-image Gram array (see lewc.capture).
 MM, AA, BB, MA, MB, AB = range(6)
 LEVEL = 0.95
@@ -129,23 +144,7 @@ def fit_layers(
     lams = list(lams)
     i0, i1 = lams.index(0.0), lams.index(1.0)
     n_lam, n_layer = len(lams), len(depths)
-    out = {
-        key: np.full((n_layer, n_lam), np.nan)
-        for key in (
-            "coef_a",
-            "coef_b",
-            "r2",
-            "coef_a_full",
-            "coef_b_full",
-            "r2_full",
-            "cos_lewc",
-            "cos_llfc",
-            "rel_err_lewc",
-            "rel_err_llfc",
-            "pred_a_lewc",
-            "pred_b_lewc",
-        )
-    }
+    out = {key: np.full((n_layer, n_lam), np.nan) for key in LAYER_LAM_KEYS}
     out["coef_ci"] = np.full((n_layer, n_lam, 2, 2), np.nan)
     out["coef_cov"] = np.full((n_layer, n_lam, 2, 2), np.nan)
     n_sample, n_unit = act.shape[2], act.shape[3]

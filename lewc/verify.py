@@ -31,6 +31,7 @@ from lewc import checkpoints, plots, report
 from lewc.analysis import analyze
 from lewc.claims import evaluate_claims
 from lewc.data import data_home, load_dataset
+from lewc.device import resolve_device
 from lewc.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.io import write_json_atomic
 from lewc.merge import Pair, check_lams
@@ -52,15 +53,6 @@ def parse_list(text: str, kind=float) -> list:
 
 def command_line() -> str:
     return "python -m lewc.verify " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
-def resolve_device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LewcError(f"device {name} requested but CUDA is not available here; use --device cpu")
-    return dev
 
 
 def training_cost_seconds(cfg: TrainConfig, device: torch.device, n_train: int = 55000) -> float:
