@@ -42,6 +42,7 @@ from lewc.results import json_attr, write_netcdf
 DEFAULT_LAMS = [round(i / 10, 1) for i in range(11)]
 CPU_FLOPS = 5e10  # sustained FLOP/s assumed for a CPU when estimating training cost
 SLOW_SECONDS = 1800
+DEFAULT_DATASET = {"mlp": "fashion-mnist", "vgg11": "cifar10", "vgg16": "cifar10", "resnet20": "cifar10"}
 
 
 def parse_list(text: str, kind=float) -> list:
@@ -281,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=16, help="width multiplier of the pair (default 16)")
     p.add_argument("--widths", help="comma-separated widths for a sweep, e.g. 1,4,16 (overrides --width)")
     p.add_argument(
-        "--dataset", default="fashion-mnist", help="fashion-mnist (default), mnist, cifar10, cifar100, synthetic"
+        "--dataset",
+        help="fashion-mnist, mnist, cifar10, cifar100 or synthetic (default: fashion-mnist for the mlp, "
+        "cifar10 for the convnets, as in the paper)",
     )
     p.add_argument("--seeds", default="0,1", help="seeds, comma-separated; consecutive seeds form pairs (default 0,1)")
     p.add_argument("--ckpt-a", type=Path, help="checkpoint of endpoint A (.safetensors); skips lookup/training")
@@ -319,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def validate(args: argparse.Namespace) -> tuple[list[float], list[int], list[int]]:
-    """Check every input before anything is written."""
+    """Check every input before anything is written (and fill the model's default dataset)."""
+    if args.dataset is None:
+        args.dataset = DEFAULT_DATASET.get(args.model, "fashion-mnist")
     lams = check_lams(parse_list(args.lams))
     if not any(np.isclose(lams, 0.5)):
         raise LewcError("the λ grid must contain 0.5 (barriers and verdicts are taken at λ = ½)")
