@@ -9,7 +9,10 @@ b (λ = 1) of the same images, are reduced on the fly to:
 * weak additivity sums: ⟨u,v⟩, ⟨u,u⟩, ⟨v,v⟩ with u = σ(c_a z_A + c_b z_B), v = c_a σ(z_A) + c_b σ(z_B),
   c_a = (1-λ)^ℓ, c_b = λ^ℓ, z the endpoints' pre-activations;
 * reciprocal orthogonality sums ‖W_B z_A‖², ‖W_A z_A‖², ‖W_A z_B‖², ‖W_B z_B‖² with z the layer's
-  input (on the first ``ro_images`` images: a dataset-level ratio needs no more);
+  input.
+
+The two conditions are dataset-level ratios of sums; they are accumulated on the first
+``condition_images`` images (default 2,048, whole batches), which bounds their cost.
 * raw values of a fixed, seeded subsample of coordinates (images × units per layer) for the
   statsmodels fits and the figures.
 
@@ -31,7 +34,7 @@ from lewc.models import activation_fn
 GRAM_TERMS = ("mm", "aa", "bb", "ma", "mb", "ab")
 DEFAULT_SAMPLE_IMAGES = 512
 DEFAULT_SAMPLE_UNITS = 256
-DEFAULT_RO_IMAGES = 2048
+DEFAULT_CONDITION_IMAGES = 2048
 SAMPLE_SEED = 0
 
 
@@ -45,7 +48,7 @@ class LayerStatistics:
         n_images: int,
         sample_images: int = DEFAULT_SAMPLE_IMAGES,
         sample_units: int = DEFAULT_SAMPLE_UNITS,
-        ro_images: int = DEFAULT_RO_IMAGES,
+        condition_images: int = DEFAULT_CONDITION_IMAGES,
         seed: int = SAMPLE_SEED,
     ):
         self.pair = pair
@@ -65,14 +68,18 @@ class LayerStatistics:
         self.pre_sq = np.zeros((n_layer, 2), dtype=np.float64)  # Σ z_A², Σ z_B² (for the Gaussian baseline)
         self.pre_count = np.zeros(n_layer, dtype=np.float64)
         self.ro = np.zeros((n_layer, 4), dtype=np.float64)
-        self.ro_images = ro_images
-        self.ro_seen = 0
+        self.condition_images = condition_images
+        self.condition_seen = 0
         self._endpoints: tuple[list, list] | None = None
         self._unit_index_t: list[torch.Tensor] = []
 
     # -- per batch ----------------------------------------------------------------------------
     def observe_endpoints(self, start: int, records_a: list, records_b: list) -> None:
-        """Register the endpoints' (input, pre) of a batch; they serve every λ of that batch."""
+        """Register the endpoints' (input, pre) of a batch; they serve every λ of that batch.
+
+        The endpoint outputs and their own Gram terms (⟨a,a⟩, ⟨b,b⟩, ⟨a,b⟩) are computed here once
+        per batch instead of once per λ.
+        """
         if not self._unit_index_t:
             self._choose_units(records_a)
         self._endpoints = (records_a, records_b)
@@ -81,14 +88,19 @@ class LayerStatistics:
         lo, hi = np.searchsorted(self.sample_image_index, [start, start + n])
         self._batch_pos = np.arange(lo, hi)
         self._batch_rows = torch.as_tensor(self.sample_image_index[lo:hi] - start, device=records_a[0][1].device)
+        self._conditions_now = self.condition_seen < self.condition_images
         with torch.no_grad():
+            self._outs = []
             for li, ((_, za), (_, zb)) in enumerate(zip(records_a, records_b, strict=True)):
+                a = self.activations[li](za).flatten(1).float()
+                b = self.activations[li](zb).flatten(1).float()
+                self._outs.append((a, b, (a * a).sum(1), (b * b).sum(1), (a * b).sum(1)))
                 self.pre_sq[li, 0] += float(za.double().square().sum())
                 self.pre_sq[li, 1] += float(zb.double().square().sum())
                 self.pre_count[li] += za.numel()
-            if self.ro_seen < self.ro_images:
+            if self._conditions_now:
                 self._observe_reciprocal(records_a, records_b)
-                self.ro_seen += n
+                self.condition_seen += n
 
     def observe(self, lam_index: int, records_m: list) -> None:
         """Accumulate the statistics of the merged model at ``lams[lam_index]`` for the current batch."""
@@ -98,17 +110,13 @@ class LayerStatistics:
         start = self._start
         with torch.no_grad():
             for li, act in enumerate(self.activations):
+                a, b, aa, bb, ab = self._outs[li]
                 m = act(records_m[li][1]).flatten(1).float()
-                a = act(records_a[li][1]).flatten(1).float()
-                b = act(records_b[li][1]).flatten(1).float()
-                terms = torch.stack(
-                    [(m * m).sum(1), (a * a).sum(1), (b * b).sum(1), (m * a).sum(1), (m * b).sum(1), (a * b).sum(1)],
-                    dim=1,
-                )
+                terms = torch.stack([(m * m).sum(1), aa, bb, (m * a).sum(1), (m * b).sum(1), ab], dim=1)
                 n = terms.shape[0]
                 self.gram[lam_index, li, start : start + n] = terms.double().cpu().numpy()
                 self._store_sample(lam_index, li, m)
-                if self.is_relu[li]:
+                if self.is_relu[li] and self._conditions_now:
                     self._observe_additivity(lam_index, li, lam, records_a[li][1], records_b[li][1])
 
     # -- helpers ------------------------------------------------------------------------------
