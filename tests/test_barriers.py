@@ -50,3 +50,17 @@ def test_weak_additivity_gaussian_baseline_is_about_0_93_at_half():
     assert base[0, 0] == pytest.approx(0.9307, abs=3e-3)
     edge = conditions.gaussian_baseline([0.0, 1.0], [3], np.array([1.0]), np.array([2.0]))
     np.testing.assert_allclose(edge, 1.0)
+
+
+def test_weak_additivity_baseline_uses_the_lewc_weights_of_the_layer_depth():
+    rng = np.random.default_rng(0)
+    za, zb = rng.standard_normal(400_000), rng.standard_normal(400_000)
+    for ell in (1, 3):
+        ca, cb = 0.7**ell, 0.3**ell
+        u = np.maximum(ca * za + cb * zb, 0)
+        v = ca * np.maximum(za, 0) + cb * np.maximum(zb, 0)
+        direct = u @ v / np.sqrt((u @ u) * (v @ v))
+        base = conditions.gaussian_baseline([0.3], [ell], np.array([1.0]), np.array([1.0]))[0, 0]
+        assert base == pytest.approx(direct, abs=2e-3)
+    deep, shallow = (conditions.gaussian_baseline([0.3], [d], np.ones(1), np.ones(1))[0, 0] for d in (3, 1))
+    assert deep > shallow + 0.01  # a more lopsided mixture is closer to additive

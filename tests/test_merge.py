@@ -246,3 +246,20 @@ def test_vmap_over_lambda_equals_the_loop(synthetic):
     )
     assert vm.vectorized and not loop.vectorized
     torch.testing.assert_close(vm.logits["test"], loop.logits["test"], rtol=1e-4, atol=1e-4)
+
+
+def test_bn_reestimation_is_the_exact_average_over_the_images():
+    """Cumulative averaging (momentum None) of equal batches = the mean over all images."""
+    torch.manual_seed(0)
+    model = build("mlp", 1, 10, (3, 16, 16), norm="bn", base_width=8).eval()
+    pair = Pair(model, copy.deepcopy(model))
+    images = torch.randint(0, 256, (1000, 3, 16, 16), dtype=torch.uint8)
+
+    class DS:
+        normalize = staticmethod(lambda x: x.float() / 255 - 0.5)
+
+    state = reestimate(pair, pair.state_at(0.0), images, DS(), batch_size=250)
+    with torch.no_grad():
+        pre = model.linears[0](DS.normalize(images).flatten(1))
+    torch.testing.assert_close(state["norms.0.running_mean"], pre.mean(0), rtol=1e-5, atol=1e-5)
+    assert int(state["norms.0.num_batches_tracked"]) == 4
