@@ -137,15 +137,15 @@ def exponent_vs_depth(results: Sequence[xr.Dataset]):
 
 
 def conditions_vs_width(results: Sequence[xr.Dataset]):
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     for res in sorted(results, key=_width):
         mid = res.sel(lam=0.5, method="nearest")
         line = axes[0].plot(res.depth, mid.weak_additivity, marker="o", label=_label(res))[0]
         axes[0].plot(res.depth, mid.weak_additivity_baseline, ls=":", color=line.get_color())
         axes[1].plot(res.depth, res.ro_b_on_a, marker="o", color=line.get_color(), label=_label(res))
         axes[1].plot(res.depth, res.ro_a_on_b, marker="s", ls="--", color=line.get_color())
-    axes[0].set_title("weak additivity at λ = ½ (dotted: Gaussian baseline)")
-    axes[1].set_title("reciprocal orthogonality ‖W_B z_A‖/‖W_A z_A‖ (o), mirror (s)")
+    axes[0].set_title("weak additivity at λ = ½ (dotted: Gaussian baseline)", fontsize=9)
+    axes[1].set_title("reciprocal orthogonality ‖W_B z_A‖/‖W_A z_A‖ (o), mirror (s)", fontsize=9)
     for ax in axes:
         ax.set_xlabel("layer depth ℓ")
         ax.grid(alpha=0.3)
@@ -159,8 +159,8 @@ def ensemble_agreement(results: Sequence[xr.Dataset]):
         line = axes[0].plot(res.lam, res.ens_agreement.sel(kind="lewc"), marker="o", ms=3, label=_label(res))[0]
         axes[0].plot(res.lam, res.ens_agreement.sel(kind="plain"), ls=":", color=line.get_color())
         axes[1].plot(res.lam, res.ens_kl.sel(kind="lewc"), marker="o", ms=3, color=line.get_color())
-    axes[0].set_title("top-1 agreement merged vs LEWC ensemble (dotted: plain)")
-    axes[1].set_title("KL(merged ‖ LEWC ensemble), calibrated")
+    axes[0].set_title("top-1 agreement merged vs LEWC ensemble (dotted: plain)", fontsize=9)
+    axes[1].set_title("KL(merged ‖ LEWC ensemble), calibrated", fontsize=9)
     for ax in axes:
         ax.set_xlabel("λ")
         ax.grid(alpha=0.3)
