@@ -31,7 +31,7 @@ from lewc.device import resolve_device
 from lewc.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.io import atomic_path
 from lewc.models import CapturingModel, build
-from lewc.recipe import TrainConfig, default_config
+from lewc.recipe import TrainConfig, config_from_args
 
 
 def checkpoint_dir() -> Path:
@@ -309,23 +309,6 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="retrain even if a finished checkpoint or snapshot exists")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training step (GPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def config_from_args(args: argparse.Namespace, width: int, seed: int) -> TrainConfig:
-    return default_config(
-        args.model,
-        width,
-        args.dataset,
-        seed,
-        epochs=args.epochs,
-        lr=args.lr,
-        wd=args.wd,
-        batch_size=args.batch_size,
-        norm=args.norm,
-        bias=False if args.no_bias else None,
-        base_width=args.base_width,
-        depth=args.depth,
-    )
 
 
 def run_training(args: argparse.Namespace, width: int, seed: int) -> Path:

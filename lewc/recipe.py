@@ -19,6 +19,7 @@ Warm-up is linear over the first ``warmup_epochs`` (1 by default), then the rate
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -111,3 +112,21 @@ def default_config(model: str, width: int, dataset: str, seed: int, **overrides)
     config = TrainConfig(**cfg)
     config.validate()
     return config
+
+
+def config_from_args(args: argparse.Namespace, width: int, seed: int) -> TrainConfig:
+    """The config named by the recipe flags shared by ``experiments.train`` and ``lewc.verify``."""
+    return default_config(
+        args.model,
+        width,
+        args.dataset,
+        seed,
+        epochs=args.epochs,
+        lr=args.lr,
+        wd=args.wd,
+        batch_size=args.batch_size,
+        norm=args.norm,
+        bias=False if args.no_bias else None,
+        base_width=args.base_width,
+        depth=args.depth,
+    )

@@ -36,7 +36,7 @@ from lewc.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.io import write_json_atomic
 from lewc.merge import Pair, check_lams
 from lewc.path import SweepOptions
-from lewc.recipe import TrainConfig, default_config
+from lewc.recipe import TrainConfig, config_from_args
 from lewc.results import json_attr, write_netcdf
 
 DEFAULT_LAMS = [round(i / 10, 1) for i in range(11)]
@@ -112,23 +112,7 @@ def train_args(cfg: TrainConfig, args: argparse.Namespace) -> list[str]:
 
 def find_or_train(args: argparse.Namespace, width: int, seeds: tuple[int, int], device: torch.device) -> list[Path]:
     """Checkpoint paths of the pair; missing ones are trained (unless --no-train) via experiments.train."""
-    configs = [
-        default_config(
-            args.model,
-            width,
-            args.dataset,
-            s,
-            epochs=args.epochs,
-            lr=args.lr,
-            wd=args.wd,
-            batch_size=args.batch_size,
-            norm=args.norm,
-            bias=False if args.no_bias else None,
-            base_width=args.base_width,
-            depth=args.depth,
-        )
-        for s in seeds
-    ]
+    configs = [config_from_args(args, width, s) for s in seeds]
     folder = Path(args.ckpt_dir) if args.ckpt_dir else data_home() / "checkpoints"
     paths = [folder / f"{cfg.name}.safetensors" for cfg in configs]
     missing = [(cfg, p) for cfg, p in zip(configs, paths, strict=True) if not checkpoints.sidecar_path(p).exists()]
