@@ -40,12 +40,19 @@ def bootstrap_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
 
 
 def bootstrap_means(
-    per_sample: np.ndarray, n_boot: int = DEFAULT_BOOT, seed: int = BOOT_SEED, chunk: int = 250
+    per_sample: np.ndarray,
+    n_boot: int = DEFAULT_BOOT,
+    seed: int = BOOT_SEED,
+    chunk: int = 250,
+    counts: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Bootstrap replicates of the mean over the last axis (samples): shape (n_boot, *leading)."""
+    """Bootstrap replicates of the mean over the last axis (samples): shape (n_boot, *leading).
+
+    Pass ``counts`` (from ``bootstrap_counts``) to reuse one set of resamples for several metrics.
+    """
     n = per_sample.shape[-1]
     flat = per_sample.reshape(-1, n).astype(np.float64)
-    counts = bootstrap_counts(n, n_boot, seed)
+    counts = bootstrap_counts(n, n_boot, seed) if counts is None else counts
     out = [counts[i : i + chunk] @ flat.T / n for i in range(0, n_boot, chunk)]
     return np.concatenate(out).reshape(n_boot, *per_sample.shape[:-1])
 
@@ -72,9 +79,10 @@ def summarize(
     }
     out: dict[str, dict] = {}
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    counts = bootstrap_counts(correct.shape[-1], n_boot, seed)  # one paired resample for every metric
     for key, (per_sample, higher) in metrics.items():
         point = barrier_curve(lams, per_sample.mean(axis=-1), higher)
-        boot = barrier_curve(lams, bootstrap_means(per_sample, n_boot, seed), higher)
+        boot = barrier_curve(lams, bootstrap_means(per_sample, n_boot, counts=counts), higher)
         prefix = "acc" if key == "acc" else "loss"
         suffix = "" if key == "acc" else key[len("loss") :]
         for label, value, reps in (("mid", point[mid], boot[:, mid]), ("max", point.max(), boot.max(axis=1))):

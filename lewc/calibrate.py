@@ -48,14 +48,18 @@ def fit_beta(logits, labels, rtol: float = 1e-10) -> float:
     if _derivative(z, y, BETA_MIN) >= 0:
         warnings.warn("the logits are no better than chance: β set to its lower bound", stacklevel=2)
         return BETA_MIN
-    hi = 1.0
-    while _derivative(z, y, hi) < 0:
-        hi *= 4.0
-        if hi > BETA_MAX:
-            warnings.warn("cross-entropy still decreases at β = 1e6 (separable calib set)", stacklevel=2)
-            return BETA_MAX
-    lo = hi / 4.0 if hi > 1.0 else BETA_MIN
-    while lo > BETA_MIN and _derivative(z, y, lo) > 0:
-        lo /= 4.0
-    beta = brentq(lambda b: _derivative(z, y, b), max(lo, BETA_MIN), hi, xtol=1e-14, rtol=rtol, maxiter=500)
+    # Bracket the root within a factor of 4 around β = 1 (few evaluations), then solve it with brentq.
+    lo, hi = 1.0, 1.0
+    if _derivative(z, y, 1.0) < 0:
+        while _derivative(z, y, hi * 4.0) < 0:
+            hi *= 4.0
+            if hi > BETA_MAX:
+                warnings.warn("cross-entropy still decreases at β = 1e6 (separable calib set)", stacklevel=2)
+                return BETA_MAX
+        lo, hi = hi, hi * 4.0
+    else:
+        while lo / 4.0 > BETA_MIN and _derivative(z, y, lo / 4.0) > 0:
+            lo /= 4.0
+        lo, hi = max(lo / 4.0, BETA_MIN), lo
+    beta = brentq(lambda b: _derivative(z, y, b), lo, hi, xtol=1e-14, rtol=rtol, maxiter=500)
     return float(beta) if math.isfinite(beta) else 1.0

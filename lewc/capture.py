@@ -29,7 +29,6 @@ import torch
 from torch.func import functional_call
 
 from lewc.merge import Pair
-from lewc.models import activation_fn
 
 GRAM_TERMS = ("mm", "aa", "bb", "ma", "mb", "ab")
 DEFAULT_SAMPLE_IMAGES = 512
@@ -54,7 +53,6 @@ class LayerStatistics:
         self.pair = pair
         self.lams = list(lams)
         self.depths = [spec.depth for spec in pair.layers]
-        self.activations = [activation_fn(spec.activation) for spec in pair.layers]
         self.is_relu = [spec.activation == "relu" for spec in pair.layers]
         n_lam, n_layer = len(self.lams), len(pair.layers)
         self.rng = np.random.default_rng(seed)
@@ -91,9 +89,9 @@ class LayerStatistics:
         self._conditions_now = self.condition_seen < self.condition_images
         with torch.no_grad():
             self._outs = []
-            for li, ((_, za), (_, zb)) in enumerate(zip(records_a, records_b, strict=True)):
-                a = self.activations[li](za).flatten(1).float()
-                b = self.activations[li](zb).flatten(1).float()
+            for li, ((_, za, out_a), (_, zb, out_b)) in enumerate(zip(records_a, records_b, strict=True)):
+                a = out_a.flatten(1).float()
+                b = out_b.flatten(1).float()
                 self._outs.append((a, b, (a * a).sum(1), (b * b).sum(1), (a * b).sum(1)))
                 self.pre_sq[li, 0] += float(za.double().square().sum())
                 self.pre_sq[li, 1] += float(zb.double().square().sum())
@@ -109,19 +107,20 @@ class LayerStatistics:
         lam = self.lams[lam_index]
         start = self._start
         with torch.no_grad():
-            for li, act in enumerate(self.activations):
+            terms = []
+            for li in range(len(self.depths)):
                 a, b, aa, bb, ab = self._outs[li]
-                m = act(records_m[li][1]).flatten(1).float()
-                terms = torch.stack([(m * m).sum(1), aa, bb, (m * a).sum(1), (m * b).sum(1), ab], dim=1)
-                n = terms.shape[0]
-                self.gram[lam_index, li, start : start + n] = terms.double().cpu().numpy()
+                m = records_m[li][2].flatten(1).float()
+                terms.append(torch.stack([(m * m).sum(1), aa, bb, (m * a).sum(1), (m * b).sum(1), ab], dim=1))
                 self._store_sample(lam_index, li, m)
                 if self.is_relu[li] and self._conditions_now:
                     self._observe_additivity(lam_index, li, lam, records_a[li][1], records_b[li][1])
+            block = torch.stack(terms).double().cpu().numpy()  # one device→host copy per λ and batch
+            self.gram[lam_index, :, start : start + block.shape[1]] = block
 
     # -- helpers ------------------------------------------------------------------------------
     def _choose_units(self, records: list) -> None:
-        for li, (_, pre) in enumerate(records):
+        for li, (_, pre, _) in enumerate(records):
             numel = int(pre[0].numel())
             k = min(self.sample_units, numel)
             idx = np.sort(self.rng.choice(numel, size=k, replace=False))

@@ -36,7 +36,9 @@ def test_every_declared_layer_is_reached_in_order(name, norm):
     assert calls == sorted(calls) and set(calls) == set(range(len(specs)))
     depths = [s.depth for s in specs]
     assert depths == sorted(depths) and depths[0] == 1 and len(set(depths)) == len(depths)
-    assert torch.equal(records[-1][1], logits)
+    assert torch.equal(records[-1][1], logits) and torch.equal(records[-1][2], logits)
+    for spec, (_, pre, out) in zip(specs, records, strict=True):
+        assert torch.equal(out, torch.relu(pre) if spec.activation == "relu" else pre)
     assert logits.shape == (3, 10)
     assert torch.equal(model(torch.zeros(2, 1, 28, 28)), model(torch.zeros(2, 1, 28, 28), capture=True)[0])
 

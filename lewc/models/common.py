@@ -1,9 +1,9 @@
 """What every lewc model shares: normalisation choices and the declared list of captured layers.
 
 A model's forward has one extra keyword, ``capture``. With ``capture=True`` it returns
-``(logits, records)`` where ``records[i] = (inp, pre)`` for the i-th declared layer: ``inp`` is the
-input of the layer's weight operation and ``pre`` its pre-activation; the layer's output is
-``activation(pre)``. Returning the tensors the forward computes anyway keeps capture functional
+``(logits, records)`` where ``records[i] = (inp, pre, out)`` for the i-th declared layer: ``inp`` is the
+input of the layer's weight operation, ``pre`` its pre-activation and ``out = activation(pre)`` its
+output. Returning the tensors the forward computes anyway keeps capture functional
 (``torch.func.functional_call(model, state, (x,), {"capture": True})``): no hooks, no module state.
 """
 

@@ -50,8 +50,9 @@ class MLP(CapturingModel):
         records = []
         for linear, norm in zip(self.linears, self.norms, strict=True):
             pre = norm(linear(h))
-            records.append((h, pre))
-            h = torch.relu(pre)
+            out = torch.relu(pre)
+            records.append((h, pre, out))
+            h = out
         logits = self.head(h)
-        records.append((h, logits))
+        records.append((h, logits, logits))
         return (logits, records) if capture else logits

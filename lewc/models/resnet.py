@@ -76,13 +76,14 @@ class ResNet20(CapturingModel):
     def forward(self, x: torch.Tensor, capture: bool = False):
         records = []
         pre = self.stem_norm(self.stem(x))
-        records.append((x, pre))
         h = torch.relu(pre)
+        records.append((x, pre, h))
         for blk in self.blocks:
             pre = blk(h)
-            records.append((h, pre))
-            h = torch.relu(pre)
+            out = torch.relu(pre)
+            records.append((h, pre, out))
+            h = out
         feats = torch.flatten(F.adaptive_avg_pool2d(h, 1), 1)
         logits = self.head(feats)
-        records.append((feats, logits))
+        records.append((feats, logits, logits))
         return (logits, records) if capture else logits

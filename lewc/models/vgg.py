@@ -58,11 +58,12 @@ class VGG(CapturingModel):
         h = x
         for conv, norm, pool in zip(self.convs, self.norms, self.pool_after, strict=True):
             pre = norm(conv(h))
-            records.append((h, pre))
-            h = torch.relu(pre)
+            out = torch.relu(pre)
+            records.append((h, pre, out))
+            h = out
             if pool:
                 h = self.pool(h)
         feats = torch.flatten(nn.functional.adaptive_avg_pool2d(h, 1), 1)
         logits = self.head(feats)
-        records.append((feats, logits))
+        records.append((feats, logits, logits))
         return (logits, records) if capture else logits
