@@ -73,18 +73,6 @@ def interpolate(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch
     return {k: torch.lerp(a, state_b[k], lam) if a.is_floating_point() else a for k, a in state_a.items()}
 
 
-def stack_interpolations(
-    state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor], lams: Sequence[float]
-) -> State:
-    """θ(λ) for several λ stacked on a new leading dimension, for ``torch.func.vmap``."""
-    return {
-        k: torch.stack([torch.lerp(a, state_b[k], lam) for lam in lams])
-        if a.is_floating_point()
-        else a.expand(len(lams), *a.shape)
-        for k, a in state_a.items()
-    }
-
-
 @dataclass
 class Pair:
     """Two endpoint models of one architecture, and a private template for functional calls."""

@@ -63,10 +63,17 @@ class MergedStates:
         self.pair = pair
         self.lams = list(lams)
         self.buffers: list[State] = [{} for _ in self.lams]
+        self._stacked: State | None = None
         size = sum(t.numel() * t.element_size() for t in pair.state_a.values())
         self.cache: list[State] | None = (
             [pair.state_at(lam) for lam in self.lams] if size * len(self.lams) <= cache_bytes else None
         )
+
+    def stacked(self) -> State:
+        """All λ's states stacked on a leading dimension (for ``torch.func.vmap``), built once."""
+        if self._stacked is None:
+            self._stacked = {k: torch.stack([self[i][k] for i in range(len(self.lams))]) for k in self[0]}
+        return self._stacked
 
     def __getitem__(self, i: int) -> State:
         state = self.cache[i] if self.cache is not None else self.pair.state_at(self.lams[i])
@@ -81,6 +88,7 @@ class MergedStates:
             self.buffers[i] = {n: new[n] for n in names}
             if self.cache is not None:
                 self.cache[i] = {**self.cache[i], **self.buffers[i]}
+        self._stacked = None
 
 
 def _time(fn: Callable[[], object], device: torch.device, repeat: int = 2) -> float:
@@ -100,7 +108,7 @@ def choose_vectorize(pair: Pair, states: MergedStates, x: torch.Tensor, device: 
     """Measure vmap over λ against a loop on one batch; vmap only if faster and states are cached."""
     if states.cache is None:
         return False
-    stacked = {k: torch.stack([states[i][k] for i in range(len(states.lams))]) for k in states[0]}
+    stacked = states.stacked()
     with torch.no_grad():
         looped = _time(lambda: [pair.forward(states[i], x) for i in range(len(states.lams))], device)
         try:
@@ -123,9 +131,7 @@ def logits_pass(
 ) -> torch.Tensor:
     """(λ, image, class) logits of one split, without layer capture."""
     out = []
-    stacked = None
-    if vectorized:
-        stacked = {k: torch.stack([states[i][k] for i in range(len(states.lams))]) for k in states[0]}
+    stacked = states.stacked() if vectorized else None
     for x, _ in tqdm(
         ds.batches(split, batch_size, n),
         desc=f"{split} pass",

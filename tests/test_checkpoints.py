@@ -29,6 +29,12 @@ def saved(tmp_path):
     return model, path
 
 
+def edit_sidecar(path, **changes):
+    """Rewrite fields of a checkpoint's JSON sidecar in place."""
+    side = checkpoints.sidecar_path(path)
+    side.write_text(json.dumps(json.loads(side.read_text()) | changes))
+
+
 def test_save_load_round_trip_gives_identical_outputs(saved):
     model, path = saved
     loaded, meta = checkpoints.load(path)
@@ -56,30 +62,21 @@ def test_hash_mismatch(saved):
 def test_truncated_file_even_with_a_matching_hash(saved):
     _, path = saved
     path.write_bytes(path.read_bytes()[:100])
-    side = checkpoints.sidecar_path(path)
-    meta = json.loads(side.read_text())
-    meta["sha256"] = checkpoints.sha256_file(path)
-    side.write_text(json.dumps(meta))
+    edit_sidecar(path, sha256=checkpoints.sha256_file(path))
     with pytest.raises(LewcError, match="cannot be read"):
         checkpoints.load(path)
 
 
 def test_shape_mismatch(saved):
     _, path = saved
-    side = checkpoints.sidecar_path(path)
-    meta = json.loads(side.read_text())
-    meta["width"] = 2
-    side.write_text(json.dumps(meta))
+    edit_sidecar(path, width=2)
     with pytest.raises(LewcError, match="shape"):
         checkpoints.load(path)
 
 
 def test_unknown_model(saved):
     _, path = saved
-    side = checkpoints.sidecar_path(path)
-    meta = json.loads(side.read_text())
-    meta["model"] = "transformer"
-    side.write_text(json.dumps(meta))
+    edit_sidecar(path, model="transformer")
     with pytest.raises(LewcError, match="unknown model"):
         checkpoints.load(path)
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 from lewc.errors import LewcError
 from lewc.models import mlp, resnet, vgg
-from lewc.models.common import CapturingModel, LayerSpec, activation_fn, check_norm
+from lewc.models.common import CapturingModel, LayerSpec, check_norm
 
-__all__ = ["build", "MODELS", "DEFAULT_NORM", "default_base_width", "CapturingModel", "LayerSpec", "activation_fn"]
+__all__ = ["build", "MODELS", "DEFAULT_NORM", "default_base_width", "CapturingModel", "LayerSpec"]
 
 DEFAULT_NORM = {"mlp": "none", "vgg11": "bn", "vgg16": "bn", "resnet20": "bn"}
 _BASE_WIDTH = {

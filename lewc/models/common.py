@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import torch
 from torch import nn
 
 from lewc.errors import LewcError
@@ -30,11 +29,6 @@ class LayerSpec(NamedTuple):
     weight_module: nn.Module
     depth: int
     activation: str  # "relu" or "identity"
-
-
-def activation_fn(name: str):
-    """The activation that turns a layer's pre-activation into its output."""
-    return torch.relu if name == "relu" else (lambda t: t)
 
 
 def check_norm(norm: str) -> None:
