@@ -15,12 +15,12 @@ import time
 
 import torch
 
-from experiments.train import train
 from lewc import checkpoints
 from lewc.batchnorm import bn_templates, reestimate, reestimation_images
 from lewc.data import load_dataset
 from lewc.merge import Pair
 from lewc.recipe import default_config
+from lewc.train import train
 
 LAMS = [0.25, 0.5, 0.75]
 BUDGETS = [1000, 2000, 5000, 10_000]

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from experiments.train import train
 from lewc.data import DATASETS, DeviceDataset, Split, load_dataset
 from lewc.models import build
 from lewc.recipe import default_config
+from lewc.train import train
 
 
 class PerSampleDataset(torch.utils.data.Dataset):

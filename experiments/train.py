@@ -1,318 +1,49 @@
-"""Train one endpoint: ``python -m experiments.train --model mlp --width 16 --dataset fashion-mnist --seed 0``.
+"""Train one endpoint: ``python -m experiments.train --model mlp --width 16 --seed 0``.
 
-The seed fixes the initialisation *and* the data order (and augmentation draws): the data order
-of epoch e comes from a generator seeded with (seed, e), so a run resumed from an epoch snapshot
-replays exactly the batches an uninterrupted run would see, and ends with bit-identical weights on
-CPU. A snapshot (model, optimizer, scheduler, epoch, history) is written atomically after every
-epoch; rerunning the same command resumes from it. A finished checkpoint with the same
-configuration is reused unless ``--force``.
-
-Under ``torchrun --nproc_per_node N`` it trains with DistributedDataParallel at the same global
-batch size (each rank takes 1/N of every global batch; gloo on CPU, NCCL on CUDA) and only rank 0
-writes. The last line printed is the checkpoint's path.
+The command-line front end of ``lewc.train.train`` (the loop, resumption and determinism are
+documented there). The dataset defaults to the model family's (fashion-mnist for the mlp, cifar10
+for the convnets), exactly as ``lewc.verify`` resolves it, so both name the same checkpoint.
+Under ``torchrun --nproc_per_node N -m experiments.train ...`` it trains with DDP. The last line
+printed is the checkpoint's path; ``--dry-run`` prints that path without training.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
-import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from tqdm import tqdm
-
 from lewc import checkpoints
-from lewc.data import DeviceDataset, data_home, load_dataset
-from lewc.device import resolve_device
-from lewc.errors import LewcError, OneLineArgumentParser, cli_main
-from lewc.io import atomic_path
-from lewc.models import CapturingModel, build
-from lewc.recipe import TrainConfig, config_from_args
+from lewc.errors import OneLineArgumentParser, cli_main
+from lewc.recipe import add_recipe_arguments, config_from_args
+from lewc.train import checkpoint_dir, train
 
 
-def checkpoint_dir() -> Path:
-    return data_home() / "checkpoints"
-
-
-def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
-    """Linear warm-up to 1, then linear decay to 0 at ``total_steps``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-
-def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
-    """The generator of one epoch's data order and augmentation draws, derived from (seed, epoch)."""
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, ds: DeviceDataset, split: str, batch_size: int = 1000) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of ``model`` on a split, in eval mode, fp32."""
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), device=ds.device)
-    loss = torch.zeros((), device=ds.device, dtype=torch.float64)
-    n = 0
-    for x, y in ds.batches(split, batch_size):
-        logits = model(x).float()
-        correct += (logits.argmax(1) == y).sum()
-        loss += F.cross_entropy(logits, y, reduction="sum").double()
-        n += len(y)
-    model.train(was_training)
-    return correct.item() / n, loss.item() / n
-
-
-class Distributed:
-    """Rank and world size from torchrun's environment (a single process when absent)."""
-
-    def __init__(self, device: torch.device):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.enabled = self.world > 1
-        if self.enabled and not torch.distributed.is_initialized():
-            backend = "nccl" if device.type == "cuda" else "gloo"
-            torch.distributed.init_process_group(backend)
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.enabled:
-            torch.distributed.barrier()
-
-    def close(self) -> None:
-        if self.enabled and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
-
-def snapshot_path(ckpt: Path) -> Path:
-    return ckpt.with_suffix(".snapshot.pt")
-
-
-def build_model(cfg: TrainConfig, ds: DeviceDataset) -> CapturingModel:
-    torch.manual_seed(cfg.seed)  # the seed fixes the initialisation
-    return build(
-        cfg.model,
-        cfg.width,
-        ds.info.num_classes,
-        ds.info.in_shape,
-        norm=cfg.norm,
-        bias=cfg.bias,
-        base_width=cfg.base_width,
-        depth=cfg.depth,
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of how (not what) to train, shared by train, train_pair and sweep."""
+    g = parser.add_argument_group("run")
+    g.add_argument("--out", type=Path, help="checkpoint folder (default data/checkpoints/)")
+    g.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    g.add_argument("--data-root", help="folder searched first for the dataset files")
+    g.add_argument("--force", action="store_true", help="retrain even if a finished checkpoint or snapshot exists")
+    g.add_argument("--compile", action="store_true", help="torch.compile the training step (GPU)")
+    g.add_argument(
+        "--dry-run", action="store_true", help="print the checkpoint path(s) that would be written, train nothing"
     )
-
-
-def train(
-    cfg: TrainConfig,
-    out_dir: Path | None = None,
-    device: str | None = None,
-    force: bool = False,
-    compile_model: bool = False,
-    data_root: str | None = None,
-    progress: bool = True,
-    stop_after_epoch: int | None = None,
-    dataset: DeviceDataset | None = None,
-) -> Path:
-    """Train (or reuse, or resume) the checkpoint of ``cfg``; returns its ``.safetensors`` path.
-
-    ``stop_after_epoch`` simulates an interruption (for tests): training stops after that many
-    epochs with the snapshot written and no checkpoint.
-    """
-    cfg.validate()
-    dev = resolve_device(device)
-    out_dir = Path(out_dir) if out_dir else checkpoint_dir()
-    ckpt = out_dir / f"{cfg.name}.safetensors"
-    if checkpoints.sidecar_path(ckpt).exists() and not force:
-        meta = checkpoints.read_meta(ckpt)
-        if meta.get("train_config") == cfg.as_dict():
-            return ckpt
-        raise LewcError(f"{ckpt} exists with a different configuration; use --force to retrain")
-    dist = Distributed(dev)
-    if cfg.batch_size % dist.world:
-        raise LewcError(f"batch size {cfg.batch_size} is not divisible by {dist.world} processes")
-    if dev.type == "cuda" and dist.enabled:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(dev)
-    if dev.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    ds = dataset if dataset is not None else load_dataset(cfg.dataset, dev, data_root, cfg.n_calib)
-    model = build_model(cfg, ds).to(dev)
-    is_conv = cfg.model != "mlp"
-    if dev.type == "cuda" and is_conv:
-        model = model.to(memory_format=torch.channels_last)
-    steps_per_epoch = len(ds.train) // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise LewcError(f"batch size {cfg.batch_size} exceeds the {len(ds.train)} training images")
-    total = steps_per_epoch * cfg.epochs
-    warmup = max(1, round(cfg.warmup_epochs * steps_per_epoch))
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.wd,
-        **({"fused": True} if dev.type == "cuda" else {"foreach": True}),
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
-    start_epoch, history = 0, []
-    snap = snapshot_path(ckpt)
-    if snap.exists() and not force:
-        state = torch.load(snap, map_location=dev, weights_only=True)
-        if state.get("config") != cfg.as_dict():
-            raise LewcError(f"snapshot {snap} belongs to another configuration; delete it or use --force")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, history = int(state["epoch"]), list(state["history"])
-        if dist.is_main and progress:
-            print(f"resuming {cfg.name} from epoch {start_epoch}/{cfg.epochs}", file=sys.stderr)
-    net = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else model
-    step_net = torch.compile(net) if compile_model else net
-    use_bf16 = dev.type == "cuda"
-    local_bs = cfg.batch_size // dist.world
-
-    def train_step(x: torch.Tensor, y: torch.Tensor):
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = step_net(x)
-            loss = F.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        return loss.detach(), (logits.argmax(1) == y).sum()
-
-    bar = tqdm(
-        total=total,
-        initial=start_epoch * steps_per_epoch,
-        desc=cfg.name,
-        unit="step",
-        disable=not (progress and dist.is_main),
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
-    model.train()
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            gen = epoch_generator(cfg.seed, epoch, dev)
-            order = torch.randperm(len(ds.train), device=dev, generator=gen)
-            loss_sum = torch.zeros((), device=dev)
-            correct = torch.zeros((), device=dev, dtype=torch.long)
-            t0, seen = time.perf_counter(), 0
-            for step in range(steps_per_epoch):
-                idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                x_global = ds.augment(ds.train.x[idx], gen)  # same draws on every rank
-                sl = slice(dist.rank * local_bs, (dist.rank + 1) * local_bs)
-                x = ds.normalize(x_global[sl])
-                if dev.type == "cuda" and is_conv:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                loss, right = train_step(x, ds.train.y[idx][sl])
-                loss_sum += loss
-                correct += right
-                seen += local_bs
-                if (step + 1) % 50 == 0 or step + 1 == steps_per_epoch:  # the only host syncs
-                    bar.update(step + 1 - (bar.n - epoch * steps_per_epoch))
-                    bar.set_postfix(
-                        epoch=f"{epoch + 1}/{cfg.epochs}",
-                        loss=f"{loss_sum.item() / (step + 1):.4f}",
-                        acc=f"{correct.item() / seen:.4f}",
-                        img_s=f"{seen * dist.world / (time.perf_counter() - t0):.0f}",
-                    )
-            loss_epoch = loss_sum.item() / steps_per_epoch
-            if not math.isfinite(loss_epoch):
-                raise LewcError(f"training diverged (loss {loss_epoch}) in epoch {epoch + 1}; lower --lr")
-            seconds = time.perf_counter() - t0
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "train_loss": loss_epoch,
-                    "train_acc": correct.item() / seen,
-                    "seconds": seconds,
-                    "images_per_s": seen * dist.world / seconds,
-                }
-            )
-            if dist.is_main:
-                state = {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch + 1,
-                    "history": history,
-                    "config": cfg.as_dict(),
-                }
-                with atomic_path(snap) as tmp:
-                    torch.save(state, tmp)
-            dist.barrier()
-            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.epochs:
-                return snap
-    finally:
-        bar.close()
-    if dist.is_main:
-        train_acc, train_loss = evaluate(model, ds, "train")
-        test_acc, test_loss = evaluate(model, ds, "test")
-        meta = {
-            "model": cfg.model,
-            "width": cfg.width,
-            "base_width": cfg.base_width,
-            "depth": cfg.depth,
-            "norm": cfg.norm,
-            "bias": cfg.bias,
-            "num_classes": ds.info.num_classes,
-            "in_shape": list(ds.info.in_shape),
-            "dataset": cfg.dataset,
-            "seed": cfg.seed,
-            "train_config": cfg.as_dict(),
-            "epochs": cfg.epochs,
-            "optimizer": "SGD",
-            "schedule": f"linear warm-up {cfg.warmup_epochs} epoch(s), then linear decay to 0",
-            "world_size": dist.world,
-            "device": str(dev),
-            "bf16_autocast": use_bf16,
-            "train_acc": train_acc,
-            "train_loss": train_loss,
-            "test_acc": test_acc,
-            "test_loss": test_loss,
-            "history": history,
-            "parameters": checkpoints.parameter_count(model),
-        }
-        checkpoints.save(model, ckpt, meta)
-        snap.unlink(missing_ok=True)
-    dist.barrier()
-    dist.close()
-    return ckpt
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by train, train_pair and sweep (None = the recipe's default)."""
-    parser.add_argument("--model", required=True, help="mlp, vgg11, vgg16 or resnet20")
-    parser.add_argument(
-        "--dataset", default="fashion-mnist", help="fashion-mnist (default), mnist, cifar10, cifar100 or synthetic"
-    )
-    parser.add_argument("--epochs", type=int, help="training epochs (default per dataset, see lewc/recipe.py)")
-    parser.add_argument("--lr", type=float, help="peak learning rate of SGD (default per dataset)")
-    parser.add_argument("--wd", type=float, help="weight decay (default 3e-3, the paper's; LEWC vanishes at 1e-4)")
-    parser.add_argument("--batch-size", type=int, help="global batch size (default per dataset)")
-    parser.add_argument(
-        "--norm", choices=["bn", "ln", "none"], help="normalisation (default: none for mlp, bn otherwise)"
-    )
-    parser.add_argument("--no-bias", action="store_true", help="bias-free layers (the setting of the paper's theorem)")
-    parser.add_argument("--base-width", type=int, help="units/channels at width 1 (mlp 32, vgg 64, resnet20 16)")
-    parser.add_argument("--depth", type=int, help="number of hidden layers of the mlp (default 3)")
-    parser.add_argument("--out", type=Path, help="checkpoint folder (default data/checkpoints/)")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    parser.add_argument("--data-root", help="folder searched first for the dataset files")
-    parser.add_argument("--force", action="store_true", help="retrain even if a finished checkpoint or snapshot exists")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the training step (GPU)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    """The recipe's flags (lewc.recipe) and the run flags."""
+    add_recipe_arguments(parser)
+    add_run_arguments(parser)
 
 
 def run_training(args: argparse.Namespace, width: int, seed: int) -> Path:
     cfg = config_from_args(args, width, seed)
+    if args.dry_run:
+        return cfg.checkpoint_path(args.out or checkpoint_dir())
     return train(cfg, args.out, args.device, args.force, args.compile, args.data_root, progress=not args.quiet)
 
 
@@ -327,8 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     path = run_training(args, args.width, args.seed)
     if int(os.environ.get("RANK", "0")) == 0:
-        meta = checkpoints.read_meta(path)
-        print(f"test accuracy {meta['test_acc']:.4f}, test loss {meta['test_loss']:.4f}", file=sys.stderr)
+        if not args.dry_run:
+            meta = checkpoints.read_meta(path)
+            print(f"test accuracy {meta['test_acc']:.4f}, test loss {meta['test_loss']:.4f}", file=sys.stderr)
         print(path)
 
 

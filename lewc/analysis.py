@@ -15,7 +15,8 @@ import xarray as xr
 import lewc
 from lewc import barriers, conditions, ensemble, fit
 from lewc.calibrate import cross_entropy_per_sample, fit_beta
-from lewc.capture import GRAM_TERMS
+from lewc.capture import GRAM_TERMS, RO_TERMS, WA_TERMS
+from lewc.conventions import LAM_CONVENTION
 from lewc.data import DeviceDataset
 from lewc.merge import Pair
 from lewc.path import SweepOptions, SweepResult, accuracy_and_loss, sweep
@@ -55,6 +56,7 @@ def path_dataset(result: SweepResult, n_boot: int = barriers.DEFAULT_BOOT) -> tu
             "loss_cal": (("split", "lam"), loss_cal, {"long_name": "mean cross-entropy at the fitted β"}),
             "beta": (("lam",), betas, {"long_name": "inverse temperature fitted on the calib split"}),
             "correct": (("lam", "image"), correct),
+            "loss_cal_per_image": (("lam", "image"), per_sample["test"]),
             "logits_test": (("lam", "image", "class"), test.numpy()),
             "labels_test": (("image",), y.numpy()),
             "logits_calib": (("lam", "calib_image", "class"), result.logits["calib"].numpy()),
@@ -71,53 +73,56 @@ def path_dataset(result: SweepResult, n_boot: int = barriers.DEFAULT_BOOT) -> tu
 
 
 def layer_dataset(result: SweepResult, depths: Sequence[int], names: Sequence[str]) -> xr.Dataset:
-    """Layer statistics, conditions and fits over (lam, layer, …)."""
+    """Layer statistics, conditions and fits; dimensions in the order (lam, layer, …)."""
     stats = result.layer_stats
     lams = result.lams
     fits = fit.fit_layers(lams, depths, stats.act, stats.gram)
-    scale = np.sqrt(stats.pre_sq / np.maximum(stats.pre_count[:, None], 1))
-    wa = conditions.weak_additivity(stats.wa)
-    wa[:, [not r for r in stats.is_relu]] = np.nan
-    base = conditions.gaussian_baseline(lams, depths, scale[:, 0], scale[:, 1])
-    base[:, [not r for r in stats.is_relu]] = np.nan
-    ro_ab, ro_ba = conditions.reciprocal_orthogonality(stats.ro)
-    lam_layer = ("layer", "lam")
+    wa = conditions.weak_additivity(stats.wa, image_axis=2)
+    relu = np.asarray(stats.is_relu)
+    for key in ("cos", "null"):
+        wa[key][:, ~relu] = np.nan
+    ro = conditions.reciprocal_orthogonality(stats.ro)
+    lam_layer = ("lam", "layer")
     data = {
         "gram": (("lam", "layer", "image", "term"), stats.gram),
         "act": (("lam", "layer", "sample", "unit"), stats.act),
         "unit_index": (("layer", "unit"), stats.unit_index),
         "sample_image": (("sample",), stats.sample_image_index),
         "units_per_layer": (("layer",), stats.units_per_layer),
-        "weak_additivity": (("lam", "layer"), wa),
-        "weak_additivity_baseline": (("lam", "layer"), base),
-        "ro_b_on_a": (("layer",), ro_ab, {"long_name": "‖W_B z_A‖ / ‖W_A z_A‖"}),
-        "ro_a_on_b": (("layer",), ro_ba, {"long_name": "‖W_A z_B‖ / ‖W_B z_B‖"}),
-        "coef_ci": (("layer", "lam", "coef", "bound"), fits["coef_ci"]),
+        "is_relu": (("layer",), relu.astype(np.int8)),
+        "wa_terms": (("lam", "layer", "condition_image", "wa_term"), stats.wa),
+        "ro_terms": (("layer", "condition_image", "ro_term"), stats.ro),
+        "weak_additivity": (lam_layer, wa["cos"]),
+        "weak_additivity_null": (lam_layer, wa["null"]),
+        "ro_b_on_a": (("layer",), ro["b_on_a"]),
+        "ro_a_on_b": (("layer",), ro["a_on_b"]),
+        "ro_b_on_a_null": (("layer",), ro["null_b_on_a"]),
+        "ro_a_on_b_null": (("layer",), ro["null_a_on_b"]),
+        "coef_ci": (("lam", "layer", "coef", "bound"), fits["coef_ci"].transpose(1, 0, 2, 3)),
     }
     for key in fit.LAYER_LAM_KEYS:
-        data[key] = (lam_layer, fits[key])
+        data[key] = (lam_layer, fits[key].T)
     for key in ("k", "k_lo", "k_hi", "k_se"):
         data[f"exponent_{key}" if key != "k" else "exponent"] = (("layer",), fits[key])
-    ds = xr.Dataset(
+    return xr.Dataset(
         data,
         coords={
             "lam": lams,
             "layer": list(names),
             "depth": ("layer", list(depths)),
             "term": list(GRAM_TERMS),
+            "wa_term": list(WA_TERMS),
+            "ro_term": list(RO_TERMS),
             "coef": ["a", "b"],
             "bound": ["lo", "hi"],
         },
     )
-    trend = fit.exponent_trend(depths, fits["k"], fits["k_se"])
-    ds.attrs["exponent_trend"] = json_attr(trend)
-    return ds
 
 
 def ensemble_dataset(result: SweepResult, betas: np.ndarray, depth: int) -> xr.Dataset:
     cmp = ensemble.compare(result.lams, result.logits, result.labels, betas, depth)
-    data = {f"ens_{k}": (("kind", "lam"), v) for k, v in cmp.items() if k != "agree_per_image"}
-    data["ens_agree_per_image"] = (("kind", "lam", "image"), cmp["agree_per_image"])
+    data = {f"ens_{k}": (("lam", "kind"), v.T) for k, v in cmp.items() if k != "agree_per_image"}
+    data["ens_agree_per_image"] = (("lam", "kind", "image"), cmp["agree_per_image"].transpose(1, 0, 2))
     return xr.Dataset(data, coords={"kind": list(ensemble.KINDS), "lam": result.lams})
 
 
@@ -138,7 +143,6 @@ def analyze(
         parts.append(layer_dataset(result, [s.depth for s in pair.layers], [s.name for s in pair.layers]))
     parts.append(ensemble_dataset(result, path_ds["beta"].values, pair.template.total_depth))
     out = xr.merge(parts, combine_attrs="override", join="exact")
-    out.attrs.update(parts[1].attrs if len(parts) > 2 else {})
     out.attrs.update(
         {
             "schema": RESULTS_SCHEMA,
@@ -150,7 +154,7 @@ def analyze(
             "n_train": len(ds.train),
             "bn_reestimated": int(pair.has_batchnorm and options.reestimate_bn),
             "bn_images": options.bn_images if pair.has_batchnorm and options.reestimate_bn else 0,
-            "lam_convention": "theta(lam) = (1-lam)*theta_A + lam*theta_B; the paper writes it the other way round",
+            "lam_convention": LAM_CONVENTION,
             "total_depth": pair.template.total_depth,
             "vectorized": int(result.vectorized),
             "timings": json_attr(result.timings),

@@ -1,6 +1,6 @@
 """Signed loss and accuracy barriers along λ, with paired bootstrap confidence intervals.
 
-DESIGN.md: B_L(λ) = L(θ(λ)) − [(1-λ)L(θ_A) + λL(θ_B)] and
+docs/conventions.md: B_L(λ) = L(θ(λ)) − [(1-λ)L(θ_A) + λL(θ_B)] and
 B_A(λ) = [(1-λ)Acc_A + λAcc_B] − Acc(θ(λ)) in percentage points; negative values are allowed.
 The bootstrap resamples test images (the same resample for every λ, so the endpoints and the
 merged model are paired) and reports percentile intervals.

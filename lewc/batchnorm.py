@@ -1,4 +1,4 @@
-"""BatchNorm re-estimation for merged models (DESIGN.md: reset, cumulative average, no gradients).
+"""BatchNorm re-estimation for merged models (docs/conventions.md: reset, cumulative average, no gradients).
 
 Interpolated weights change every layer's activation statistics, so the interpolated running
 statistics are wrong for the merged model. As ``torch.optim.swa_utils.update_bn`` does, the running
@@ -17,10 +17,11 @@ import copy
 import torch
 from torch.func import functional_call
 
+from lewc.conventions import BN_IMAGES
 from lewc.data import DeviceDataset
 from lewc.merge import Pair, State
 
-DEFAULT_BN_IMAGES = 10_000
+DEFAULT_BN_IMAGES = BN_IMAGES  # lewc.conventions
 BN_SEED = 1234
 
 

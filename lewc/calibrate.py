@@ -3,7 +3,7 @@
 The cross-entropy of softmax(β·z) is convex in β, and its derivative
 g(β) = mean_n( E_{p_β}[z_n] − z_{n,y_n} ) is increasing, so the optimum is the root of g. It is
 found with ``scipy.optimize.brentq`` to 1e-10 relative (no coarse grid). β is fitted on the
-calibration split and the calibrated loss is then reported on the test split (DESIGN.md).
+calibration split and the calibrated loss is then reported on the test split (docs/conventions.md).
 """
 
 from __future__ import annotations

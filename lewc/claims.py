@@ -1,79 +1,146 @@
-"""The verdicts: each claim of the paper, its statistic, its threshold and the reason for it.
+"""The verdicts: each claim, the statistic that separates it from its rival, threshold and interval.
 
-Every threshold lives in ``THRESHOLDS`` with its reason. A verdict is decided by the confidence
-interval, not the point estimate: PASS when the whole interval is on the claim's side of the
-threshold, FAIL when the whole interval is on the other side, INCONCLUSIVE otherwise. A FAIL is a
-scientific outcome (narrow models, weak weight decay), not an error.
+Every claim is decided by a 95% bootstrap interval, never a point estimate: PASS when the whole
+interval is on the claim's side of the threshold, FAIL when it is wholly on the other side,
+INCONCLUSIVE otherwise. Each statistic is built so that the rival hypothesis it names would fail
+it (docs/claims.md gives statement, statistic, rival, interval, threshold and power of each):
+
+* ``lmc_accuracy`` / ``lmc_loss_calibrated`` — the barriers at λ = ½ (rival: a barrier);
+* ``lewc_weighting`` — how the merged output splits between A and B, scale-free: per layer ℓ ≥ 2
+  t_ℓ = (k_ℓ − 1)/(ℓ − 1) with k_ℓ the fitted exponent of a/b against (1-λ)/λ, so LEWC gives t = 1
+  and LLFC t = 0; the statistic is the worst layer's |t_ℓ − 1|;
+* ``lewc_magnitude`` — how much the merged output shrinks at λ = ½: u_ℓ = −log₂(a + b)/(ℓ − 1),
+  1 under LEWC ((½)^(ℓ−1)) and 0 under LLFC (no shrinkage); the worst layer's |u_ℓ − 1|;
+* ``weak_additivity`` — the normalised excess of the additivity cosine over a pairing null that
+  keeps each model's activations (worst ReLU layer, λ = ½);
+* ``reciprocal_orthogonality`` — ‖W_B z_A‖/‖W_A z_A‖ relative to a shuffled-input null (worst layer
+  ℓ ≥ 2, both directions);
+* ``ensemble_equivalence`` — at the interior λ ≠ ½, where the LEWC ensemble (1-λ)^L z_A + λ^L z_B and
+  the plain one (1-λ) z_A + λ z_B really differ: top-1 agreement of the merged model with the LEWC
+  ensemble minus that with the plain one.
+
+Intervals resample test images (one pair) or pairs and then images (several pairs). Claims that
+need the A/B split (LMC, weighting, ensemble) are INCONCLUSIVE on degenerate pairs (identical or
+collinear endpoints), with a note; a FAIL is a scientific outcome, not an error.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import xarray as xr
 
-from lewc import barriers, fit
+from lewc import conditions, fit
+from lewc.barriers import bootstrap_counts, mid_index
+from lewc.conventions import BOOT_SEED, LEVEL, N_BOOT, percentile_interval
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+EQUIVALENCE_MARGIN = 0.25  # a quarter of the distance between the LLFC (0) and LEWC (1) predictions
 
-THRESHOLDS: dict[str, dict] = {
-    "lmc_accuracy": {
-        "threshold": 3.0,
-        "direction": "below",
-        "units": "pp",
-        "reason": "largest accuracy barrier the paper reports as permutation-free LMC "
-        "(ResNet-20 ×32 / CIFAR-10: 2.69 pp, Table 1), rounded up",
-    },
-    "lmc_loss_calibrated": {
-        "threshold": 0.1,
-        "direction": "below",
-        "units": "nats",
-        "reason": "largest calibrated loss barrier the paper reports as LMC (ResNet-20 ×32: 0.087), rounded up",
-    },
-    "lewc_layerwise": {
-        "threshold": 0.5,
-        "direction": "above",
-        "units": "slope of k_ℓ vs ℓ",
-        "reason": "LEWC predicts k_ℓ = ℓ (slope 1), LLFC predicts k_ℓ = 1 (slope 0); 0.5 is the midpoint",
-    },
-    "lewc_beats_llfc": {
-        "threshold": 0.5,
-        "direction": "above",
-        "units": "fraction of (layer, λ≠½) won",
-        "reason": "LEWC must predict the merged layer outputs better (lower relative error) than LLFC "
-        "in a majority of layers with ℓ > 1 and interior λ ≠ ½",
-    },
-    "ensemble_equivalence": {
-        "threshold": 0.95,
-        "direction": "above",
-        "units": "top-1 agreement at λ = ½",
-        "reason": "the merged model should act as the logit ensemble: at least 95% of test images "
-        "get the same top-1 class as the LEWC ensemble",
-    },
-    "weak_additivity": {
-        "threshold": 0.0,
-        "direction": "above",
-        "units": "mean cosine excess over Gaussian baseline at λ = ½",
-        "reason": "weak additivity only supports LEWC where it exceeds the independent-Gaussian baseline",
-    },
-    "reciprocal_orthogonality": {
-        "threshold": 0.5,
-        "direction": "below",
-        "units": "median ‖W_B z_A‖/‖W_A z_A‖ over layers",
-        "reason": "cross terms at most half the size of the own-model terms",
-    },
-}
 
-STATEMENTS = {
-    "lmc_accuracy": "Without permutation, the accuracy barrier at λ = ½ is small",
-    "lmc_loss_calibrated": "After temperature calibration, the loss barrier at λ = ½ is small",
-    "lewc_layerwise": "The effective exponent k_ℓ of log(a/b) vs log((1-λ)/λ) grows with depth ℓ",
-    "lewc_beats_llfc": "LEWC predicts merged layer outputs better than LLFC at λ ≠ ½",
-    "ensemble_equivalence": "The merged model agrees with the LEWC logit ensemble",
-    "weak_additivity": "Weak additivity holds beyond the independent-Gaussian baseline",
-    "reciprocal_orthogonality": "Reciprocal orthogonality: W_B z_A ≈ 0 and W_A z_B ≈ 0",
+@dataclass(frozen=True)
+class ClaimSpec:
+    """What a claim states, how it is measured, what it is tested against and why."""
+
+    id: str
+    statement: str
+    statistic: str
+    rival: str
+    threshold: float
+    direction: str  # "below": PASS when the interval is ≤ threshold; "above": PASS when it is > threshold
+    units: str
+    reason: str
+    needs_split: bool  # meaningless when A and B cannot be told apart (degenerate pairs)
+
+
+SPECS: dict[str, ClaimSpec] = {
+    s.id: s
+    for s in (
+        ClaimSpec(
+            "lmc_accuracy",
+            "Without permutation, the accuracy barrier at λ = ½ is small",
+            "[(Acc_A + Acc_B)/2 − Acc(θ(½))] in percentage points",
+            "a barrier: the merged model is worse than the endpoints",
+            3.0,
+            "below",
+            "pp",
+            "largest accuracy barrier the paper reports as permutation-free LMC (ResNet-20 ×32 / CIFAR-10: "
+            "2.69 pp, Table 1), rounded up",
+            True,
+        ),
+        ClaimSpec(
+            "lmc_loss_calibrated",
+            "After temperature calibration, the loss barrier at λ = ½ is small",
+            "calibrated test loss at λ = ½ minus the mean of the calibrated endpoint losses",
+            "a barrier that calibration cannot remove",
+            0.1,
+            "below",
+            "nats",
+            "largest calibrated loss barrier the paper reports as LMC (ResNet-20 ×32: 0.087), rounded up",
+            True,
+        ),
+        ClaimSpec(
+            "lewc_weighting",
+            "The merged layer output splits between A and B as (1-λ)^ℓ : λ^ℓ (LEWC), not (1-λ) : λ (LLFC)",
+            "max over layers ℓ ≥ 2 of |t_ℓ − 1|, t_ℓ = (k_ℓ − 1)/(ℓ − 1), k_ℓ the slope of log(a/b) on "
+            "log((1-λ)/λ) over interior λ (a, b from all test images)",
+            "LLFC (t_ℓ = 0, distance 1) or any exponent growing slower than ℓ",
+            EQUIVALENCE_MARGIN,
+            "below",
+            "max |t_ℓ − 1|",
+            "PASS needs every layer within a quarter of the LLFC–LEWC distance of LEWC; k_ℓ = 1 + 0.6(ℓ−1) "
+            "(distance 0.4) does not pass",
+            True,
+        ),
+        ClaimSpec(
+            "lewc_magnitude",
+            "The merged layer output at λ = ½ shrinks like (½)^(ℓ−1) (a + b = 2·(½)^ℓ)",
+            "max over layers ℓ ≥ 2 of |u_ℓ − 1|, u_ℓ = −log₂(a + b)/(ℓ − 1) at λ = ½",
+            "LLFC (a + b = 1, u_ℓ = 0, distance 1)",
+            EQUIVALENCE_MARGIN,
+            "below",
+            "max |u_ℓ − 1|",
+            "same equivalence margin as the weighting; judged separately so each can fail alone",
+            False,
+        ),
+        ClaimSpec(
+            "weak_additivity",
+            "Weak additivity σ(c_a z_A + c_b z_B) = c_a σ(z_A) + c_b σ(z_B) holds beyond chance pairing",
+            "min over ReLU layers of (cos − cos_null)/(1 − cos_null) at λ = ½; the null shuffles B's units",
+            "no A–B structure: the real pairing is as additive as a shuffled one (excess 0)",
+            0.5,
+            "above",
+            "normalised excess",
+            "at least half of the gap between the pairing null and exact additivity must be closed in every layer",
+            False,
+        ),
+        ClaimSpec(
+            "reciprocal_orthogonality",
+            "Reciprocal orthogonality: W_B z_A ≈ 0 and W_A z_B ≈ 0 (layers ℓ ≥ 2)",
+            "max over layers ℓ ≥ 2 and both directions of (‖W_B z_A‖/‖W_A z_A‖) / (same with z_A's features shuffled)",
+            "chance: W_B is no more orthogonal to z_A than to a shuffled input (ratio 1)",
+            0.5,
+            "below",
+            "ratio to the shuffled null",
+            "cross terms at most half of what an unrelated input gives, in every layer; ℓ = 1 is excluded "
+            "because both models read the same input",
+            False,
+        ),
+        ClaimSpec(
+            "ensemble_equivalence",
+            "At λ ≠ ½ the merged model acts as the LEWC ensemble (1-λ)^L z_A + λ^L z_B, not the plain one",
+            "mean over interior λ ≠ ½ of [top-1 agreement with the LEWC ensemble − with the plain ensemble]",
+            "the plain ensemble (1-λ) z_A + λ z_B (LLFC at the logits): difference ≤ 0",
+            0.0,
+            "above",
+            "agreement difference",
+            "at λ = ½ the two ensembles differ by a constant factor and cannot be told apart; elsewhere the "
+            "merged model must side with LEWC",
+            True,
+        ),
+    )
 }
 
 
@@ -89,119 +156,268 @@ class Claim:
     units: str
     reason: str
     note: str = ""
+    n_pairs: int = 1
+    per_pair: list[float] = field(default_factory=list)
 
 
-def decide(value: float, ci: list[float], threshold: float, direction: str) -> str:
-    """PASS / FAIL / INCONCLUSIVE from a confidence interval relative to a threshold."""
+def decide(value: float, ci: Sequence[float], threshold: float, direction: str) -> str:
+    """PASS / FAIL / INCONCLUSIVE from a confidence interval relative to a threshold.
+
+    A missing value or interval (NaN) is INCONCLUSIVE: a verdict never rests on a point alone.
+    """
     lo, hi = ci
-    if not np.isfinite(value):
+    if not (np.isfinite(value) and np.isfinite(lo) and np.isfinite(hi)):
         return INCONCLUSIVE
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        lo = hi = value  # no interval available: the point decides, and the note says so
     if direction == "below":
         return PASS if hi <= threshold else FAIL if lo > threshold else INCONCLUSIVE
     return PASS if lo > threshold else FAIL if hi <= threshold else INCONCLUSIVE
 
 
-def _claim(cid: str, value: float, ci, note: str = "") -> Claim:
-    spec = THRESHOLDS[cid]
-    ci = [float(c) for c in ci]
-    return Claim(
-        cid,
-        STATEMENTS[cid],
-        decide(float(value), ci, spec["threshold"], spec["direction"]),
-        float(value),
-        ci,
-        spec["threshold"],
-        spec["direction"],
-        spec["units"],
-        spec["reason"],
-        note,
-    )
+# --- statistics: f(res, weights) with weights (R, n) image resampling counts → (R,) values -------------
 
 
-def _bootstrap_ci(reps: np.ndarray) -> list[float]:
-    reps = reps[np.isfinite(reps)]
-    return [float(v) for v in np.percentile(reps, [2.5, 97.5])] if reps.size else [float("nan")] * 2
+class Resampler:
+    """Seeded bootstrap counts per sample size, shared by all claims of one pair (paired resamples)."""
+
+    def __init__(self, n_boot: int, seed: int):
+        self.n_boot, self.seed = n_boot, seed
+        self._cache: dict[int, np.ndarray] = {}
+
+    def counts(self, n: int) -> np.ndarray:
+        if n not in self._cache:
+            self._cache[n] = bootstrap_counts(n, self.n_boot, self.seed + n)
+        return self._cache[n]
 
 
-def evaluate_claims(res: xr.Dataset, n_boot: int = 400) -> list[Claim]:
-    """All claims for one pair's results Dataset."""
-    lams = [float(v) for v in res.lam.values]
-    mid = barriers.mid_index(lams)
-    out = []
-    b = res["barrier"].sel(barrier_name="acc_mid")
-    out.append(_claim("lmc_accuracy", b, res["barrier_ci"].sel(barrier_name="acc_mid").values))
+def _weighted_mean(per_image: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    """Mean over the last axis; with weights (R, n) → (R, …)."""
+    if w is None:
+        return per_image.mean(-1)[None]
+    return np.tensordot(w, per_image, axes=(1, -1)) / w.sum(1).reshape(-1, *([1] * (per_image.ndim - 1)))
+
+
+def _barrier_mid(per_image: np.ndarray, lams: list[float], w, higher_is_better: bool) -> np.ndarray:
+    mid = mid_index(lams)
+    i0, i1 = lams.index(0.0), lams.index(1.0)
+    means = _weighted_mean(per_image, w)  # (R, λ)
+    lam = lams[mid]
+    base = (1 - lam) * means[:, i0] + lam * means[:, i1]
+    return base - means[:, mid] if higher_is_better else means[:, mid] - base
+
+
+def stat_lmc_accuracy(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
+    correct = 100.0 * res["correct"].transpose("lam", "image").values.astype(np.float64)
+    w = rs.counts(correct.shape[-1]) if rs else None
+    return _barrier_mid(correct, _lams(res), w, True), ""
+
+
+def stat_lmc_loss_calibrated(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
+    loss = res["loss_cal_per_image"].transpose("lam", "image").values
+    w = rs.counts(loss.shape[-1]) if rs else None
+    value = _barrier_mid(loss, _lams(res), w, False)
     raw = float(res["barrier"].sel(barrier_name="loss_mid_raw"))
-    b = res["barrier"].sel(barrier_name="loss_mid_cal")
-    out.append(
-        _claim(
-            "lmc_loss_calibrated",
-            b,
-            res["barrier_ci"].sel(barrier_name="loss_mid_cal").values,
-            f"raw (β = 1) loss barrier {raw:.4f}; calibration changed it by {float(b) - raw:+.4f}",
-        )
+    return value, f"raw (β = 1) loss barrier {raw:.4f}"
+
+
+def _layer_coefficients(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, np.ndarray]:
+    """Full-data (a, b) per (R, λ, layer) from the per-image Gram terms, and the degenerate layers."""
+    gram = res["gram"].transpose("lam", "layer", "image", "term").values
+    g = gram.sum(2)[None] if rs is None else np.einsum("ri,lkit->rlkt", rs.counts(gram.shape[2]), gram, optimize=True)
+    collinear = fit.collinear_endpoints(gram.sum(2)).any(axis=0)  # (layer,)
+    return fit.coefficients_from_gram(g), collinear
+
+
+def _depths(res: xr.Dataset) -> np.ndarray:
+    return res["depth"].values.astype(np.float64)
+
+
+def _lams(res: xr.Dataset) -> list[float]:
+    return [float(v) for v in res["lam"].values]
+
+
+def _layer_names(res: xr.Dataset, mask: np.ndarray) -> str:
+    return ", ".join(str(n) for n in res["layer"].values[mask])
+
+
+def stat_lewc_weighting(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
+    coef, collinear = _layer_coefficients(res, rs)  # (R, λ, layer, 2)
+    depth = _depths(res)
+    k = fit.weighting_exponent(_lams(res), np.moveaxis(coef, 2, 1))  # (R, layer)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = (k - 1) / (depth - 1)
+    use = (depth >= 2) & ~collinear
+    if not use.any():
+        return np.full(len(k), np.nan), "no layer with ℓ ≥ 2 whose endpoint outputs can be told apart"
+    values = np.abs(t[:, use] - 1).max(axis=1)
+    values = np.where(np.isnan(t[:, use]).any(axis=1), np.nan, values)
+    note = "t_ℓ (0 = LLFC, 1 = LEWC): " + ", ".join(
+        f"{n} (ℓ={int(d)}, k={kk:.2f}) {tt:.2f}"
+        for n, d, kk, tt in zip(res["layer"].values[use], depth[use], k[0, use], t[0, use], strict=True)
     )
-    if "exponent" in res:
-        trend = json.loads(res.attrs["exponent_trend"])
-        ks = ", ".join(f"{n}: {k:.2f}" for n, k in zip(res.layer.values, res.exponent.values, strict=True))
-        out.append(
-            _claim(
-                "lewc_layerwise",
-                trend["slope"],
-                [trend["lo"], trend["hi"]],
-                f"k_ℓ per layer ({ks}); CI from WLS over {trend['n_layers']} layers",
-            )
-        )
-        depths = [int(d) for d in res.depth.values]
-        gram = res["gram"].values  # (lam, layer, image, 6)
-        value = fit.lewc_win_fraction(lams, depths, gram.sum(axis=2))
-        counts = barriers.bootstrap_counts(gram.shape[2], n_boot, seed=0)
-        resampled = np.einsum("ri,lkit->rlkt", counts, gram, optimize=True)
-        reps = fit.lewc_win_fraction(lams, depths, resampled)
-        out.append(
-            _claim(
-                "lewc_beats_llfc",
+    if collinear.any():
+        note += f"; excluded (collinear endpoint outputs): {_layer_names(res, collinear)}"
+    return values, note
+
+
+def stat_lewc_magnitude(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
+    coef, _ = _layer_coefficients(res, rs)
+    mid = mid_index(_lams(res))
+    depth = _depths(res)
+    total = coef[:, mid, :, 0] + coef[:, mid, :, 1]  # (R, layer)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = -np.log2(total) / (depth - 1)
+    use = depth >= 2
+    values = np.abs(u[:, use] - 1).max(axis=1)
+    values = np.where(np.isnan(u[:, use]).any(axis=1), np.nan, values)
+    note = "u_ℓ (0 = LLFC, 1 = LEWC), a + b at ½: " + ", ".join(
+        f"{n} {uu:.2f} ({tt:.3f} vs {2 * 0.5**d:.3f})"
+        for n, uu, tt, d in zip(res["layer"].values[use], u[0, use], total[0, use], depth[use], strict=True)
+    )
+    return values, note
+
+
+def stat_weak_additivity(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
+    mid = mid_index(_lams(res))
+    wa = res["wa_terms"].isel(lam=mid).transpose("layer", "condition_image", "wa_term").values
+    relu = res["is_relu"].values.astype(bool)
+    w = rs.counts(wa.shape[1]) if rs else None
+    out = conditions.weak_additivity(wa[relu], w, image_axis=1)
+    excess = out["excess"] if w is not None else out["excess"][None]
+    values = np.nanmin(excess, axis=1) if np.isfinite(excess).any() else np.full(len(excess), np.nan)
+    values = np.where(np.isnan(excess).all(axis=1), np.nan, values)
+    cos = out["cos"] if w is None else out["cos"][0]
+    null = out["null"] if w is None else out["null"][0]
+    note = "cos (null) per ReLU layer: " + ", ".join(
+        f"{n} {c:.4f} ({z:.4f})" for n, c, z in zip(res["layer"].values[relu], cos, null, strict=True)
+    )
+    return values, note
+
+
+def stat_reciprocal_orthogonality(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
+    ro = res["ro_terms"].transpose("layer", "condition_image", "ro_term").values
+    use = _depths(res) >= 2
+    w = rs.counts(ro.shape[1]) if rs else None
+    out = conditions.reciprocal_orthogonality(ro[use], w)
+    rel = out["relative"] if w is not None else out["relative"][None]  # (R, layer, 2)
+    values = rel.reshape(len(rel), -1).max(axis=1)
+    values = np.where(np.isnan(rel).any(axis=(1, 2)), np.nan, values)
+    b_on_a = out["b_on_a"] if w is None else out["b_on_a"][0]
+    null = out["null_b_on_a"] if w is None else out["null_b_on_a"][0]
+    note = "‖W_B z_A‖/‖W_A z_A‖ (null) per layer: " + ", ".join(
+        f"{n} {r:.3f} ({z:.3f})" for n, r, z in zip(res["layer"].values[use], b_on_a, null, strict=True)
+    )
+    return values, note
+
+
+def stat_ensemble_equivalence(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
+    lams = np.asarray(_lams(res))
+    interior = (lams > 0) & (lams < 1) & ~np.isclose(lams, 0.5)
+    if not interior.any():
+        return np.full(rs.n_boot if rs else 1, np.nan), "the λ grid has no interior λ ≠ ½"
+    agree = res["ens_agree_per_image"].transpose("kind", "lam", "image").values.astype(np.float64)
+    kinds = [str(k) for k in res["kind"].values]
+    diff = agree[kinds.index("lewc"), interior] - agree[kinds.index("plain"), interior]  # (λ', image)
+    w = rs.counts(diff.shape[-1]) if rs else None
+    values = _weighted_mean(diff, w).mean(axis=1)
+    lewc = agree[kinds.index("lewc"), interior].mean(1)
+    plain = agree[kinds.index("plain"), interior].mean(1)
+    note = "agreement LEWC / plain at " + ", ".join(
+        f"λ={lam:g}: {a:.3f} / {b:.3f}" for lam, a, b in zip(lams[interior], lewc, plain, strict=True)
+    )
+    return values, note
+
+
+STATISTICS: dict[str, Callable[[xr.Dataset, Resampler | None], tuple[np.ndarray, str]]] = {
+    "lmc_accuracy": stat_lmc_accuracy,
+    "lmc_loss_calibrated": stat_lmc_loss_calibrated,
+    "lewc_weighting": stat_lewc_weighting,
+    "lewc_magnitude": stat_lewc_magnitude,
+    "weak_additivity": stat_weak_additivity,
+    "reciprocal_orthogonality": stat_reciprocal_orthogonality,
+    "ensemble_equivalence": stat_ensemble_equivalence,
+}
+LAYER_CLAIMS = ("lewc_weighting", "lewc_magnitude", "weak_additivity", "reciprocal_orthogonality")
+
+
+def degeneracy(res: xr.Dataset) -> str:
+    """Why a pair cannot be split into A and B ("" when it can): identical or collinear endpoints."""
+    if res.attrs.get("sha256_a") and res.attrs.get("sha256_a") == res.attrs.get("sha256_b"):
+        return "identical endpoints (same weights)"
+    if "gram" in res:
+        gram = res["gram"].transpose("lam", "layer", "image", "term").values.sum(2)
+        if fit.collinear_endpoints(gram).any(axis=0).all():
+            return "the endpoints' outputs are collinear in every layer"
+    if int(res.attrs.get("identical_endpoints", 0)):
+        return "identical endpoints (same weights)"
+    return ""
+
+
+def combine_pairs(points: np.ndarray, reps: np.ndarray, seed: int) -> tuple[float, np.ndarray]:
+    """Point = mean over pairs; replicates resample pairs, then (within each) images.
+
+    ``points`` (P,), ``reps`` (P, n_boot) image-bootstrap replicates per pair. With one pair the
+    interval is the image bootstrap; with several, replicate r averages the r-th image resample of
+    pairs drawn with replacement (a two-stage bootstrap), so seed-to-seed spread enters the interval.
+    """
+    n_pairs, n_boot = reps.shape
+    if n_pairs == 1:
+        return float(points[0]), reps[0]
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n_pairs, size=(n_boot, n_pairs))
+    cols = (np.arange(n_boot)[:, None] + 7919 * np.arange(n_pairs)[None]) % n_boot
+    return float(np.mean(points)), reps[picks, cols].mean(axis=1)
+
+
+def evaluate_claims(
+    results: xr.Dataset | Sequence[xr.Dataset], n_boot: int = N_BOOT, seed: int = BOOT_SEED
+) -> list[Claim]:
+    """All claims for one pair's results Dataset, or combined over several independent pairs."""
+    results = [results] if isinstance(results, xr.Dataset) else list(results)
+    reasons = [degeneracy(r) for r in results]
+    claims = []
+    for cid, spec in SPECS.items():
+        if cid in LAYER_CLAIMS and not all("gram" in r for r in results):
+            continue
+        points, reps, notes = [], [], []
+        for res in results:
+            point, note = STATISTICS[cid](res, None)
+            rep, _ = STATISTICS[cid](res, Resampler(n_boot, seed))
+            points.append(float(point[0]))
+            reps.append(rep)
+            notes.append(note)
+        value, combined = combine_pairs(np.array(points), np.stack(reps), seed + 1)
+        finite = np.isfinite(combined)
+        ci = percentile_interval(combined[finite], LEVEL) if finite.mean() > 0.95 else np.array([np.nan, np.nan])
+        verdict = decide(value, ci, spec.threshold, spec.direction)
+        note = notes[0] if len(results) == 1 else f"{len(results)} pairs; CI resamples pairs, then images"
+        if finite.mean() <= 0.95 and np.isfinite(value):
+            note += f"; the statistic is undefined in {100 * (1 - finite.mean()):.0f}% of bootstrap replicates"
+        bad = sorted({r for r in reasons if r})
+        if spec.needs_split and bad:
+            verdict = INCONCLUSIVE
+            note = f"degenerate pair: {'; '.join(bad)} — " + note
+        claims.append(
+            Claim(
+                cid,
+                spec.statement,
+                verdict,
                 value,
-                _bootstrap_ci(np.asarray(reps)),
-                "relative error ‖m − p‖/‖m‖ over all evaluated images; CI: bootstrap over images",
+                [float(c) for c in ci],
+                spec.threshold,
+                spec.direction,
+                spec.units,
+                spec.reason,
+                note,
+                len(results),
+                points,
             )
         )
-        wa = res["weak_additivity"].isel(lam=mid) - res["weak_additivity_baseline"].isel(lam=mid)
-        wa = wa.values[np.isfinite(wa.values)]
-        if wa.size:
-            ci = [float(wa.min()), float(wa.max())]
-            out.append(
-                _claim(
-                    "weak_additivity",
-                    float(wa.mean()),
-                    ci,
-                    "interval: min to max over ReLU layers (not a confidence interval)",
-                )
-            )
-        ro = np.concatenate([res["ro_b_on_a"].values, res["ro_a_on_b"].values])
-        ro = ro[np.isfinite(ro)]
-        out.append(
-            _claim(
-                "reciprocal_orthogonality",
-                float(np.median(ro)),
-                [float(np.percentile(ro, 25)), float(np.percentile(ro, 75))],
-                "interval: inter-quartile range over layers and both directions",
-            )
-        )
-    agree = res["ens_agree_per_image"].sel(kind="lewc").isel(lam=mid).values.astype(np.float64)
-    reps = barriers.bootstrap_means(agree[None, :], n_boot, seed=1)[:, 0]
-    out.append(
-        _claim(
-            "ensemble_equivalence",
-            agree.mean(),
-            _bootstrap_ci(reps),
-            f"plain-ensemble agreement {float(res['ens_agreement'].sel(kind='plain').isel(lam=mid)):.4f}; "
-            "CI: bootstrap over images",
-        )
-    )
-    return out
+    return claims
 
 
 def claims_as_dicts(claims: list[Claim]) -> list[dict]:
     return [asdict(c) for c in claims]
+
+
+def specs_as_dicts() -> dict[str, dict]:
+    return {cid: asdict(spec) for cid, spec in SPECS.items()}

@@ -4,7 +4,7 @@ Following airbench's loader, a dataset is a handful of ``uint8`` tensors that li
 device; batches are index gathers, normalisation and augmentation are done on whole batches, and
 there is no per-sample Python in the hot loop.
 
-Splits (DESIGN.md): ``train``; ``calib``, a fixed, seeded held-out part of the official training
+Splits (docs/conventions.md): ``train``; ``calib``, a fixed, seeded held-out part of the official training
 set used only for temperature calibration (never trained on, the same for every model seed);
 ``test``, the official test set.
 
@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lewc.conventions import N_CALIB, N_CALIB_SYNTHETIC
 from lewc.errors import LewcError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-DEFAULT_CALIB_SIZE = 5000
+DEFAULT_CALIB_SIZE = N_CALIB  # lewc.conventions
 SPLIT_SEED = 20251008  # arXiv 2510.08023; fixed so every model seed shares one calib split
 
 
@@ -389,7 +390,7 @@ def load_dataset(
     info = dataset_info(name)
     train_x, train_y, test_x, test_y = load_arrays(name, data_root, download)
     if n_calib is None:
-        n_calib = DEFAULT_CALIB_SIZE if name != "synthetic" else 500
+        n_calib = DEFAULT_CALIB_SIZE if name != "synthetic" else N_CALIB_SYNTHETIC
     tr, ca = calib_indices(len(train_y), n_calib)
     dev = torch.device(device)
 

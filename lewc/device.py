@@ -18,6 +18,8 @@ def resolve_device(name: str | None) -> torch.device:
         dev = torch.device(name)
     except RuntimeError:
         raise LewcError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise LewcError(f"device {name!r} is not supported; use cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LewcError(f"device {name} requested but CUDA is not available here; use --device cpu")
     return dev

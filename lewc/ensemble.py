@@ -1,6 +1,6 @@
 """Merged model against ensembles of its endpoints, from stored logits only.
 
-DESIGN.md: the LEWC ensemble at λ is (1-λ)^L z_A + λ^L z_B (L = the head's depth), the plain
+docs/conventions.md: the LEWC ensemble at λ is (1-λ)^L z_A + λ^L z_B (L = the head's depth), the plain
 ensemble (1-λ) z_A + λ z_B. Each is compared with the merged model's logits: top-1 agreement, KL
 divergence between the temperature-calibrated softmaxes (every model gets its own β on the calib
 split), cosine of the logit vectors; and each ensemble's own accuracy and calibrated test loss.
@@ -14,14 +14,15 @@ import numpy as np
 import torch
 
 from lewc.calibrate import cross_entropy_per_sample, fit_beta
+from lewc.conventions import lewc_weights, llfc_weights
 
 KINDS = ("lewc", "plain")
 
 
 def ensemble_logits(z_a: torch.Tensor, z_b: torch.Tensor, lam: float, kind: str, depth: int) -> torch.Tensor:
     """Logits of the LEWC (exponent ``depth``) or plain (exponent 1) ensemble at λ."""
-    k = depth if kind == "lewc" else 1
-    return (1 - lam) ** k * z_a + lam**k * z_b
+    ca, cb = lewc_weights(lam, depth) if kind == "lewc" else llfc_weights(lam)
+    return ca * z_a + cb * z_b
 
 
 def compare(
@@ -31,7 +32,7 @@ def compare(
     betas: np.ndarray,
     depth: int,
 ) -> dict[str, np.ndarray]:
-    """Per (kind, λ): agreement, kl, cosine, ens_acc, ens_loss_cal, ens_beta, and per-image agreement.
+    """Per (kind, λ): agreement, kl, cosine, acc, loss_cal, beta (of the ensemble), per-image agreement.
 
     ``betas`` are the merged model's fitted β per λ; ``logits[split]`` is (λ, image, class) with the
     endpoints at λ = 0 and λ = 1.
@@ -39,10 +40,7 @@ def compare(
     lams = list(lams)
     i0, i1 = lams.index(0.0), lams.index(1.0)
     n_test = logits["test"].shape[1]
-    out = {
-        k: np.zeros((len(KINDS), len(lams)))
-        for k in ("agreement", "kl", "cosine", "ens_acc", "ens_loss_cal", "ens_beta")
-    }
+    out = {k: np.zeros((len(KINDS), len(lams))) for k in ("agreement", "kl", "cosine", "acc", "loss_cal", "beta")}
     out["agree_per_image"] = np.zeros((len(KINDS), len(lams), n_test), dtype=bool)
     y = labels["test"]
     for ki, kind in enumerate(KINDS):
@@ -62,7 +60,7 @@ def compare(
             out["agree_per_image"][ki, li] = agree
             out["kl"][ki, li] = float(kl)
             out["cosine"][ki, li] = float(cos)
-            out["ens_acc"][ki, li] = float((ens["test"].argmax(1) == y).double().mean())
-            out["ens_loss_cal"][ki, li] = float(cross_entropy_per_sample(ens["test"], y, beta_e).mean())
-            out["ens_beta"][ki, li] = beta_e
+            out["acc"][ki, li] = float((ens["test"].argmax(1) == y).double().mean())
+            out["loss_cal"][ki, li] = float(cross_entropy_per_sample(ens["test"], y, beta_e).mean())
+            out["beta"][ki, li] = beta_e
     return out

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 import statsmodels.api as sm
 
+from lewc.conventions import LEVEL, lewc_weights, llfc_weights
+
 # Per-(layer, λ) outputs of ``fit_layers``.
 LAYER_LAM_KEYS = (
     "coef_a",
@@ -38,7 +40,7 @@ LAYER_LAM_KEYS = (
 )
 # Index of each Gram term in the last axis of the per-image Gram array (see lewc.capture).
 MM, AA, BB, MA, MB, AB = range(6)
-LEVEL = 0.95
+COLLINEAR_COS = 1 - 1e-6  # endpoint outputs whose cosine exceeds this cannot be split into a and b
 
 
 def ols_subsample(m: np.ndarray, a: np.ndarray, b: np.ndarray, groups: np.ndarray) -> dict[str, np.ndarray | float]:
@@ -81,7 +83,7 @@ def prediction_errors(g: np.ndarray, ca: float, cb: float) -> tuple[np.ndarray, 
 
 def predictions(lam: float, depth: int) -> dict[str, tuple[float, float]]:
     """The (c_a, c_b) of the LEWC and LLFC predictions at λ for a layer at depth ℓ."""
-    return {"lewc": ((1 - lam) ** depth, lam**depth), "llfc": (1 - lam, lam)}
+    return {"lewc": lewc_weights(lam, depth), "llfc": llfc_weights(lam)}
 
 
 def effective_exponent(lams: Sequence[float], coef: np.ndarray, cov: np.ndarray) -> dict[str, float]:
@@ -111,26 +113,6 @@ def effective_exponent(lams: Sequence[float], coef: np.ndarray, cov: np.ndarray)
         "k_se": float(res.bse[1]),
         "n_lam": int(use.sum()),
     }
-
-
-def exponent_trend(depths: Sequence[int], k: np.ndarray, k_se: np.ndarray) -> dict[str, float]:
-    """Slope of k_ℓ against ℓ (WLS by 1/se², OLS when SEs are degenerate) with its CI."""
-    d = np.asarray(depths, dtype=np.float64)
-    k = np.asarray(k, dtype=np.float64)
-    se = np.asarray(k_se, dtype=np.float64)
-    ok = np.isfinite(k)
-    if ok.sum() < 2:
-        return {"slope": np.nan, "lo": np.nan, "hi": np.nan, "n_layers": int(ok.sum())}
-    if ok.sum() == 2:
-        slope = float((k[ok][1] - k[ok][0]) / (d[ok][1] - d[ok][0]))
-        return {"slope": slope, "lo": np.nan, "hi": np.nan, "n_layers": 2}
-    exact = not np.all(np.isfinite(se[ok]) & (se[ok] > 1e-9))
-    w = np.ones(ok.sum()) if exact else 1.0 / se[ok] ** 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = sm.WLS(k[ok], sm.add_constant(d[ok]), weights=w).fit()
-        lo, hi = np.asarray(res.conf_int(alpha=1 - LEVEL))[1]
-    return {"slope": float(res.params[1]), "lo": float(lo), "hi": float(hi), "n_layers": int(ok.sum())}
 
 
 def fit_layers(
@@ -176,20 +158,51 @@ def fit_layers(
     return out
 
 
-def lewc_win_fraction(lams: Sequence[float], depths: Sequence[int], gram_sum: np.ndarray) -> float:
-    """Fraction of (layer with ℓ > 1, λ ∉ {0, ½, 1}) where LEWC's relative error is below LLFC's.
+def coefficients_from_gram(g: np.ndarray) -> np.ndarray:
+    """(a, b) of the no-intercept regression m ≈ a·f_A + b·f_B from summed Gram terms (…, 6) → (…, 2).
 
-    ``gram_sum`` is (λ, layer, 6) or (replicates, λ, layer, 6); the result broadcasts accordingly.
+    Vectorised closed form of the 2×2 normal equations. Where the endpoints' outputs are collinear
+    (cosine above ``COLLINEAR_COS``) only a + b is identified: it is returned split equally, and
+    ``collinear_endpoints`` says where that happened (for f_A = f_B, a + b = ⟨m, f⟩/⟨f, f⟩).
     """
-    lam = np.asarray(lams)
-    interior = [j for j, v in enumerate(lam) if 0 < v < 1 and not np.isclose(v, 0.5)]
-    wins = []
-    for j in interior:
-        for li, depth in enumerate(depths):
-            if depth == 1:  # the two predictions coincide at ℓ = 1: no evidence either way
-                continue
-            pred = predictions(float(lam[j]), depth)
-            _, rel_lewc = prediction_errors(gram_sum[..., j, li, :], *pred["lewc"])
-            _, rel_llfc = prediction_errors(gram_sum[..., j, li, :], *pred["llfc"])
-            wins.append(rel_lewc < rel_llfc)
-    return np.mean(np.stack(wins), axis=0) if wins else np.nan
+    aa, bb, ab, ma, mb = g[..., AA], g[..., BB], g[..., AB], g[..., MA], g[..., MB]
+    det = aa * bb - ab * ab
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = (bb * ma - ab * mb) / det
+        b = (aa * mb - ab * ma) / det
+        shared = (ma + mb) / (aa + bb + 2 * ab)  # m ≈ c·(f_A + f_B): a = b = c when f_A ∥ f_B
+    collinear = collinear_endpoints(g)
+    a = np.where(collinear, shared, a)
+    b = np.where(collinear, shared, b)
+    return np.stack([a, b], axis=-1)
+
+
+def collinear_endpoints(g: np.ndarray) -> np.ndarray:
+    """True where the endpoints' outputs (summed Gram terms, …, 6) are collinear or one is zero."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = g[..., AB] / np.sqrt(g[..., AA] * g[..., BB])
+    return ~(np.abs(cos) < COLLINEAR_COS)  # NaN (a zero output) counts as degenerate
+
+
+def weighting_exponent(lams: Sequence[float], coef: np.ndarray) -> np.ndarray:
+    """k: OLS slope of log(a/b) on log((1-λ)/λ) (with intercept) over interior λ with a, b > 0.
+
+    ``coef`` is (…, λ, 2); returns (…). LEWC predicts k = ℓ, LLFC k = 1; the intercept absorbs a
+    constant A/B scale difference, so k is the scale-free *weighting* of the two endpoints. Needs
+    at least three usable λ (NaN otherwise).
+    """
+    lam = np.asarray(lams, dtype=np.float64)
+    interior = (lam > 0) & (lam < 1)
+    a, b = coef[..., interior, 0], coef[..., interior, 1]
+    x = np.broadcast_to(np.log((1 - lam[interior]) / lam[interior]), a.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y = np.log(a / b)
+    ok = (a > 0) & (b > 0) & np.isfinite(y)
+    n = ok.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        xm = np.where(ok, x, 0).sum(-1) / n
+        ym = np.where(ok, y, 0).sum(-1) / n
+        dx = np.where(ok, x - xm[..., None], 0)
+        dy = np.where(ok, y - ym[..., None], 0)
+        k = (dx * dy).sum(-1) / (dx * dx).sum(-1)
+    return np.where(n >= 3, k, np.nan)

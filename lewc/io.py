@@ -1,7 +1,7 @@
 """Atomic file writing: a temporary file in the same folder, fsync, then rename.
 
 An interrupted run therefore leaves either the previous complete file or nothing, never a
-truncated one (DESIGN.md: "written to netCDF4 atomically (temporary file, then rename)").
+truncated one (docs/conventions.md).
 """
 
 from __future__ import annotations

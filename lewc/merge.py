@@ -31,7 +31,7 @@ def model_state(model: torch.nn.Module) -> State:
 
 
 def check_lams(lams: Sequence[float], require_endpoints: bool = True) -> list[float]:
-    """Validate a λ grid: finite values in [0, 1], sorted unique, containing 0 and 1 (DESIGN.md)."""
+    """Validate a λ grid: finite values in [0, 1], sorted unique, containing 0 and 1 (docs/conventions.md)."""
     values = [float(v) for v in lams]
     bad = [v for v in values if not (0.0 <= v <= 1.0)]  # also catches NaN
     if bad:

@@ -1,6 +1,6 @@
 """The path sweep: one forward pass per λ over each split serves every metric.
 
-Order of work (DESIGN.md "Shape"):
+Order of work (docs/conventions.md):
 
 1. BN models: re-estimate running statistics for every λ on the same fixed training images;
 2. ``calib`` split: logits per λ (for temperature calibration);

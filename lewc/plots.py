@@ -29,10 +29,10 @@ def _label(res: xr.Dataset) -> str:
     return f"×{meta['width']} (seeds {meta['seed']},{json.loads(res.attrs['sidecar_b'])['seed']})"
 
 
-def save(fig: plt.Figure, stem: Path) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf`` atomically; close the figure."""
+def save(fig: plt.Figure, stem: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Write ``stem.<format>`` for each format atomically (PNG for reports; paper_figs adds PDF); close."""
     paths = []
-    for ext in ("png", "pdf"):
+    for ext in formats:
         final = stem.with_suffix(f".{ext}")
         with atomic_path(final) as tmp:
             fig.savefig(tmp, format=ext, dpi=130, bbox_inches="tight")
@@ -141,10 +141,10 @@ def conditions_vs_width(results: Sequence[xr.Dataset]):
     for res in sorted(results, key=_width):
         mid = res.sel(lam=0.5, method="nearest")
         line = axes[0].plot(res.depth, mid.weak_additivity, marker="o", label=_label(res))[0]
-        axes[0].plot(res.depth, mid.weak_additivity_baseline, ls=":", color=line.get_color())
+        axes[0].plot(res.depth, mid.weak_additivity_null, ls=":", color=line.get_color())
         axes[1].plot(res.depth, res.ro_b_on_a, marker="o", color=line.get_color(), label=_label(res))
         axes[1].plot(res.depth, res.ro_a_on_b, marker="s", ls="--", color=line.get_color())
-    axes[0].set_title("weak additivity at λ = ½ (dotted: Gaussian baseline)", fontsize=9)
+    axes[0].set_title("weak additivity at λ = ½ (dotted: B's units shuffled)", fontsize=9)
     axes[1].set_title("reciprocal orthogonality ‖W_B z_A‖/‖W_A z_A‖ (o), mirror (s)", fontsize=9)
     for ax in axes:
         ax.set_xlabel("layer depth ℓ")

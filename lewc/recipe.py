@@ -1,8 +1,8 @@
-"""The training recipe: one dataclass of hyper-parameters and the per-dataset defaults.
+"""The training recipe, defined once: the config dataclass, per-dataset defaults and the CLI flags.
 
 The paper's recipe (arXiv 2510.08023): SGD with momentum 0.9 and strong weight decay 3e-3 (the
 effect disappears at 1e-4), a warm-up then a decaying learning rate. Per-dataset defaults for
-epochs and learning rate are lewc's choice, made so endpoints are well trained:
+epochs, learning rate and batch size are lewc's choice, made so endpoints are well trained:
 
 =================  ======  =====  ==========  ==========================================
 dataset            epochs  lr     batch size  why
@@ -13,8 +13,13 @@ cifar10/cifar100   100     0.1    128         standard CIFAR ResNet/VGG budget, 
 synthetic          3       0.05   64          tests only
 =================  ======  =====  ==========  ==========================================
 
-Warm-up is linear over the first ``warmup_epochs`` (1 by default), then the rate decays linearly
-(per step) to zero at the end of training.
+The default dataset, normalisation, base width and depth come from the model family's spec
+(``lewc.models.registry``). Warm-up is linear over the first ``warmup_epochs`` (1 by default), then
+the rate decays linearly (per step) to zero at the end of training.
+
+``add_recipe_arguments`` declares the recipe's flags for every command that names a checkpoint
+(``experiments.train``, ``train_pair``, ``sweep``, ``study`` and ``lewc.verify``), and
+``config_from_args`` turns them into a ``TrainConfig``: train and verify resolve the same name.
 """
 
 from __future__ import annotations
@@ -24,14 +29,29 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from lewc.conventions import N_CALIB, N_CALIB_SYNTHETIC
 from lewc.errors import LewcError
-from lewc.models import DEFAULT_NORM, check_model_name, default_base_width
-from lewc.models.mlp import DEFAULT_DEPTH
+from lewc.models import family_names, get_family
+from lewc.models.common import NORMS
 
-EPOCHS = {"fashion-mnist": 10, "mnist": 10, "cifar10": 100, "cifar100": 100, "synthetic": 3}
-LR = {"fashion-mnist": 0.05, "mnist": 0.05, "cifar10": 0.1, "cifar100": 0.1, "synthetic": 0.05}
-BATCH = {"fashion-mnist": 128, "mnist": 128, "cifar10": 128, "cifar100": 128, "synthetic": 64}
+
+@dataclass(frozen=True)
+class DatasetRecipe:
+    epochs: int
+    lr: float
+    batch_size: int
+    n_calib: int = N_CALIB
+
+
+DATASET_RECIPES: dict[str, DatasetRecipe] = {
+    "fashion-mnist": DatasetRecipe(10, 0.05, 128),
+    "mnist": DatasetRecipe(10, 0.05, 128),
+    "cifar10": DatasetRecipe(100, 0.1, 128),
+    "cifar100": DatasetRecipe(100, 0.1, 128),
+    "synthetic": DatasetRecipe(3, 0.05, 64, N_CALIB_SYNTHETIC),
+}
 WEIGHT_DECAY = 3e-3
 MOMENTUM = 0.9
 
@@ -54,24 +74,28 @@ class TrainConfig:
     bias: bool = True
     base_width: int = 32
     depth: int | None = None
-    n_calib: int = 5000
+    n_calib: int = N_CALIB
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
-        check_model_name(self.model)
+        family = get_family(self.model)
         problems = []
-        if self.width <= 0:
-            problems.append(f"width must be positive (got {self.width})")
-        if self.epochs <= 0:
-            problems.append(f"epochs must be positive (got {self.epochs})")
+        if self.dataset not in DATASET_RECIPES:
+            problems.append(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASET_RECIPES)}")
+        for key in ("width", "epochs", "batch_size", "base_width"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                problems.append(f"{key.replace('_', ' ')} must be a positive integer (got {value!r})")
+        if self.depth is not None and (family.default_depth is None or self.depth <= 0):
+            problems.append(f"depth must be positive and applies only to families with a depth knob (got {self.depth})")
         if not self.lr > 0:
             problems.append(f"learning rate must be positive (got {self.lr})")
-        if self.wd < 0:
+        if not self.wd >= 0:
             problems.append(f"weight decay must be non-negative (got {self.wd})")
-        if self.batch_size <= 0:
-            problems.append(f"batch size must be positive (got {self.batch_size})")
         if not 0 <= self.momentum < 1:
             problems.append(f"momentum must be in [0, 1) (got {self.momentum})")
+        if self.norm not in NORMS:
+            problems.append(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
         if problems:
             raise LewcError("; ".join(problems))
 
@@ -86,27 +110,48 @@ class TrainConfig:
         """Checkpoint file stem, e.g. ``fashion-mnist_mlp_w16_s0_1a2b3c4d``."""
         return f"{self.dataset}_{self.model}_w{self.width}_s{self.seed}_{self.hash_without_seed()}"
 
+    def checkpoint_path(self, folder: Path) -> Path:
+        return Path(folder) / f"{self.name}.safetensors"
+
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """Rebuild a config from a sidecar's ``train_config`` (unknown keys are a one-line error)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise LewcError(f"train_config has unknown keys {unknown}")
+        try:
+            return cls(**values)
+        except TypeError as err:
+            raise LewcError(f"train_config is incomplete ({err})") from None
 
-def default_config(model: str, width: int, dataset: str, seed: int, **overrides) -> TrainConfig:
+
+def default_dataset(model: str) -> str:
+    return get_family(model).default_dataset
+
+
+def default_config(model: str, width: int, dataset: str | None, seed: int, **overrides) -> TrainConfig:
     """The recipe's defaults for (model, dataset), with ``None``-valued overrides ignored."""
-    check_model_name(model)
-    if dataset not in EPOCHS:
-        raise LewcError(f"unknown dataset {dataset!r}; choose one of {', '.join(EPOCHS)}")
+    family = get_family(model)
+    dataset = dataset or family.default_dataset
+    if dataset not in DATASET_RECIPES:
+        raise LewcError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_RECIPES)}")
+    recipe = DATASET_RECIPES[dataset]
     cfg = dict(
         model=model,
         width=width,
         dataset=dataset,
         seed=seed,
-        epochs=EPOCHS[dataset],
-        lr=LR[dataset],
-        batch_size=BATCH[dataset],
-        norm=DEFAULT_NORM[model],
-        base_width=default_base_width(model),
-        depth=DEFAULT_DEPTH if model == "mlp" else None,
-        n_calib=500 if dataset == "synthetic" else 5000,
+        epochs=recipe.epochs,
+        lr=recipe.lr,
+        batch_size=recipe.batch_size,
+        norm=family.default_norm,
+        base_width=family.base_width,
+        depth=family.default_depth,
+        n_calib=recipe.n_calib,
     )
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     config = TrainConfig(**cfg)
@@ -114,8 +159,33 @@ def default_config(model: str, width: int, dataset: str, seed: int, **overrides)
     return config
 
 
+def add_recipe_arguments(parser: argparse.ArgumentParser, model_default: str | None = None) -> None:
+    """The recipe's flags (``None`` = the family's or dataset's default), declared once for all commands."""
+    g = parser.add_argument_group("model and training recipe (defaults: lewc/recipe.py and the model family)")
+    families = ", ".join(family_names())
+    if model_default is None:
+        g.add_argument("--model", required=True, help=f"model family: {families}")
+    else:
+        g.add_argument("--model", default=model_default, help=f"model family: {families} (default {model_default})")
+    defaults = ", ".join(f"{n}: {get_family(n).default_dataset}" for n in family_names())
+    g.add_argument(
+        "--dataset",
+        help=f"{', '.join(DATASET_RECIPES)} (default per family, as in the paper — {defaults})",
+    )
+    g.add_argument("--epochs", type=int, help="training epochs (default per dataset, see lewc/recipe.py)")
+    g.add_argument("--lr", type=float, help="peak learning rate of SGD (default per dataset)")
+    g.add_argument(
+        "--wd", type=float, help=f"weight decay (default {WEIGHT_DECAY}, the paper's; LEWC vanishes at 1e-4)"
+    )
+    g.add_argument("--batch-size", type=int, help="global training batch size (default per dataset)")
+    g.add_argument("--norm", choices=list(NORMS), help="normalisation (default per family: none for mlp, bn otherwise)")
+    g.add_argument("--no-bias", action="store_true", help="bias-free layers (the setting of the paper's theorem)")
+    g.add_argument("--base-width", type=int, help="units/channels at width 1 (default per family)")
+    g.add_argument("--depth", type=int, help="hidden layers, for families with a depth knob (mlp: default 3)")
+
+
 def config_from_args(args: argparse.Namespace, width: int, seed: int) -> TrainConfig:
-    """The config named by the recipe flags shared by ``experiments.train`` and ``lewc.verify``."""
+    """The config named by the recipe flags (the same for ``experiments.train`` and ``lewc.verify``)."""
     return default_config(
         args.model,
         width,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from lewc.claims import THRESHOLDS, Claim, claims_as_dicts
+from lewc.claims import Claim, claims_as_dicts, specs_as_dicts
 from lewc.results import attr_json
 
 REPORT_SCHEMA = "lewc.report/1"
@@ -34,7 +34,14 @@ def _v(da: xr.DataArray) -> list:
     return da.values.tolist()
 
 
-def build_report(res: xr.Dataset, claims: list[Claim], files: dict[str, str], command: str) -> dict:
+def build_report(
+    res: xr.Dataset,
+    claims: list[Claim],
+    files: dict,
+    command: str,
+    controls: dict[str, xr.Dataset] | None = None,
+    control_claims: dict[str, list[Claim]] | None = None,
+) -> dict:
     lams = [float(v) for v in res.lam.values]
     test = res.sel(split="test")
     report: dict[str, Any] = {
@@ -75,18 +82,24 @@ def build_report(res: xr.Dataset, claims: list[Claim], files: dict[str, str], co
                 "agreement": _v(res.ens_agreement.sel(kind=kind)),
                 "kl": _v(res.ens_kl.sel(kind=kind)),
                 "cosine": _v(res.ens_cosine.sel(kind=kind)),
-                "acc": _v(res.ens_ens_acc.sel(kind=kind)),
-                "loss_cal": _v(res.ens_ens_loss_cal.sel(kind=kind)),
-                "beta": _v(res.ens_ens_beta.sel(kind=kind)),
+                "acc": _v(res.ens_acc.sel(kind=kind)),
+                "loss_cal": _v(res.ens_loss_cal.sel(kind=kind)),
+                "beta": _v(res.ens_beta.sel(kind=kind)),
             }
             for kind in res.kind.values
         },
         "claims": claims_as_dicts(claims),
-        "thresholds": THRESHOLDS,
+        "claim_specs": specs_as_dicts(),
+        "controls": {
+            name: {
+                "note": c.attrs.get("control_note", ""),
+                "claims": claims_as_dicts((control_claims or {}).get(name, [])),
+            }
+            for name, c in (controls or {}).items()
+        },
         "files": files,
     }
     if "cos_lewc" in res:
-        report["exponent_trend"] = attr_json(res, "exponent_trend")
         for name in res.layer.values:
             s = res.sel(layer=name)
             report["layers"].append(
@@ -107,8 +120,13 @@ def build_report(res: xr.Dataset, claims: list[Claim], files: dict[str, str], co
                     "rel_err_llfc": _v(s.rel_err_llfc),
                     "exponent": {"k": float(s.exponent), "ci": [float(s.exponent_k_lo), float(s.exponent_k_hi)]},
                     "weak_additivity": _v(s.weak_additivity),
-                    "weak_additivity_baseline": _v(s.weak_additivity_baseline),
-                    "reciprocal_orthogonality": {"b_on_a": float(s.ro_b_on_a), "a_on_b": float(s.ro_a_on_b)},
+                    "weak_additivity_null": _v(s.weak_additivity_null),
+                    "reciprocal_orthogonality": {
+                        "b_on_a": float(s.ro_b_on_a),
+                        "a_on_b": float(s.ro_a_on_b),
+                        "b_on_a_null": float(s.ro_b_on_a_null),
+                        "a_on_b_null": float(s.ro_a_on_b_null),
+                    },
                 }
             )
     return clean(report)
@@ -118,22 +136,22 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
 
 
-def verdict_table(claims: list[dict]) -> str:
-    """Fixed-width verdict table: claim, verdict, value, CI, threshold."""
-    rows = [("claim", "verdict", "value", "95% CI / interval", "threshold")]
+def verdict_table(claims: list[dict], controls: dict | None = None) -> str:
+    """Fixed-width verdict table: claim, verdict, value, CI, threshold, and each control's verdict and value."""
+    controls = controls or {}
+    head = ["claim", "verdict", "value", "95% CI", "threshold"]
+    head += [f"{name} control" for name in controls]
+    rows = [tuple(head)]
+    by_control = {name: {c["id"]: c for c in ctl["claims"]} for name, ctl in controls.items()}
     for c in claims:
         op = "≤" if c["direction"] == "below" else ">"
         ci = c["ci"] if c["ci"] else [None, None]
-        rows.append(
-            (
-                c["id"],
-                c["verdict"],
-                _fmt(c["value"]),
-                f"[{_fmt(ci[0])}, {_fmt(ci[1])}]",
-                f"{op} {c['threshold']:g} {c['units']}",
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        row = [c["id"], c["verdict"], _fmt(c["value"]), f"[{_fmt(ci[0])}, {_fmt(ci[1])}]", f"{op} {c['threshold']:g}"]
+        for name in controls:
+            other = by_control[name].get(c["id"])
+            row.append(f"{other['verdict']} {_fmt(other['value'])}" if other else "—")
+        rows.append(tuple(row))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -154,14 +172,17 @@ def markdown(report: dict, figures: list[tuple[str, str]]) -> str:
         "## Verdicts",
         "",
         "```",
-        verdict_table(report["claims"]),
+        verdict_table(report["claims"], report.get("controls")),
         "```",
         "",
     ]
+    for name, ctl in report.get("controls", {}).items():
+        lines.append(f"- {name} control: {ctl['note']}.")
     for c in report["claims"]:
+        spec = report["claim_specs"][c["id"]]
         lines.append(
-            f"- **{c['id']}** ({c['verdict']}): {c['statement']}. Threshold reason: {c['reason']}."
-            + (f" {c['note']}." if c["note"] else "")
+            f"- **{c['id']}** ({c['verdict']}): {c['statement']}. Statistic: {spec['statistic']}; rival: "
+            f"{spec['rival']}. Threshold: {c['reason']}." + (f" {c['note']}." if c["note"] else "")
         )
     lines += ["", "## Path", "", "| λ | acc | loss | loss (cal) | β |", "|---|---|---|---|---|"]
     m = report["metrics"]
@@ -179,19 +200,20 @@ def markdown(report: dict, figures: list[tuple[str, str]]) -> str:
             "## Layers",
             "",
             "| layer | ℓ | k_ℓ [95% CI] | cos LEWC / LLFC at λ=0.3 | rel. err LEWC / LLFC at λ=0.3 "
-            "| weak add. (baseline) at ½ | RO B→A / A→B |",
+            "| weak add. (pairing null) at ½ | RO B→A (null) |",
             "|---|---|---|---|---|---|---|",
         ]
         j3 = int(np.argmin(np.abs(np.array(lams) - 0.3)))
         j5 = int(np.argmin(np.abs(np.array(lams) - 0.5)))
         for L in report["layers"]:
             ci = L["exponent"]["ci"]
+            ro = L["reciprocal_orthogonality"]
             lines.append(
                 f"| {L['name']} | {L['depth']} | {_fmt(L['exponent']['k'], 2)} [{_fmt(ci[0], 2)}, {_fmt(ci[1], 2)}] "
                 f"| {_fmt(L['cos_lewc'][j3])} / {_fmt(L['cos_llfc'][j3])} "
                 f"| {_fmt(L['rel_err_lewc'][j3])} / {_fmt(L['rel_err_llfc'][j3])} "
-                f"| {_fmt(L['weak_additivity'][j5])} ({_fmt(L['weak_additivity_baseline'][j5])}) "
-                f"| {_fmt(L['reciprocal_orthogonality']['b_on_a'])} / {_fmt(L['reciprocal_orthogonality']['a_on_b'])} |"
+                f"| {_fmt(L['weak_additivity'][j5])} ({_fmt(L['weak_additivity_null'][j5])}) "
+                f"| {_fmt(ro['b_on_a'])} ({_fmt(ro['b_on_a_null'])}) |"
             )
     lines += ["", "## Figures", ""]
     for stem, caption in figures:

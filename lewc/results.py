@@ -20,7 +20,92 @@ import xarray as xr
 from lewc.errors import LewcError
 from lewc.io import atomic_path
 
-RESULTS_SCHEMA = "lewc.results/1"
+RESULTS_SCHEMA = "lewc.results/2"
+DIMENSION_ORDER = ("width", "pair", "align", "lam", "kind", "split", "layer")  # leading dims, in this order
+
+# CF-style documentation of every variable: (long_name, units, description).
+VARIABLES: dict[str, tuple[str, str, str]] = {
+    "acc": ("top-1 accuracy", "1", "accuracy of the merged model θ(λ) per split"),
+    "loss": ("cross-entropy at β = 1", "nats", "mean test/calib cross-entropy of the raw logits"),
+    "loss_cal": ("calibrated cross-entropy", "nats", "mean cross-entropy of softmax(β·z), β fitted on calib"),
+    "beta": ("inverse temperature", "1", "β minimising calib cross-entropy of softmax(β·z) at each λ"),
+    "correct": ("correct top-1", "1", "per test image: merged model's top-1 equals the label"),
+    "loss_cal_per_image": ("calibrated cross-entropy per image", "nats", "per test image, at the fitted β"),
+    "logits_test": ("logits on the test split", "1", "merged model's logits per λ and image"),
+    "labels_test": ("test labels", "1", "class index"),
+    "logits_calib": ("logits on the calib split", "1", "merged model's logits per λ and calib image"),
+    "labels_calib": ("calib labels", "1", "class index"),
+    "barrier": ("barrier", "pp or nats", "barrier_name: acc_* in percentage points, loss_* in nats; mid = λ ½"),
+    "barrier_ci": ("barrier 95% interval", "pp or nats", "paired bootstrap over test images"),
+    "acc_barrier": ("accuracy barrier curve", "pp", "[(1-λ)Acc_A + λAcc_B] − Acc(θ(λ))"),
+    "loss_barrier_raw": ("raw loss barrier curve", "nats", "L(θ(λ)) − [(1-λ)L_A + λL_B] at β = 1"),
+    "loss_barrier_cal": ("calibrated loss barrier curve", "nats", "same with every model's fitted β"),
+    "gram": ("per-image Gram terms", "activation²", "⟨m,m⟩,⟨a,a⟩,⟨b,b⟩,⟨m,a⟩,⟨m,b⟩,⟨a,b⟩ of layer outputs"),
+    "act": ("sampled layer outputs", "activation", "merged layer output at a seeded subsample of images × units"),
+    "unit_index": ("sampled unit", "1", "flattened index of each sampled unit (−1: layer has fewer units)"),
+    "sample_image": ("sampled image", "1", "test-image index of each sample row"),
+    "units_per_layer": ("units per image", "1", "number of output coordinates of the layer per image"),
+    "is_relu": ("ReLU layer", "1", "1 if the layer's activation is ReLU (the conditions apply)"),
+    "wa_terms": (
+        "weak-additivity sums",
+        "activation²",
+        "per image ⟨u,v⟩,⟨u,u⟩,⟨v,v⟩ and the same with B's units shuffled",
+    ),
+    "ro_terms": (
+        "reciprocal-orthogonality sums",
+        "activation²",
+        "per image ‖W_B z_A‖², ‖W_A z_A‖², ‖W_A z_B‖², ‖W_B z_B‖² and shuffled-input nulls",
+    ),
+    "weak_additivity": (
+        "weak-additivity cosine",
+        "1",
+        "cos(σ(c_a z_A + c_b z_B), c_a σ(z_A) + c_b σ(z_B)), c = LEWC weights",
+    ),
+    "weak_additivity_null": ("weak-additivity cosine, pairing null", "1", "same with B's units shuffled"),
+    "ro_b_on_a": ("‖W_B z_A‖/‖W_A z_A‖", "1", "reciprocal orthogonality, B's weights on A's layer input"),
+    "ro_a_on_b": ("‖W_A z_B‖/‖W_B z_B‖", "1", "reciprocal orthogonality, mirror"),
+    "ro_b_on_a_null": ("‖W_B P z_A‖/‖W_A z_A‖", "1", "null: A's input features shuffled"),
+    "ro_a_on_b_null": ("‖W_A P z_B‖/‖W_B z_B‖", "1", "null: B's input features shuffled"),
+    "coef_a": ("coefficient a", "1", "OLS m ≈ a·f_A + b·f_B on the sampled coordinates (statsmodels)"),
+    "coef_b": ("coefficient b", "1", "see coef_a"),
+    "coef_ci": ("coefficient 95% CI", "1", "image-clustered standard errors"),
+    "r2": ("uncentred R²", "1", "of the subsample regression"),
+    "coef_a_full": ("coefficient a, all images", "1", "same regression from the exact Gram sums over all test images"),
+    "coef_b_full": ("coefficient b, all images", "1", "see coef_a_full"),
+    "r2_full": ("uncentred R², all images", "1", "from the Gram sums"),
+    "cos_lewc": ("cosine to the LEWC prediction", "1", "mean over images of cos(m, (1-λ)^ℓ a + λ^ℓ b)"),
+    "cos_llfc": ("cosine to the LLFC prediction", "1", "mean over images of cos(m, (1-λ) a + λ b)"),
+    "rel_err_lewc": ("relative error of LEWC", "1", "‖m − p‖/‖m‖ over all images"),
+    "rel_err_llfc": ("relative error of LLFC", "1", "‖m − p‖/‖m‖ over all images"),
+    "pred_a_lewc": ("LEWC's a", "1", "(1-λ)^ℓ"),
+    "pred_b_lewc": ("LEWC's b", "1", "λ^ℓ"),
+    "exponent": ("effective exponent k_ℓ", "1", "WLS slope of log(a/b) on log((1-λ)/λ); LEWC ℓ, LLFC 1"),
+    "exponent_k_lo": ("k_ℓ lower 95% bound", "1", "from the WLS fit"),
+    "exponent_k_hi": ("k_ℓ upper 95% bound", "1", "from the WLS fit"),
+    "exponent_k_se": ("k_ℓ standard error", "1", "from the WLS fit"),
+    "ens_agreement": (
+        "top-1 agreement with the ensemble",
+        "1",
+        "kind: lewc (1-λ)^L z_A + λ^L z_B, plain (1-λ) z_A + λ z_B",
+    ),
+    "ens_agree_per_image": ("agreement per image", "1", "merged and ensemble top-1 equal"),
+    "ens_kl": ("KL(merged ‖ ensemble)", "nats", "between calibrated softmaxes"),
+    "ens_cosine": ("cosine of logits", "1", "merged vs ensemble logits, mean over images"),
+    "ens_acc": ("ensemble accuracy", "1", "test accuracy of the ensemble itself"),
+    "ens_loss_cal": ("ensemble calibrated loss", "nats", "with the ensemble's own β"),
+    "ens_beta": ("ensemble β", "1", "inverse temperature fitted for the ensemble"),
+}
+
+
+def document(ds: xr.Dataset) -> xr.Dataset:
+    """Attach CF-style long_name/units/description to every known variable (unknown ones untouched)."""
+    for name, var in ds.data_vars.items():
+        if name in VARIABLES:
+            long_name, units, description = VARIABLES[name]
+            var.attrs.setdefault("long_name", long_name)
+            var.attrs.setdefault("units", units)
+            var.attrs.setdefault("description", description)
+    return ds
 
 
 def _encoding(ds: xr.Dataset, compression: str) -> dict[str, dict]:
@@ -35,7 +120,7 @@ def _encoding(ds: xr.Dataset, compression: str) -> dict[str, dict]:
 def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, compression: str = "zstd") -> Path:
     """Write ``ds`` to netCDF4 atomically; an interrupted write leaves no file at ``path``."""
     path = Path(path)
-    clean = ds.copy()
+    clean = document(ds.copy())
     for name, var in clean.data_vars.items():  # netCDF has no bool
         if var.dtype == bool:
             clean[name] = var.astype(np.int8)

@@ -17,28 +17,40 @@ from pathlib import Path
 from lewc import plots
 from lewc.data import data_home
 from lewc.errors import LewcError, OneLineArgumentParser, cli_main
-from lewc.results import open_results
+from lewc.results import RESULTS_SCHEMA, open_results
+
+
+def _published(path: Path, root: Path) -> bool:
+    """Only files of complete runs: never inside a ``.tmp-*`` folder a killed run left behind."""
+    return not any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def collect_results(results_dir: Path, name: str = "results.nc") -> list[Path]:
+    """Published ``results.nc`` (or ``sweep.nc``) files under ``results_dir``, sorted."""
+    return sorted(p for p in results_dir.rglob(name) if _published(p, results_dir))
 
 
 def group_pairs(files: list[Path]) -> dict[tuple[str, str], list]:
     groups = defaultdict(list)
     for f in files:
         res = open_results(f)
+        if res.attrs.get("schema") != RESULTS_SCHEMA or "sidecar_a" not in res.attrs:
+            raise LewcError(f"{f} is not a lewc results file of schema {RESULTS_SCHEMA}; rerun python -m lewc.verify")
         meta = json.loads(res.attrs["sidecar_a"])
         groups[(meta["dataset"], meta["model"])].append(res)
     return groups
 
 
 def make_figures(results_dir: Path, out_dir: Path) -> list[dict]:
-    pair_files = sorted(results_dir.rglob("results.nc"))
-    sweep_files = sorted(results_dir.rglob("sweep.nc"))
+    pair_files = collect_results(results_dir)
+    sweep_files = collect_results(results_dir, "sweep.nc")
     if not pair_files and not sweep_files:
         raise LewcError(f"no results.nc or sweep.nc under {results_dir}; run python -m lewc.verify first")
     made = []
 
     def emit(stem: str, fig_caption, sources: list) -> None:
         fig, caption = fig_caption
-        plots.save(fig, out_dir / stem)
+        plots.save(fig, out_dir / stem, ("png", "pdf"))
         commands = sorted({s.attrs.get("command", "?") for s in sources})
         made.append({"figure": stem, "caption": caption, "commands": commands})
 
@@ -89,7 +101,12 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     results_dir = args.results or data_home() / "results"
     out_dir = args.out or data_home() / "figures"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LewcError(f"--out {out_dir} is a file")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LewcError(f"cannot create {out_dir} ({err.strerror})") from None
     made = make_figures(results_dir, out_dir)
     print(f"{len(made)} figures written to {out_dir}", file=sys.stderr)
     print(out_dir / "index.md")

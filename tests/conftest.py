@@ -26,7 +26,7 @@ def synthetic():
 @pytest.fixture(scope="session")
 def trained_pair(tmp_path_factory, synthetic):
     """Two MLP endpoints trained on the synthetic dataset (seeds 0 and 1), as checkpoint paths."""
-    from experiments.train import train
+    from lewc.train import train
 
     out = tmp_path_factory.mktemp("ckpt")
     paths = [

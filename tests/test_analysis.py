@@ -10,7 +10,7 @@ from constructions import disjoint_pair
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lewc import checkpoints, fit
+from lewc import checkpoints, claims, fit
 from lewc.analysis import analyze
 from lewc.capture import GRAM_TERMS
 from lewc.merge import Pair
@@ -50,18 +50,23 @@ def test_fits_recover_the_exact_lewc_weights(synthetic, depth, seed, kind):
         checked += 1
     assert checked >= 2
     np.testing.assert_array_equal(res.ens_agreement.sel(kind="lewc"), 1.0)
-    assert fit.lewc_win_fraction(EXACT_LAMS, res.depth.values, res.gram.sum("image").values) == 1.0
+    value, _ = claims.stat_lewc_weighting(res, None)
+    assert value[0] == pytest.approx(0.0, abs=1e-3)  # every t_ℓ = 1
 
 
 def test_identical_endpoints_give_llfc_not_lewc(synthetic, trained_pair):
     model, _ = checkpoints.load(trained_pair[0])
     res = quick(Pair(model, copy.deepcopy(model)), synthetic)
     np.testing.assert_allclose(res.coef_a + res.coef_b, 1.0, atol=1e-4)
+    total = fit.coefficients_from_gram(res.gram.sum("image").values).sum(-1)
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)  # a + b is identified even for collinear endpoints
     at = res.sel(lam=0.3)
     deep = at.depth >= 2
     assert bool((at.rel_err_lewc > at.rel_err_llfc + 1e-3)[deep].all())
     np.testing.assert_allclose(at.rel_err_llfc, 0.0, atol=1e-5)
-    assert fit.lewc_win_fraction(LAMS, res.depth.values, res.gram.sum("image").values) == 0.0
+    assert claims.degeneracy(res) != ""
+    magnitude, _ = claims.stat_lewc_magnitude(res, None)
+    assert magnitude[0] > 0.5  # no shrinkage: far from LEWC's (½)^(ℓ−1)
 
 
 def test_streaming_statistics_equal_those_of_the_full_activations(synthetic):

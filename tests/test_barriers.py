@@ -1,11 +1,11 @@
-"""Barriers and the conditions' baseline on hand-computed values."""
+"""Barriers and bootstrap counts on hand-computed values."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lewc import barriers, conditions
+from lewc import barriers
 
 LAMS = [0.0, 0.5, 1.0]
 
@@ -43,24 +43,3 @@ def test_bootstrap_counts_resample_every_image_n_times_in_total():
     counts = barriers.bootstrap_counts(500, 40, seed=1)
     assert counts.shape == (40, 500) and (counts.sum(1) == 500).all()
     assert not np.array_equal(counts[0], counts[1])
-
-
-def test_weak_additivity_gaussian_baseline_is_about_0_93_at_half():
-    base = conditions.gaussian_baseline([0.5], [3], np.array([1.0]), np.array([1.0]))
-    assert base[0, 0] == pytest.approx(0.9307, abs=3e-3)
-    edge = conditions.gaussian_baseline([0.0, 1.0], [3], np.array([1.0]), np.array([2.0]))
-    np.testing.assert_allclose(edge, 1.0)
-
-
-def test_weak_additivity_baseline_uses_the_lewc_weights_of_the_layer_depth():
-    rng = np.random.default_rng(0)
-    za, zb = rng.standard_normal(400_000), rng.standard_normal(400_000)
-    for ell in (1, 3):
-        ca, cb = 0.7**ell, 0.3**ell
-        u = np.maximum(ca * za + cb * zb, 0)
-        v = ca * np.maximum(za, 0) + cb * np.maximum(zb, 0)
-        direct = u @ v / np.sqrt((u @ u) * (v @ v))
-        base = conditions.gaussian_baseline([0.3], [ell], np.array([1.0]), np.array([1.0]))[0, 0]
-        assert base == pytest.approx(direct, abs=2e-3)
-    deep, shallow = (conditions.gaussian_baseline([0.3], [d], np.ones(1), np.ones(1))[0, 0] for d in (3, 1))
-    assert deep > shallow + 0.01  # a more lopsided mixture is closer to additive

@@ -204,9 +204,9 @@ def test_exact_lewc_breaks_with_biases_or_shared_blocks(breaker):
 
 
 def test_bn_reestimation_of_an_unmerged_model_reproduces_its_accuracy(synthetic, tmp_path):
-    from experiments.train import evaluate, train
     from lewc import checkpoints
     from lewc.recipe import default_config
+    from lewc.train import evaluate, train
 
     path = train(
         default_config("mlp", 2, "synthetic", 0, epochs=3, norm="bn"),

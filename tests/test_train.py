@@ -10,6 +10,7 @@ import pytest
 
 from experiments import train as train_mod
 from lewc import checkpoints
+from lewc import train as train_lib
 from lewc.recipe import default_config
 
 
@@ -22,9 +23,9 @@ def sha(path):
 
 
 def test_same_seed_same_weights_and_different_seed_different_weights(tmp_path, synthetic):
-    a = train_mod.train(cfg(0), tmp_path / "a", "cpu", progress=False, dataset=synthetic)
-    b = train_mod.train(cfg(0), tmp_path / "b", "cpu", progress=False, dataset=synthetic)
-    c = train_mod.train(cfg(1), tmp_path / "c", "cpu", progress=False, dataset=synthetic)
+    a = train_lib.train(cfg(0), tmp_path / "a", "cpu", progress=False, dataset=synthetic)
+    b = train_lib.train(cfg(0), tmp_path / "b", "cpu", progress=False, dataset=synthetic)
+    c = train_lib.train(cfg(1), tmp_path / "c", "cpu", progress=False, dataset=synthetic)
     assert sha(a) == sha(b) != sha(c)
     meta = checkpoints.read_meta(a)
     assert meta["test_acc"] > 0.3  # the synthetic classes are learnable; chance is 0.1
@@ -32,20 +33,20 @@ def test_same_seed_same_weights_and_different_seed_different_weights(tmp_path, s
 
 
 def test_interrupted_run_resumes_to_bit_identical_weights(tmp_path, synthetic):
-    full = train_mod.train(cfg(epochs=3), tmp_path / "full", "cpu", progress=False, dataset=synthetic)
-    snap = train_mod.train(
+    full = train_lib.train(cfg(epochs=3), tmp_path / "full", "cpu", progress=False, dataset=synthetic)
+    snap = train_lib.train(
         cfg(epochs=3), tmp_path / "cut", "cpu", progress=False, dataset=synthetic, stop_after_epoch=1
     )
     assert snap.name.endswith(".snapshot.pt") and not list((tmp_path / "cut").glob("*.json"))
-    resumed = train_mod.train(cfg(epochs=3), tmp_path / "cut", "cpu", progress=False, dataset=synthetic)
+    resumed = train_lib.train(cfg(epochs=3), tmp_path / "cut", "cpu", progress=False, dataset=synthetic)
     assert sha(resumed) == sha(full)
     assert not snap.exists()
 
 
 def test_finished_checkpoint_is_reused(tmp_path, synthetic):
-    a = train_mod.train(cfg(), tmp_path, "cpu", progress=False, dataset=synthetic)
+    a = train_lib.train(cfg(), tmp_path, "cpu", progress=False, dataset=synthetic)
     mtime = a.stat().st_mtime_ns
-    assert train_mod.train(cfg(), tmp_path, "cpu", progress=False, dataset=synthetic) == a
+    assert train_lib.train(cfg(), tmp_path, "cpu", progress=False, dataset=synthetic) == a
     assert a.stat().st_mtime_ns == mtime
 
 
@@ -53,7 +54,7 @@ def test_finished_checkpoint_is_reused(tmp_path, synthetic):
     "argv,message",
     [
         (["--model", "transformer", "--width", "1"], "unknown model"),
-        (["--model", "mlp", "--width", "0"], "width must be positive"),
+        (["--model", "mlp", "--width", "0"], "width must be a positive integer"),
         (["--model", "mlp", "--width", "1", "--lr", "-0.1"], "learning rate must be positive"),
         (
             ["--model", "mlp", "--width", "1", "--dataset", "mnist", "--data-root", "/nonexistent"],

@@ -1,16 +1,32 @@
 """``python -m lewc.verify`` end to end, its bad-input contract, sweeps and paper_figs."""
 
 import json
+from pathlib import Path
 
 import pytest
 import safetensors.torch
 
-from experiments.train import train
 from lewc import checkpoints, verify
 from lewc.io import sha256_file
 from lewc.recipe import default_config
+from lewc.train import train
 
-REQUIRED_CLAIMS = {"lmc_accuracy", "lmc_loss_calibrated", "lewc_layerwise", "lewc_beats_llfc", "ensemble_equivalence"}
+REQUIRED_CLAIMS = {
+    "lmc_accuracy",
+    "lmc_loss_calibrated",
+    "lewc_weighting",
+    "lewc_magnitude",
+    "weak_additivity",
+    "reciprocal_orthogonality",
+    "ensemble_equivalence",
+}
+LEWC_CLAIMS = (
+    "lewc_weighting",
+    "lewc_magnitude",
+    "weak_additivity",
+    "reciprocal_orthogonality",
+    "ensemble_equivalence",
+)
 
 
 def run(argv, capsys):
@@ -71,6 +87,15 @@ def test_verify_a_pair_writes_a_complete_report(tmp_path, trained_pair, capsys):
     for name in rep["files"]["figures"] + ["results.nc", "report.md"]:
         assert (out / name).stat().st_size > 0
     assert "![accuracy_loss](accuracy_loss.png)" in (out / "report.md").read_text()
+    # the controls: exact LEWC passes every LEWC claim; exact LLFC (A with itself) fails the magnitude
+    positive = {c["id"]: c for c in rep["controls"]["positive"]["claims"]}
+    negative = {c["id"]: c for c in rep["controls"]["negative"]["claims"]}
+    assert all(positive[cid]["verdict"] == "PASS" for cid in LEWC_CLAIMS), positive
+    assert negative["lewc_magnitude"]["verdict"] == "FAIL"
+    assert (
+        negative["lewc_weighting"]["verdict"] == "INCONCLUSIVE" and "degenerate" in negative["lewc_weighting"]["note"]
+    )
+    assert (out / "control_positive.nc").is_file() and not list(out.parent.glob(".tmp-*"))
 
 
 def bad(tmp_path, trained_pair, **change):
@@ -101,14 +126,42 @@ def corrupt_copy(tmp_path, src, how):
     return str(dst)
 
 
-@pytest.mark.parametrize("case", ["lam_outside", "no_endpoint", "no_half", "nan_lam", "wider_b", "corrupt", "nan"])
+BAD_FLAGS = {
+    "lam_outside": {"--lams": "0,0.5,1.5"},
+    "no_endpoint": {"--lams": "0,0.5,0.9"},
+    "no_half": {"--lams": "0,0.4,1"},
+    "nan_lam": {"--lams": "0,nan,0.5,1"},
+    "empty_lams": {"--lams": ","},
+    "n_test_1": {"--n-test": "1"},
+    "bn_images_0": {"--bn-images": "0"},
+    "bn_images_negative": {"--bn-images": "-1"},
+    "bn_images_1": {"--bn-images": "1"},
+    "batch_0": {"--batch-size-eval": "0"},
+    "batch_negative": {"--batch-size-eval": "-1"},
+    "device_mps": {"--device": "mps"},
+    "device_meta": {"--device": "meta"},
+    "recipe_flag_ignored": {"--wd": "1e-4"},
+}
+
+
+@pytest.mark.parametrize(
+    "case", [*BAD_FLAGS, "wider_b", "corrupt", "nan", "same_checkpoint", "pt_file", "out_is_file", "out_under_file"]
+)
 def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, trained_pair, synthetic, capsys):
-    change = {
-        "lam_outside": {"--lams": "0,0.5,1.5"},
-        "no_endpoint": {"--lams": "0,0.5,0.9"},
-        "no_half": {"--lams": "0,0.4,1"},
-        "nan_lam": {"--lams": "0,nan,0.5,1"},
-    }.get(case, {})
+    change = BAD_FLAGS.get(case, {})
+    if case == "same_checkpoint":
+        change = {"--ckpt-b": str(trained_pair[0])}
+    if case == "pt_file":
+        (tmp_path / "model.pt").write_bytes(b"not a pickle we would ever load")
+        change = {"--ckpt-b": str(tmp_path / "model.pt")}
+    if case in ("out_is_file", "out_under_file"):
+        (tmp_path / "blocker").write_text("x")
+        target = tmp_path / "blocker" if case == "out_is_file" else tmp_path / "blocker" / "sub"
+        args = bad(tmp_path, trained_pair)
+        args[args.index("--out") + 1] = str(target)
+        code, _, stderr = run(args, capsys)
+        assert code == 2 and len(stderr.strip().splitlines()) == 1 and (tmp_path / "blocker").read_text() == "x"
+        return
     if case == "wider_b":
         wide = train(
             default_config("mlp", 3, "synthetic", 1, epochs=1), tmp_path / "w", "cpu", progress=False, dataset=synthetic
@@ -190,3 +243,41 @@ def test_width_sweep_and_paper_figures(tmp_path, isolated_data_home, synthetic, 
     index = (tmp_path / "figs" / "index.md").read_text()
     assert "barrier_vs_width" in index and "python -m lewc.verify" in index
     assert len(list((tmp_path / "figs").glob("*.png"))) >= 9
+
+
+def test_two_analyses_of_one_pair_leave_two_folders_and_a_rerun_reuses(tmp_path, trained_pair, capsys):
+    base = ["--ckpt-a", str(trained_pair[0]), "--ckpt-b", str(trained_pair[1]), "--quiet", "--no-controls"]
+    code1, out1, _ = run(base + ["--lams", "0,0.5,1", "--n-test", "200"], capsys)
+    code2, out2, _ = run(base + ["--lams", "0,0.25,0.5,0.75,1", "--n-test", "200"], capsys)
+    assert code1 == code2 == 0
+    first, second = out1.strip().splitlines()[-1], out2.strip().splitlines()[-1]
+    assert first != second
+    before = (tmp_path / "x").exists() or open(first).read()
+    code3, out3, err3 = run(base + ["--lams", "0,0.5,1", "--n-test", "200"], capsys)
+    assert code3 == 0 and out3.strip().splitlines()[-1] == first and "reusing" in err3
+    assert open(first).read() == before
+
+
+def test_paper_figs_ignores_a_killed_runs_leftovers(tmp_path, trained_pair, isolated_data_home, capsys):
+    code, out, _ = run(
+        [
+            "--ckpt-a",
+            str(trained_pair[0]),
+            "--ckpt-b",
+            str(trained_pair[1]),
+            "--quiet",
+            "--no-controls",
+            "--n-test",
+            "200",
+        ],
+        capsys,
+    )
+    assert code == 0
+    folder = Path(out.strip().splitlines()[-1]).parent
+    debris = folder.parent / f".tmp-{folder.name}-killed"
+    debris.mkdir()
+    (debris / "results.nc").write_bytes((folder / "results.nc").read_bytes()[:1000])  # half-written
+    from paper_figs.__main__ import collect_results
+
+    found = collect_results(isolated_data_home / "results")
+    assert found == [folder / "results.nc"]

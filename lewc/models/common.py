@@ -9,26 +9,41 @@ output. Returning the tensors the forward computes anyway keeps capture function
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
+import torch
 from torch import nn
 
 from lewc.errors import LewcError
 
 NORMS = ("bn", "ln", "none")
 
+# Elementwise activations a layer may declare; the conditions of the paper are stated for ReLU.
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": torch.relu, "identity": lambda z: z}
+
 
 class LayerSpec(NamedTuple):
     """A captured layer: its name, the weight module applied to its input, its depth ℓ, activation.
 
-    ℓ counts weight layers from the input along the longest path (DESIGN.md), so the head of an
-    MLP with three hidden layers has ℓ = 4 and a ResNet-20 block's output has ℓ = 1 + 2·block.
+    ℓ counts weight layers from the input along the longest path (docs/conventions.md), so the head
+    of an MLP with three hidden layers has ℓ = 4 and a ResNet-20 block's output has ℓ = 1 + 2·block.
+    ``weight_param`` names the parameter of ``weight_module`` that multiplies the layer's input (the
+    matrix of reciprocal orthogonality); ``activation`` is a key of ``ACTIVATIONS``.
     """
 
     name: str
     weight_module: nn.Module
     depth: int
-    activation: str  # "relu" or "identity"
+    activation: str = "relu"
+    weight_param: str = "weight"
+
+    @property
+    def is_relu(self) -> bool:
+        return self.activation == "relu"
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        return ACTIVATIONS[self.activation](pre)
 
 
 def check_norm(norm: str) -> None:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from lewc.models.common import CapturingModel, LayerSpec, norm_1d
+from lewc.models.registry import ModelFamily, register_family
 
 DEFAULT_BASE_WIDTH = 32
 DEFAULT_DEPTH = 3
@@ -56,3 +57,18 @@ class MLP(CapturingModel):
         logits = self.head(h)
         records.append((h, logits, logits))
         return (logits, records) if capture else logits
+
+
+register_family(
+    ModelFamily(
+        name="mlp",
+        builder=lambda in_shape, num_classes, width, base_width, depth, norm, bias: MLP(
+            in_shape, num_classes, width, base_width, depth, norm, bias
+        ),
+        default_dataset="fashion-mnist",
+        base_width=DEFAULT_BASE_WIDTH,
+        default_norm="none",
+        default_depth=DEFAULT_DEPTH,
+        description="ReLU MLP, `depth` hidden layers of base_width × width units",
+    )
+)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lewc.models.common import CapturingModel, LayerSpec, norm_2d
+from lewc.models.registry import ModelFamily, register_family
 
 DEFAULT_BASE_WIDTH = 16
 
@@ -87,3 +88,18 @@ class ResNet20(CapturingModel):
         logits = self.head(feats)
         records.append((feats, logits, logits))
         return (logits, records) if capture else logits
+
+
+register_family(
+    ModelFamily(
+        name="resnet20",
+        builder=lambda in_shape, num_classes, width, base_width, depth, norm, bias: ResNet20(
+            in_shape, num_classes, width, base_width, norm, bias
+        ),
+        default_dataset="cifar10",
+        base_width=DEFAULT_BASE_WIDTH,
+        default_norm="bn",
+        convolutional=True,
+        description="CIFAR ResNet-20, 16/32/64 × width channels, option-A shortcuts",
+    )
+)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lewc.models.common import CapturingModel, LayerSpec, norm_2d
+from lewc.models.registry import ModelFamily, register_family
 
 CONFIGS = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -67,3 +68,19 @@ class VGG(CapturingModel):
         logits = self.head(feats)
         records.append((feats, logits, logits))
         return (logits, records) if capture else logits
+
+
+for _config in CONFIGS:
+    register_family(
+        ModelFamily(
+            name=_config,
+            builder=lambda in_shape, num_classes, width, base_width, depth, norm, bias, _c=_config: VGG(
+                _c, in_shape, num_classes, width, base_width, norm, bias
+            ),
+            default_dataset="cifar10",
+            base_width=DEFAULT_BASE_WIDTH,
+            default_norm="bn",
+            convolutional=True,
+            description=f"{_config.upper()} with 64…512 × width channels, global average pool, linear head",
+        )
+    )

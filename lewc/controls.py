@@ -1,0 +1,113 @@
+"""Controls run through the same pipeline as the real pair, so a reader sees each statistic separate.
+
+* Positive control — exact LEWC: the real endpoints embedded in disjoint blocks of a network twice
+  as wide. Endpoint A' holds A in the first half of every hidden layer and zeros elsewhere, B' holds
+  B in the second half. Biases are set to zero first: a merged bias is (1-λ)·b_A, not (1-λ)^ℓ·b_A,
+  so with biases the identity would only be approximate. The embedded endpoints compute exactly the
+  functions of the bias-free A and B (checked on a batch), and for normalisation-free ReLU networks
+  the merged layer ℓ is then exactly (1-λ)^ℓ f_ℓ(A) + λ^ℓ f_ℓ(B). With BatchNorm the re-estimated
+  statistics renormalise each block, so LEWC is approximate there: the report says so.
+  The rule "every hidden dimension doubles, the new half holds the other model" is read off the state dicts, so no per-family table is needed; families where that embedding
+  does not preserve the endpoints' functions (ResNet-20's option-A shortcuts pad channels at fixed
+  positions) get no positive control, with the reason.
+* Negative control — exact LLFC: A merged with itself. Every layer of θ(λ) is f_ℓ(A), which LLFC
+  predicts exactly and LEWC does not (it predicts a shrinkage). Its endpoints are identical, so the
+  claims that need to tell A from B are INCONCLUSIVE there by construction; the magnitude claim is
+  what separates it.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from lewc.checkpoints import build_from_meta
+from lewc.errors import LewcError
+from lewc.merge import model_state
+from lewc.models import CapturingModel
+
+PROBE_RTOL = 1e-4
+
+
+def _embed(small: torch.Tensor, wide: torch.Tensor, half: int, name: str) -> torch.Tensor:
+    """Place ``small`` in block ``half`` of every doubled dimension of ``wide``'s shape (biases: zero)."""
+    if not small.is_floating_point():
+        return small.clone()
+    if name.endswith("bias"):
+        small = torch.zeros_like(small)
+    fill = 1.0 if name.endswith("running_var") else 0.0
+    out = torch.full(wide.shape, fill, dtype=small.dtype, device=small.device)
+    index = []
+    for ds, dw in zip(small.shape, wide.shape, strict=True):
+        if dw == ds:
+            index.append(slice(None))
+        elif dw == 2 * ds:
+            index.append(slice(half * ds, (half + 1) * ds))
+        else:
+            raise LewcError(f"tensor {name}: {tuple(wide.shape)} is not a doubling of {tuple(small.shape)}")
+    out[tuple(index)] = small
+    return out
+
+
+def is_exact_lewc_family(model: CapturingModel) -> tuple[bool, str]:
+    """Whether the disjoint-block construction gives *exact* LEWC for this model, and why not."""
+    reasons = []
+    if any(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm | torch.nn.LayerNorm | torch.nn.GroupNorm)
+        for m in model.modules()
+    ):
+        reasons.append("normalisation layers (they rescale each block)")
+    if any(not spec.is_relu for spec in model.layers()[:-1]):
+        reasons.append("a non-ReLU hidden activation")
+    return not reasons, "; ".join(reasons)
+
+
+def disjoint_block_pair(
+    model_a: CapturingModel, model_b: CapturingModel, meta_a: dict, meta_b: dict, probe: torch.Tensor
+) -> tuple[CapturingModel, CapturingModel, dict, dict, str]:
+    """(A', B', their sidecars, note): A and B in disjoint blocks of a 2× wide network.
+
+    Raises ``LewcError`` when the family's layout does not allow it (the embedded endpoints would
+    not compute A and B).
+    """
+    wide_meta = dict(meta_a, width=2 * int(meta_a["width"]))
+    models = []
+    with torch.no_grad():
+        for half, small in enumerate((model_a, model_b)):
+            wide = build_from_meta(wide_meta).to(probe.device).eval()
+            state = {name: _embed(t, wide.state_dict()[name], half, name) for name, t in small.state_dict().items()}
+            wide.load_state_dict(state)
+            bias_free = copy.deepcopy(small)
+            for name, t in bias_free.state_dict().items():
+                if name.endswith("bias") and t.is_floating_point():
+                    t.zero_()
+            ref, got = bias_free(probe), wide(probe)
+            if not torch.allclose(got, ref, rtol=PROBE_RTOL, atol=PROBE_RTOL * float(ref.abs().max())):
+                raise LewcError(
+                    f"{meta_a['model']}: embedding the endpoints in disjoint blocks does not preserve their "
+                    "functions (the layout ties channels across blocks, e.g. option-A shortcuts)"
+                )
+            models.append(wide)
+    exact, why = is_exact_lewc_family(model_a)
+    note = "exact LEWC by construction (biases set to zero)" if exact else f"approximate LEWC: {why}"
+    metas = []
+    for tag, meta in (("A", meta_a), ("B", meta_b)):
+        metas.append(
+            dict(
+                meta,
+                width=2 * int(meta["width"]),
+                sha256=f"control-positive-{tag}:{meta.get('sha256', '')[:16]}",
+                control="positive",
+            )
+        )
+    return models[0], models[1], metas[0], metas[1], note
+
+
+def self_pair(model_a: CapturingModel, meta_a: dict) -> tuple[CapturingModel, CapturingModel, dict, dict, str]:
+    """(A, A, sidecars, note): the negative control, exact LLFC."""
+    meta = dict(meta_a, control="negative")
+    return model_a, model_a, meta, dict(meta), "exact LLFC by construction (A merged with itself)"
+
+
+__all__ = ["disjoint_block_pair", "self_pair", "is_exact_lewc_family", "model_state"]

@@ -1,0 +1,94 @@
+"""One spec per model family, registered the way torchvision registers its models.
+
+A family spec is everything the rest of lewc needs to know about a family: how to build it, its
+default dataset and normalisation, its base width, whether it takes a depth, and whether its
+inputs are images kept as feature maps (channels_last on CUDA). Analysis code asks the spec (and the
+model's own ``layers()``) instead of testing names, so a new family is one file that calls
+``register_family``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lewc.errors import LewcError
+from lewc.models.common import CapturingModel, check_norm
+
+# builder(in_shape, num_classes, width, base_width, depth, norm, bias) -> model
+Builder = Callable[[tuple[int, ...], int, int, int, "int | None", str, bool], CapturingModel]
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """A registered model family.
+
+    ``default_depth`` is ``None`` for families whose depth is fixed by their name (vgg11, resnet20);
+    ``convolutional`` selects channels_last on CUDA; ``default_dataset`` is the dataset a paper
+    experiment uses for this family (the recipe's epochs and learning rate follow the dataset).
+    """
+
+    name: str
+    builder: Builder
+    default_dataset: str
+    base_width: int
+    default_norm: str = "none"
+    default_depth: int | None = None
+    convolutional: bool = False
+    description: str = ""
+
+
+_FAMILIES: dict[str, ModelFamily] = {}
+
+
+def register_family(family: ModelFamily) -> ModelFamily:
+    """Add a family to the registry (a name may be registered once)."""
+    if family.name in _FAMILIES and _FAMILIES[family.name] != family:
+        raise ValueError(f"model family {family.name!r} is already registered")
+    check_norm(family.default_norm)
+    _FAMILIES[family.name] = family
+    return family
+
+
+def unregister_family(name: str) -> None:
+    """Remove a family (tests that register toy families clean up with this)."""
+    _FAMILIES.pop(name, None)
+
+
+def family_names() -> list[str]:
+    return list(_FAMILIES)
+
+
+def get_family(name: str) -> ModelFamily:
+    """The spec of ``name``; an unknown name is a one-line error listing the known ones."""
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        raise LewcError(f"unknown model {name!r}; choose one of {', '.join(_FAMILIES)}") from None
+
+
+def build(
+    name: str,
+    width: int,
+    num_classes: int,
+    in_shape: tuple[int, ...],
+    norm: str | None = None,
+    bias: bool = True,
+    base_width: int | None = None,
+    depth: int | None = None,
+) -> CapturingModel:
+    """Build a model of family ``name``; ``None`` arguments take the family's defaults."""
+    family = get_family(name)
+    if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
+        raise LewcError(f"width must be a positive integer, got {width!r}")
+    if base_width is not None and (not isinstance(base_width, int) or base_width <= 0):
+        raise LewcError(f"base width must be a positive integer, got {base_width!r}")
+    if depth is not None:
+        if family.default_depth is None:
+            raise LewcError(f"{name} has a fixed depth; --depth applies to families with a depth knob")
+        if not isinstance(depth, int) or depth <= 0:
+            raise LewcError(f"depth must be a positive integer, got {depth!r}")
+    norm = family.default_norm if norm is None else norm
+    check_norm(norm)
+    depth = family.default_depth if depth is None else depth
+    return family.builder(tuple(in_shape), num_classes, width, base_width or family.base_width, depth, norm, bias)

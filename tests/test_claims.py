@@ -1,0 +1,159 @@
+"""The verdict layer: each statistic separates its claim from the rival on constructions with known truth.
+
+Gram-level constructions build per-image Gram terms of m = c_A·a + c_B·b + noise from random vectors,
+so the truth (LEWC, LLFC, LLFC-shaped with LEWC's norm, k_ℓ = 1 + 0.6(ℓ−1)) is exact by design.
+"""
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lewc import claims, conditions
+from lewc.capture import WA_TERMS, additivity_sums
+from lewc.claims import FAIL, INCONCLUSIVE, PASS, decide
+
+LAMS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+DEPTHS = [1, 2, 3, 4]
+
+
+def gram_dataset(weights, n_images=400, dim=64, noise=0.05, seed=0) -> xr.Dataset:
+    """Per-image Gram terms of m = c_A(λ, ℓ)·a + c_B(λ, ℓ)·b + noise, with a, b random per image."""
+    rng = np.random.default_rng(seed)
+    gram = np.zeros((len(LAMS), len(DEPTHS), n_images, 6))
+    for li, ell in enumerate(DEPTHS):
+        a = rng.standard_normal((n_images, dim))
+        b = rng.standard_normal((n_images, dim))
+        for j, lam in enumerate(LAMS):
+            ca, cb = weights(lam, ell)
+            m = ca * a + cb * b + noise * (ca + cb) * rng.standard_normal((n_images, dim))
+            gram[j, li] = np.stack(
+                [(m * m).sum(1), (a * a).sum(1), (b * b).sum(1), (m * a).sum(1), (m * b).sum(1), (a * b).sum(1)], 1
+            )
+    return xr.Dataset(
+        {"gram": (("lam", "layer", "image", "term"), gram)},
+        coords={"lam": LAMS, "layer": [f"l{d}" for d in DEPTHS], "depth": ("layer", DEPTHS), "term": list("123456")},
+    )
+
+
+def verdict(cid, res):
+    point, _ = claims.STATISTICS[cid](res, None)
+    reps, _ = claims.STATISTICS[cid](res, claims.Resampler(200, 0))
+    ci = np.percentile(reps, [2.5, 97.5])
+    spec = claims.SPECS[cid]
+    return decide(float(point[0]), ci, spec.threshold, spec.direction), float(point[0])
+
+
+def lewc(lam, ell):
+    return (1 - lam) ** ell, lam**ell
+
+
+def llfc(lam, ell):
+    return 1 - lam, lam
+
+
+def llfc_with_lewc_norm(lam, ell):
+    """Split (1-λ) : λ as LLFC, total a + b as LEWC: the old relative-error statistic passed this."""
+    ca, cb = lewc(lam, ell)
+    return (1 - lam) * (ca + cb), lam * (ca + cb)
+
+
+def slow_exponent(lam, ell):
+    k = 1 + 0.6 * (ell - 1)
+    return (1 - lam) ** k, lam**k
+
+
+def lewc_with_llfc_norm(lam, ell):
+    ca, cb = lewc(lam, ell)
+    return ca / (ca + cb), cb / (ca + cb)
+
+
+@pytest.mark.parametrize(
+    "weights, weighting, magnitude",
+    [
+        (lewc, PASS, PASS),
+        (llfc, FAIL, FAIL),
+        (llfc_with_lewc_norm, FAIL, PASS),  # weighting and magnitude fail independently
+        (lewc_with_llfc_norm, PASS, FAIL),
+        (slow_exponent, FAIL, FAIL),  # k_ℓ = 1 + 0.6(ℓ−1) is not LEWC
+    ],
+)
+def test_weighting_and_magnitude_separate_lewc_from_its_rivals(weights, weighting, magnitude):
+    res = gram_dataset(weights)
+    assert verdict("lewc_weighting", res)[0] == weighting
+    assert verdict("lewc_magnitude", res)[0] == magnitude
+
+
+def test_weighting_statistic_is_the_distance_of_the_worst_layer():
+    _, value = verdict("lewc_weighting", gram_dataset(slow_exponent, noise=0.0))
+    assert value == pytest.approx(0.4, abs=1e-6)
+    _, value = verdict("lewc_weighting", gram_dataset(llfc, noise=0.0))
+    assert value == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "value, ci, threshold, direction, expected",
+    [
+        (1.0, [0.5, 1.5], 2.0, "below", PASS),
+        (1.0, [0.5, 2.0], 2.0, "below", PASS),  # the boundary belongs to the claim's side
+        (2.5, [2.0, 3.0], 2.0, "below", INCONCLUSIVE),
+        (2.5, [2.0001, 3.0], 2.0, "below", FAIL),
+        (0.7, [0.6, 0.8], 0.5, "above", PASS),
+        (0.7, [0.5, 0.8], 0.5, "above", INCONCLUSIVE),
+        (0.4, [0.3, 0.5], 0.5, "above", FAIL),
+        (0.4, [np.nan, np.nan], 0.5, "above", INCONCLUSIVE),  # never a verdict from a point alone
+        (np.nan, [0.1, 0.2], 0.5, "above", INCONCLUSIVE),
+    ],
+)
+def test_decide_at_its_boundaries(value, ci, threshold, direction, expected):
+    assert decide(value, ci, threshold, direction) == expected
+
+
+def wa_dataset(za, zb, seed=0):
+    """A one-layer results Dataset holding the weak-additivity sums of pre-activations za, zb at λ = ½."""
+    perm = torch.as_tensor(np.random.default_rng(seed).permutation(za.shape[1]))
+    sums = additivity_sums(za, zb, 0.25, 0.25, torch.relu, perm).double().numpy()  # ℓ = 2 at λ = ½
+    wa = np.broadcast_to(sums, (3, 1, *sums.shape)).copy()
+    return xr.Dataset(
+        {"wa_terms": (("lam", "layer", "condition_image", "wa_term"), wa), "is_relu": (("layer",), [1])},
+        coords={"lam": [0.0, 0.5, 1.0], "layer": ["l2"], "depth": ("layer", [2]), "wa_term": list(WA_TERMS)},
+    )
+
+
+@settings(max_examples=5, deadline=None)
+@given(seed=st.integers(0, 1000), units=st.integers(16, 64))
+def test_weak_additivity_exact_on_disjoint_supports_and_not_on_other_images(seed, units):
+    g = torch.Generator().manual_seed(seed)
+    za = torch.randn(300, units, generator=g) + 0.5
+    zb = torch.randn(300, units, generator=g) + 0.5
+    half = units // 2
+    disjoint_a, disjoint_b = za.clone(), zb.clone()
+    disjoint_a[:, half:] = 0
+    disjoint_b[:, :half] = 0
+    assert verdict("weak_additivity", wa_dataset(disjoint_a, disjoint_b, seed))[0] == PASS
+    # B's pre-activations taken from other images: the same distributions, no pairing at all
+    other_images = za.roll(1, dims=0) * 0.9 + 0.1 * torch.randn(300, units, generator=g)
+    assert verdict("weak_additivity", wa_dataset(za, other_images, seed))[0] != PASS
+
+
+def test_combining_pairs_lets_seed_to_seed_spread_into_the_interval():
+    rng = np.random.default_rng(0)
+    reps = np.stack([rng.normal(0.0, 0.1, 1000), rng.normal(10.0, 0.1, 1000)])
+    point, combined = claims.combine_pairs(np.array([0.0, 10.0]), reps, seed=0)
+    lo, hi = np.percentile(combined, [2.5, 97.5])
+    assert point == pytest.approx(5.0)
+    assert lo < 0.5 and hi > 9.5  # one pair's image bootstrap alone would give ±0.2
+    single_point, single = claims.combine_pairs(np.array([0.0]), reps[:1], seed=0)
+    assert single_point == 0.0 and np.array_equal(single, reps[0])
+
+
+def test_reciprocal_orthogonality_is_relative_to_the_shuffled_input_null():
+    ro = np.zeros((2, 50, 6))
+    ro[..., 1] = ro[..., 3] = 4.0  # ‖W_A z_A‖², ‖W_B z_B‖²
+    ro[..., 0] = ro[..., 2] = 1.0  # cross terms: ratio ½
+    ro[..., 4] = ro[..., 5] = 4.0  # null: ratio 1
+    out = conditions.reciprocal_orthogonality(ro)
+    np.testing.assert_allclose(out["b_on_a"], 0.5)
+    np.testing.assert_allclose(out["relative"], 0.5)
