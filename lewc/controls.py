@@ -7,7 +7,8 @@
   functions of the bias-free A and B (checked on a batch), and for normalisation-free ReLU networks
   the merged layer ℓ is then exactly (1-λ)^ℓ f_ℓ(A) + λ^ℓ f_ℓ(B). With BatchNorm the re-estimated
   statistics renormalise each block, so LEWC is approximate there: the report says so.
-  The rule "every hidden dimension doubles, the new half holds the other model" is read off the state dicts, so no per-family table is needed; families where that embedding
+  The rule "every hidden dimension doubles, the new half holds the other model" is read off the
+  state dicts, so no per-family table is needed; families where that embedding
   does not preserve the endpoints' functions (ResNet-20's option-A shortcuts pad channels at fixed
   positions) get no positive control, with the reason.
 * Negative control — exact LLFC: A merged with itself. Every layer of θ(λ) is f_ℓ(A), which LLFC
