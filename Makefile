@@ -40,3 +40,4 @@ lint: setup
 bench: setup dataset
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_verify.py
+	$(PY) benchmarks/bench_bn.py

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import glob
 import json
 import resource
 import subprocess
@@ -41,10 +40,14 @@ TEMPERATURES = [0.25 * k for k in range(1, 41)]  # a typical grid search: 40 can
 
 
 def default_pair() -> list[str]:
-    found = sorted(glob.glob("data/checkpoints/fashion-mnist_mlp_w16_s[01]_*.safetensors"))
-    if len(found) < 2:
+    """The embedded default pair, named by the recipe exactly as ``lewc.verify`` names it."""
+    from lewc.data import data_home
+    from lewc.recipe import default_config
+
+    found = [default_config("mlp", 16, None, s).checkpoint_path(data_home() / "checkpoints") for s in (0, 1)]
+    if not all(checkpoints.sidecar_path(p).exists() for p in found):
         sys.exit("no default pair: run `python -m lewc.verify` once (or pass --ckpt-a/--ckpt-b)")
-    return found[:2]
+    return [str(p) for p in found]
 
 
 def sync(device: torch.device) -> None:

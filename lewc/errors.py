@@ -8,8 +8,10 @@ checkpoint, λ outside [0, 1]); internal errors exit 1 and keep their traceback 
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
@@ -34,18 +36,30 @@ def cli_main(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        if hasattr(signal, "SIGXFSZ"):  # a file-size limit becomes an OSError (EFBIG) instead of a kill
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         try:
             return func(*args, **kwargs)
         except LewcError as err:
             sys.stderr.write(f"error: {err}\n")
             sys.exit(2)
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                raise_internal(err)
+            sys.stderr.write(f"error: cannot write ({err.strerror}); nothing was published, free space and rerun\n")
+            sys.exit(2)
         except KeyboardInterrupt:
             sys.stderr.write("interrupted: finished files are kept, rerun the same command to resume\n")
             sys.exit(130)
         except Exception as err:  # noqa: BLE001 - last-resort guard of a CLI
-            if os.environ.get("LEWC_DEBUG"):
-                raise
-            sys.stderr.write(f"internal error: {type(err).__name__}: {err} (set LEWC_DEBUG=1 for a traceback)\n")
-            sys.exit(1)
+            raise_internal(err)
 
     return wrapper  # type: ignore[return-value]
+
+
+def raise_internal(err: BaseException) -> NoReturn:
+    """A bug: exit 1 with one line (the traceback with ``LEWC_DEBUG=1``)."""
+    if os.environ.get("LEWC_DEBUG"):
+        raise err
+    sys.stderr.write(f"internal error: {type(err).__name__}: {err} (set LEWC_DEBUG=1 for a traceback)\n")
+    sys.exit(1)

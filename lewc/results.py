@@ -127,13 +127,17 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, compression: str = "zs
             clean[name].attrs["boolean"] = 1
     with atomic_path(path) as tmp:
         try:
-            clean.to_netcdf(tmp, engine="netcdf4", encoding=_encoding(clean, compression))
-        except (ValueError, RuntimeError) as err:
-            if compression != "zstd":
+            try:
+                clean.to_netcdf(tmp, engine="netcdf4", encoding=_encoding(clean, compression))
+            except (ValueError, RuntimeError) as err:
+                if compression != "zstd" or ("zstd" not in str(err).lower() and "filter" not in str(err).lower()):
+                    raise
+                clean.to_netcdf(tmp, engine="netcdf4", encoding=_encoding(clean, "zlib"))
+        except RuntimeError as err:
+            if "HDF" not in str(err) and "NetCDF" not in str(err):
                 raise
-            if "zstd" not in str(err).lower() and "filter" not in str(err).lower():
-                raise
-            clean.to_netcdf(tmp, engine="netcdf4", encoding=_encoding(clean, "zlib"))
+            # the netCDF library reports a failed write (full disk, file-size limit) as an HDF error
+            raise LewcError(f"cannot write {path.name} ({err}); the disk may be full; nothing was published") from None
     return path
 
 

@@ -108,16 +108,24 @@ def check_writable(folder: Path) -> None:
 
 
 def publish(tmp: Path, final: Path) -> None:
-    """Make the finished folder ``tmp`` visible as ``final`` in one rename (the old one, if any, goes)."""
-    if final.exists():
-        old = final.with_name(f"{TMP_PREFIX}old-{final.name}-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    for path in [final, *final.iterdir()]:
+    """Make the finished folder ``tmp`` visible as ``final`` by renames (the old one, if any, goes).
+
+    Readers see either the old complete folder or the new one; concurrent runs into one folder are
+    serialised by an advisory lock, and the last to finish wins.
+    """
+    import fcntl
+
+    for path in [tmp, *tmp.iterdir()]:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    with open(final.parent / f".lock-{final.name}", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = None
+        if final.exists():
+            old = final.with_name(f"{TMP_PREFIX}old-{final.name}-{os.getpid()}")
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def clean_stale(parent: Path) -> None:
