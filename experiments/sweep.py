@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from experiments.train import add_config_arguments, run_training
 from lewc.errors import LewcError, OneLineArgumentParser, cli_main
+from lewc.recipe import config_from_args
 
 
 def parse_ints(text: str, what: str) -> list[int]:
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     widths, seeds = parse_ints(args.widths, "--widths"), parse_ints(args.seeds, "--seeds")
     grid = [(w, s) for w in widths for s in seeds]
+    for w, s in grid:  # every cell's config is validated before anything is trained
+        config_from_args(args, w, s)
     for w, s in tqdm(grid, desc="sweep", unit="model", disable=args.quiet):
         print(run_training(args, w, s), flush=True)
 
