@@ -117,6 +117,15 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[C
         model = build_from_meta(meta)
     except KeyError as err:
         raise LewcError(f"checkpoint sidecar {sidecar_path(wpath)} lacks field {err}") from None
+    except (ValueError, TypeError) as err:
+        raise LewcError(f"checkpoint sidecar {sidecar_path(wpath)} has a malformed architecture field ({err})") from None
+    for key in ("seed", "dataset"):
+        if key not in meta:
+            raise LewcError(f"checkpoint sidecar {sidecar_path(wpath)} lacks field '{key}'")
+    if isinstance(meta.get("train_config"), dict):
+        from lewc.recipe import TrainConfig
+
+        TrainConfig.from_dict(meta["train_config"])  # unknown or missing keys are one-line errors
     expected = model.state_dict()
     extra = sorted(set(state) - set(expected))
     absent = sorted(set(expected) - set(state))

@@ -89,3 +89,19 @@ def test_nan_weights_are_refused_on_save(tmp_path):
     with pytest.raises(LewcError, match="non-finite"):
         checkpoints.save(model, tmp_path / "nan", meta)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"width": "abc"}, {"in_shape": None}, {"depth": "3"}, {"seed": None}, {"train_config": {"model": "mlp", "bogus": 1}}],
+)
+def test_malformed_sidecars_are_one_line_errors(saved, changes):
+    _, path = saved
+    if changes.get("seed", 0) is None:
+        meta = json.loads(checkpoints.sidecar_path(path).read_text())
+        meta.pop("seed", None)
+        checkpoints.sidecar_path(path).write_text(json.dumps(meta))
+    else:
+        edit_sidecar(path, **changes)
+    with pytest.raises(LewcError):
+        checkpoints.load(path)
