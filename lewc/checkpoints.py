@@ -118,7 +118,8 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[C
     except KeyError as err:
         raise LewcError(f"checkpoint sidecar {sidecar_path(wpath)} lacks field {err}") from None
     except (ValueError, TypeError) as err:
-        raise LewcError(f"checkpoint sidecar {sidecar_path(wpath)} has a malformed architecture field ({err})") from None
+        side = sidecar_path(wpath)
+        raise LewcError(f"checkpoint sidecar {side} has a malformed architecture field ({err})") from None
     for key in ("seed", "dataset"):
         if key not in meta:
             raise LewcError(f"checkpoint sidecar {sidecar_path(wpath)} lacks field '{key}'")

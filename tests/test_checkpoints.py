@@ -93,7 +93,13 @@ def test_nan_weights_are_refused_on_save(tmp_path):
 
 @pytest.mark.parametrize(
     "changes",
-    [{"width": "abc"}, {"in_shape": None}, {"depth": "3"}, {"seed": None}, {"train_config": {"model": "mlp", "bogus": 1}}],
+    [
+        {"width": "abc"},
+        {"in_shape": None},
+        {"depth": "3"},
+        {"seed": None},
+        {"train_config": {"model": "mlp", "bogus": 1}},
+    ],
 )
 def test_malformed_sidecars_are_one_line_errors(saved, changes):
     _, path = saved
