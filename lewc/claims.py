@@ -347,8 +347,6 @@ def degeneracy(res: xr.Dataset) -> str:
         gram = res["gram"].transpose("lam", "layer", "image", "term").values.sum(2)
         if fit.collinear_endpoints(gram).any(axis=0).all():
             return "the endpoints' outputs are collinear in every layer"
-    if int(res.attrs.get("identical_endpoints", 0)):
-        return "identical endpoints (same weights)"
     return ""
 
 

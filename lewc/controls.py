@@ -25,7 +25,6 @@ import torch
 
 from lewc.checkpoints import build_from_meta
 from lewc.errors import LewcError
-from lewc.merge import model_state
 from lewc.models import CapturingModel
 
 PROBE_RTOL = 1e-4
@@ -111,4 +110,4 @@ def self_pair(model_a: CapturingModel, meta_a: dict) -> tuple[CapturingModel, Ca
     return model_a, model_a, meta, dict(meta), "exact LLFC by construction (A merged with itself)"
 
 
-__all__ = ["disjoint_block_pair", "self_pair", "is_exact_lewc_family", "model_state"]
+__all__ = ["disjoint_block_pair", "self_pair", "is_exact_lewc_family"]
