@@ -4,4 +4,8 @@ Reference: Ito, Yamada, Chijiwa, Kumagai, "Do We Really Need Permutations? Impac
 Expansion on Linear Mode Connectivity", arXiv 2510.08023 (ICLR 2026).
 """
 
+from lewc.errors import quiet_startup_interrupts
+
 __version__ = "0.1.0"
+
+quiet_startup_interrupts()  # only when run as ``python -m lewc...``: Ctrl-C during imports is one line

@@ -125,6 +125,8 @@ def read_idx(path: Path) -> np.ndarray:
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype_code != 0x08:
         raise LewcError(f"{path} is not an unsigned-byte IDX file (magic {raw[:4].hex()})")
+    if ndim not in (1, 3) or len(raw) < 4 + 4 * ndim:
+        raise LewcError(f"{path} has an IDX header with {ndim} dimensions; image files have 3, label files 1")
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
@@ -227,27 +229,60 @@ def _roots(name: str, data_root: str | os.PathLike | None) -> list[Path]:
     return roots
 
 
+def check_arrays(info: DatasetInfo, train_x, train_y, test_x, test_y, where: str) -> None:
+    """Refuse files that parse but cannot be a dataset: a wrong image shape, image/label counts
+    that disagree, an empty split, labels outside ``[0, num_classes)``.
+
+    Each of these would otherwise surface deep inside training or analysis as a shape error or an
+    out-of-range gather — or, worse, as a silently wrong accuracy.
+    """
+    for split, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
+        if x.ndim != 4 or tuple(x.shape[1:]) != info.in_shape:
+            shape = tuple(x.shape[1:])
+            raise LewcError(f"{info.name} ({where}): {split} images have shape {shape}, expected {info.in_shape}")
+        if y.ndim != 1 or len(y) != len(x):
+            raise LewcError(f"{info.name} ({where}): {len(x)} {split} images but {y.shape[0] if y.ndim else 0} labels")
+        if len(y) == 0:
+            raise LewcError(f"{info.name} ({where}): the {split} split is empty")
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= info.num_classes:
+            raise LewcError(
+                f"{info.name} ({where}): {split} labels span [{lo}, {hi}], outside [0, {info.num_classes - 1}]"
+            )
+
+
 def load_arrays(name: str, data_root: str | os.PathLike | None = None, download: bool = True):
-    """Return (train_x, train_y, test_x, test_y) as numpy arrays, images (N, C, H, W) uint8."""
+    """Return (train_x, train_y, test_x, test_y) as numpy arrays, images (N, C, H, W) uint8, checked."""
     info = dataset_info(name)
     if name == "synthetic":
         return synthetic_arrays()
+    arrays, where = _locate_arrays(name, info, data_root, download)
+    check_arrays(info, *arrays, where=where)
+    return arrays
+
+
+def _locate_arrays(name: str, info: DatasetInfo, data_root, download: bool):
+    """Find (or download) the files and parse them; returns the arrays and the folder they came from."""
     roots = _roots(name, data_root)
     for attempt in range(2):
         if name in _IDX_NAMES_DATASETS:
             files = _find_idx(name, roots)
             if files is not None:
                 arrays = {k: read_idx(p) for k, p in files.items()}
+                for key, arr in arrays.items():
+                    want = 3 if key.endswith("_x") else 1
+                    if arr.ndim != want:
+                        raise LewcError(f"{files[key]} has {arr.ndim} dimensions, expected {want}")
                 return (
                     arrays["train_x"][:, None],
                     arrays["train_y"].astype(np.int64),
                     arrays["test_x"][:, None],
                     arrays["test_y"].astype(np.int64),
-                )
+                ), str(files["train_x"].parent)
         else:
             folder = _find_cifar(name, roots)
             if folder is not None:
-                return _read_cifar_folder(name, folder)
+                return _read_cifar_folder(name, folder), str(folder)
         if attempt == 0 and download:
             try:
                 _download(name, data_home() / "datasets")
@@ -397,8 +432,6 @@ def load_dataset(
     def to_split(x: np.ndarray, y: np.ndarray) -> Split:
         return Split(torch.from_numpy(np.array(x, copy=True)).to(dev), torch.from_numpy(np.array(y, copy=True)).to(dev))
 
-    if tuple(train_x.shape[1:]) != info.in_shape:
-        raise LewcError(f"{name}: images have shape {train_x.shape[1:]}, expected {info.in_shape}")
     return DeviceDataset(
         info, to_split(train_x[tr], train_y[tr]), to_split(train_x[ca], train_y[ca]), to_split(test_x, test_y), dev
     )

@@ -31,6 +31,26 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+INTERRUPTED = "interrupted: finished files are kept, rerun the same command to resume\n"
+
+
+def _exit_on_interrupt(signum: int, frame: object) -> None:
+    sys.stderr.write(INTERRUPTED)
+    os._exit(130)
+
+
+def quiet_startup_interrupts() -> None:
+    """Make Ctrl-C during a command's imports (torch alone takes seconds) one line, not a traceback.
+
+    Installed by the packages' ``__init__`` only when Python runs a module as a program
+    (``python -m lewc.verify``: ``sys.argv[0]`` is ``"-m"`` while the module is located), so
+    importing lewc as a library never touches signal handlers. ``cli_main`` puts Python's own
+    handler back once the command runs, from where interruption is handled as ``KeyboardInterrupt``.
+    """
+    if sys.argv[:1] == ["-m"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _exit_on_interrupt)
+
+
 def cli_main(func: F) -> F:
     """Wrap a command's ``main``: LewcError → one line + exit 2, other errors → exit 1."""
 
@@ -38,6 +58,8 @@ def cli_main(func: F) -> F:
     def wrapper(*args, **kwargs):
         if hasattr(signal, "SIGXFSZ"):  # a file-size limit becomes an OSError (EFBIG) instead of a kill
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        if signal.getsignal(signal.SIGINT) is _exit_on_interrupt:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return func(*args, **kwargs)
         except LewcError as err:
@@ -49,7 +71,7 @@ def cli_main(func: F) -> F:
             sys.stderr.write(f"error: cannot write ({err.strerror}); nothing was published, free space and rerun\n")
             sys.exit(2)
         except KeyboardInterrupt:
-            sys.stderr.write("interrupted: finished files are kept, rerun the same command to resume\n")
+            sys.stderr.write(INTERRUPTED)
             sys.exit(130)
         except Exception as err:  # noqa: BLE001 - last-resort guard of a CLI
             raise_internal(err)

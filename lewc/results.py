@@ -21,6 +21,7 @@ from lewc.errors import LewcError
 from lewc.io import atomic_path
 
 RESULTS_SCHEMA = "lewc.results/2"
+SWEEP_SCHEMA = "lewc.sweep/2"
 DIMENSION_ORDER = ("width", "pair", "align", "lam", "kind", "split", "layer")  # leading dims, in this order
 
 # CF-style documentation of every variable: (long_name, units, description).
@@ -141,8 +142,12 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, compression: str = "zs
     return path
 
 
-def open_results(path: str | os.PathLike) -> xr.Dataset:
-    """Open a results file lazily (values are read on access), restoring booleans."""
+def open_results(path: str | os.PathLike, schema: str | None = None) -> xr.Dataset:
+    """Open a results file lazily (values are read on access), restoring booleans.
+
+    With ``schema``, a netCDF file that is not a lewc file of that schema (a foreign file, an older
+    lewc) is refused in one line instead of failing later on a missing variable.
+    """
     path = Path(path)
     if not path.is_file():
         raise LewcError(f"results file {path} does not exist")
@@ -150,6 +155,9 @@ def open_results(path: str | os.PathLike) -> xr.Dataset:
         ds = xr.open_dataset(path, engine="netcdf4")
     except OSError as err:
         raise LewcError(f"results file {path} cannot be read ({err})") from None
+    if schema is not None and ds.attrs.get("schema") != schema:
+        found = ds.attrs.get("schema", "no schema attribute")
+        raise LewcError(f"{path} is not a lewc file of schema {schema} ({found}); regenerate it with lewc.verify")
     for name, var in ds.data_vars.items():
         if var.attrs.get("boolean") == 1:
             ds[name] = var.astype(bool)

@@ -45,7 +45,7 @@ from lewc.io import write_json_atomic
 from lewc.merge import Pair, check_lams
 from lewc.path import SweepOptions
 from lewc.recipe import TrainConfig, add_recipe_arguments, config_from_args
-from lewc.results import RESULTS_SCHEMA, json_attr, open_results, write_netcdf
+from lewc.results import RESULTS_SCHEMA, SWEEP_SCHEMA, json_attr, open_results, write_netcdf
 
 CPU_FLOPS = 5e10  # sustained FLOP/s assumed for a CPU when estimating training cost
 SLOW_SECONDS = 1800
@@ -349,7 +349,7 @@ def sweep_dataset(results: dict[tuple[int, int], xr.Dataset], widths: list[int],
     if "depth" in first.coords:
         out = out.assign_coords(depth=("layer", first.depth.values))
     out.attrs = {
-        "schema": "lewc.sweep/2",
+        "schema": SWEEP_SCHEMA,
         "command": command_line(),
         "dataset": first.attrs.get("dataset"),
         "pairs": json_attr(

@@ -17,7 +17,7 @@ from pathlib import Path
 from lewc import plots
 from lewc.data import data_home
 from lewc.errors import LewcError, OneLineArgumentParser, cli_main
-from lewc.results import RESULTS_SCHEMA, open_results
+from lewc.results import RESULTS_SCHEMA, SWEEP_SCHEMA, open_results
 
 
 def _published(path: Path, root: Path) -> bool:
@@ -33,9 +33,9 @@ def collect_results(results_dir: Path, name: str = "results.nc") -> list[Path]:
 def group_pairs(files: list[Path]) -> dict[tuple[str, str], list]:
     groups = defaultdict(list)
     for f in files:
-        res = open_results(f)
-        if res.attrs.get("schema") != RESULTS_SCHEMA or "sidecar_a" not in res.attrs:
-            raise LewcError(f"{f} is not a lewc results file of schema {RESULTS_SCHEMA}; rerun python -m lewc.verify")
+        res = open_results(f, RESULTS_SCHEMA)
+        if "sidecar_a" not in res.attrs:
+            raise LewcError(f"{f} has no sidecar_a attribute; rerun python -m lewc.verify")
         meta = json.loads(res.attrs["sidecar_a"])
         groups[(meta["dataset"], meta["model"])].append(res)
     return groups
@@ -46,6 +46,12 @@ def make_figures(results_dir: Path, out_dir: Path) -> list[dict]:
     sweep_files = collect_results(results_dir, "sweep.nc")
     if not pair_files and not sweep_files:
         raise LewcError(f"no results.nc or sweep.nc under {results_dir}; run python -m lewc.verify first")
+    pair_groups = group_pairs(pair_files)  # refuses foreign files before anything is written
+    sweeps = [(f, open_results(f, SWEEP_SCHEMA)) for f in sweep_files]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LewcError(f"cannot create {out_dir} ({err.strerror})") from None
     made = []
 
     def emit(stem: str, fig_caption, sources: list) -> None:
@@ -54,7 +60,7 @@ def make_figures(results_dir: Path, out_dir: Path) -> list[dict]:
         commands = sorted({s.attrs.get("command", "?") for s in sources})
         made.append({"figure": stem, "caption": caption, "commands": commands})
 
-    for (dataset, model), results in sorted(group_pairs(pair_files).items()):
+    for (dataset, model), results in sorted(pair_groups.items()):
         tag = f"{dataset}_{model}"
         widest = max(results, key=lambda r: json.loads(r.attrs["sidecar_a"])["width"])
         emit(f"{tag}_accuracy_loss_vs_lambda", plots.accuracy_loss_vs_lambda(results), results)
@@ -65,8 +71,7 @@ def make_figures(results_dir: Path, out_dir: Path) -> list[dict]:
             emit(f"{tag}_coefficients", plots.coefficients(widest), [widest])
             emit(f"{tag}_exponent_vs_depth", plots.exponent_vs_depth(results), results)
             emit(f"{tag}_conditions_vs_width", plots.conditions_vs_width(results), results)
-    for f in sweep_files:
-        sweep = open_results(f)
+    for f, sweep in sweeps:
         tag = f.parent.name
         emit(f"{tag}_barrier_vs_width", plots.barrier_vs_width(sweep), [sweep])
         emit(f"{tag}_beta_vs_width", plots.beta_vs_width(sweep), [sweep])
@@ -103,10 +108,6 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = args.out or data_home() / "figures"
     if out_dir.exists() and not out_dir.is_dir():
         raise LewcError(f"--out {out_dir} is a file")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise LewcError(f"cannot create {out_dir} ({err.strerror})") from None
     made = make_figures(results_dir, out_dir)
     print(f"{len(made)} figures written to {out_dir}", file=sys.stderr)
     print(out_dir / "index.md")

@@ -43,6 +43,17 @@ def test_save_load_round_trip_gives_identical_outputs(saved):
     assert meta["sha256"] and meta["torch_version"] == torch.__version__ and meta["seed"] == 0
 
 
+def test_atomically_written_files_get_the_usual_mode(saved):
+    """Checkpoints and sidecars are as readable as any file the user creates (umask), not 0600."""
+    import os
+
+    _, path = saved
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in (path, checkpoints.sidecar_path(path)):
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_missing_sidecar(saved):
     _, path = saved
     checkpoints.sidecar_path(path).unlink()

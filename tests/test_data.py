@@ -53,6 +53,51 @@ def test_truncated_idx_is_a_clear_error(tmp_path):
         data.load_dataset("mnist", "cpu", data_root=tmp_path, n_calib=10, download=False)
 
 
+def _label_out_of_range(folder):
+    write_idx(folder / "t10k-labels-idx1-ubyte", np.full(50, 10), False)
+
+
+def _count_mismatch(folder):
+    write_idx(folder / "t10k-labels-idx1-ubyte", np.zeros(49), False)
+
+
+def _empty_test_set(folder):
+    write_idx(folder / "t10k-images-idx3-ubyte", np.zeros((0, 28, 28)), False)
+    write_idx(folder / "t10k-labels-idx1-ubyte", np.zeros(0), False)
+
+
+def _ndim_255(folder):
+    (folder / "t10k-images-idx3-ubyte").write_bytes(struct.pack(">HBB", 0, 0x08, 255) + b"\0" * 16)
+
+
+def _wrong_image_shape(folder):
+    write_idx(folder / "t10k-images-idx3-ubyte", np.zeros((50, 32, 32)), False)
+
+
+def _labels_as_images(folder):
+    write_idx(folder / "t10k-labels-idx1-ubyte", np.zeros((50, 28, 28)), False)
+
+
+@pytest.mark.parametrize(
+    "corrupt,message",
+    [
+        (_label_out_of_range, r"test labels span \[10, 10\], outside \[0, 9\]"),
+        (_count_mismatch, "50 test images but 49 labels"),
+        (_empty_test_set, "the test split is empty"),
+        (_ndim_255, "255 dimensions"),
+        (_wrong_image_shape, r"expected \(1, 28, 28\)"),
+        (_labels_as_images, "3 dimensions, expected 1"),
+    ],
+)
+def test_malformed_dataset_files_are_one_line_errors(tmp_path, corrupt, message):
+    """Files that parse but cannot be a dataset are refused when loaded, before any training."""
+    make_idx_dataset(tmp_path / "mnist", compress=False)
+    corrupt(tmp_path / "mnist")
+    with pytest.raises(LewcError, match=message) as info:
+        data.load_dataset("mnist", "cpu", data_root=tmp_path, n_calib=10, download=False)
+    assert "\n" not in str(info.value)
+
+
 def write_cifar(folder, n_per_batch=20, cifar100=False, seed=0):
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)

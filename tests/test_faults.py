@@ -87,3 +87,20 @@ def test_two_concurrent_runs_into_one_folder_leave_one_complete_run(trained_pair
     assert codes == [0, 0], [p.stderr.read() for p in procs]
     assert (out / "report.json").is_file() and open_results(out / "results.nc").sizes["lam"] == 5
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("module", ["lewc.verify", "experiments.train", "paper_figs"])
+def test_ctrl_c_while_importing_is_one_line(module, tmp_path):
+    """SIGINT half a second in lands in the imports (torch alone takes seconds): one line, exit 130."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, "--help"],
+        env=env_for(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().startswith("interrupted") and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import safetensors.torch
 
@@ -281,3 +282,23 @@ def test_paper_figs_ignores_a_killed_runs_leftovers(tmp_path, trained_pair, isol
 
     found = collect_results(isolated_data_home / "results")
     assert found == [folder / "results.nc"]
+
+
+@pytest.mark.parametrize("kind", ["foreign", "garbage", "foreign_sweep"])
+def test_paper_figs_refuses_foreign_files_in_one_line(tmp_path, kind):
+    """A netCDF file lewc did not write (or not netCDF at all) is exit 2 with the file named."""
+    import xarray as xr
+
+    from paper_figs.__main__ import main as figs_main
+
+    folder = tmp_path / "results" / "someone_else"
+    folder.mkdir(parents=True)
+    name = "sweep.nc" if kind == "foreign_sweep" else "results.nc"
+    if kind == "garbage":
+        (folder / name).write_bytes(b"not a netCDF file at all")
+    else:
+        xr.Dataset({"barrier": ("lam", np.zeros(3))}, attrs={"schema": "other/1"}).to_netcdf(folder / name)
+    with pytest.raises(SystemExit) as exit_info:
+        figs_main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "figs")])
+    assert exit_info.value.code == 2
+    assert not (tmp_path / "figs").exists()
