@@ -1,0 +1,269 @@
+"""Permutation alignment of endpoint B to endpoint A: the comparison column of "do we need permutations?".
+
+Three methods, all acting through the groups ``lewc.permspec`` derives from the model's graph:
+
+* ``weights`` — weight matching (Ainsworth et al., 2023, git re-basin): maximise
+  Σ ⟨θ_A, π(θ_B)⟩ over all trainable tensors by coordinate descent over the groups; each step is one
+  linear assignment (``scipy.optimize.linear_sum_assignment``) for one group with the others fixed,
+  groups visited in a seeded random order, until a whole pass changes nothing (a fixed point). Each
+  step can only raise the objective, so it terminates.
+* ``activations`` — activation matching (ibid.): per group, the correlation of A's and B's post-ReLU
+  activations on training images, summed over every ReLU output the group's units reach (the residual
+  stream of a ResNet stage is seen at each of its blocks), one assignment per group.
+* ``random`` — a seeded random permutation per group: a control that must leave B's function unchanged.
+
+``none`` is the identity. The result is a new state of B, never a mutation; ``save_aligned`` writes it
+as a checkpoint whose sidecar records the method, the objective before and after and the permutations.
+After alignment, BatchNorm statistics along the path are re-estimated as for any pair (REPAIR-style
+statistics correction is what lewc's per-λ BN re-estimation already does for BN models).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from lewc import checkpoints
+from lewc.errors import LewcError
+from lewc.merge import State, model_state
+from lewc.permspec import PermutationSpec, derive_spec
+
+METHODS = ("none", "weights", "activations", "random")
+ALIGN_SEED = 0
+MAX_PASSES = 100
+ACTIVATION_IMAGES = 2000
+
+
+@dataclass
+class Alignment:
+    """A permutation of B's units and what it achieved."""
+
+    method: str
+    perms: list[np.ndarray]
+    objective_before: float
+    objective_after: float
+    passes: int
+    seconds: float
+    spec: PermutationSpec
+
+    def sidecar(self) -> dict:
+        return {
+            "method": self.method,
+            "objective": "sum <theta_A, pi(theta_B)>" if self.method != "activations" else "sum of correlations",
+            "objective_before": self.objective_before,
+            "objective_after": self.objective_after,
+            "passes": self.passes,
+            "seconds": round(self.seconds, 3),
+            "groups": self.spec.group_names,
+            "permutations": [p.tolist() for p in self.perms],
+        }
+
+
+def check_methods(text: str) -> list[str]:
+    methods = [m for m in text.replace(" ", "").split(",") if m]
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise LewcError(f"unknown alignment {bad or text!r}; choose from {', '.join(METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise LewcError(f"--align lists a method twice: {methods}")
+    return methods
+
+
+def spec_for(model: torch.nn.Module, in_shape: tuple[int, ...]) -> PermutationSpec:
+    """The permutation groups of ``model`` (traced on a CPU copy, so nothing runs on the device)."""
+    import copy
+
+    probe = copy.deepcopy(model).to("cpu").eval()
+    return derive_spec(probe, torch.zeros(2, *in_shape))
+
+
+def weight_objective(spec: PermutationSpec, a: State, b: State) -> float:
+    """Σ ⟨θ_A, θ_B⟩ over the trainable tensors that carry at least one group (float64)."""
+    keys = sorted({key for key, _ in spec.axes} & spec.parameters)
+    return float(sum((a[k].double() * b[k].double()).sum() for k in keys))
+
+
+def weight_matching(spec: PermutationSpec, a: State, b: State, seed: int = ALIGN_SEED) -> Alignment:
+    """Coordinate descent over groups, each step one linear assignment (see module docstring)."""
+    start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    perms = spec.identity()
+    params = spec.parameters
+    a64 = {k: v.detach().double().cpu() for k, v in a.items() if k in params}
+    b64 = {k: v.detach().double().cpu() for k, v in b.items() if k in params}
+    axes_of = [[ax for ax in spec.axes_of(g) if ax[0] in params] for g in range(len(spec.group_sizes))]
+    before = weight_objective(spec, a64, b64)
+    passes = 0
+    for passes in range(1, MAX_PASSES + 1):  # noqa: B007 - the count is reported
+        changed = False
+        for g in rng.permutation(len(spec.group_sizes)):
+            n = spec.group_sizes[g]
+            cost = torch.zeros(n, n, dtype=torch.float64)
+            for key, dim in axes_of[g]:
+                moved = spec.apply({key: b64[key]}, perms, skip=(key, dim))[key]
+                pos = torch.as_tensor(spec.axes[(key, dim)].positions[g])  # (n, occurrences)
+                wa = a64[key].movedim(dim, 0)[pos.reshape(-1)].reshape(n, -1)
+                wb = moved.movedim(dim, 0)[pos.reshape(-1)].reshape(n, -1)
+                cost += wa @ wb.T
+            cost_np = cost.numpy()
+            _, new = linear_sum_assignment(cost_np, maximize=True)
+            old_value = cost_np[np.arange(n), perms[g]].sum()
+            new_value = cost_np[np.arange(n), new].sum()
+            if new_value > old_value + 1e-12 * max(1.0, abs(old_value)):
+                perms[g] = new
+                changed = True
+        if not changed:
+            break
+    after = weight_objective(spec, a64, spec.apply(b64, perms))
+    return Alignment("weights", perms, before, after, passes, time.perf_counter() - start, spec)
+
+
+def _site_outputs(model: torch.nn.Module, spec: PermutationSpec, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The ReLU outputs the spec names, for one batch (an fx interpreter records them)."""
+    import torch.fx
+
+    from lewc.permspec import trace
+
+    wanted = {name for name, _ in spec.sites}
+    gm = trace(model)
+    out: dict[str, torch.Tensor] = {}
+
+    class Record(torch.fx.Interpreter):
+        def run_node(self, node):
+            value = super().run_node(node)
+            if node.name in wanted:
+                out[node.name] = value
+            return value
+
+    with torch.no_grad():
+        Record(gm).run(x)
+    return out
+
+
+def activation_matching(
+    spec: PermutationSpec, model_a: torch.nn.Module, model_b: torch.nn.Module, batches
+) -> Alignment:
+    """One assignment per group on summed activation correlations over training images."""
+    start = time.perf_counter()
+    stats: dict[str, dict[str, torch.Tensor]] = {}
+    n_seen = 0
+    for x in batches:
+        ya, yb = _site_outputs(model_a, spec, x), _site_outputs(model_b, spec, x)
+        for name, va in ya.items():
+            fa = va.movedim(1, -1).reshape(-1, va.shape[1]).double()
+            fb = yb[name].movedim(1, -1).reshape(-1, va.shape[1]).double()
+            s = stats.setdefault(name, {"n": torch.zeros((), dtype=torch.float64, device=fa.device)})
+            for k, v in (("a", fa.sum(0)), ("b", fb.sum(0)), ("aa", (fa * fa).sum(0)), ("bb", (fb * fb).sum(0))):
+                s[k] = s.get(k, 0) + v
+            s["ab"] = s.get("ab", 0) + fa.T @ fb
+            s["n"] += fa.shape[0]
+        n_seen += len(x)
+    if not stats:
+        raise LewcError("activation matching needs at least one batch of training images")
+    corr: dict[str, torch.Tensor] = {}
+    for name, s in stats.items():
+        n = s["n"]
+        ma, mb = s["a"] / n, s["b"] / n
+        cov = s["ab"] / n - ma[:, None] * mb[None, :]
+        sa = (s["aa"] / n - ma**2).clamp_min(0).sqrt()
+        sb = (s["bb"] / n - mb**2).clamp_min(0).sqrt()
+        corr[name] = (cov / (sa[:, None] * sb[None, :] + 1e-12)).cpu()
+    perms = spec.identity()
+    before = after = 0.0
+    for g, n in enumerate(spec.group_sizes):
+        cost = torch.zeros(n, n, dtype=torch.float64)
+        for name, positions in spec.sites:
+            if g in positions and name in corr:
+                pos = torch.as_tensor(positions[g])
+                cost += corr[name][pos][:, pos]
+        if not cost.any():
+            continue  # a group no ReLU output reaches keeps its order
+        cost_np = cost.numpy()
+        _, perms[g] = linear_sum_assignment(cost_np, maximize=True)
+        before += float(np.trace(cost_np))
+        after += float(cost_np[np.arange(n), perms[g]].sum())
+    return Alignment("activations", perms, before, after, 1, time.perf_counter() - start, spec)
+
+
+def random_alignment(spec: PermutationSpec, seed: int = ALIGN_SEED) -> Alignment:
+    rng = np.random.default_rng(seed)
+    perms = [rng.permutation(n) for n in spec.group_sizes]
+    return Alignment("random", perms, float("nan"), float("nan"), 0, 0.0, spec)
+
+
+def align(
+    method: str,
+    model_a: torch.nn.Module,
+    model_b: torch.nn.Module,
+    in_shape: tuple[int, ...],
+    batches=None,
+    seed: int = ALIGN_SEED,
+) -> tuple[State, Alignment]:
+    """B's state permuted towards A by ``method``; ``model_b`` itself is not changed."""
+    if method not in METHODS:
+        raise LewcError(f"unknown alignment {method!r}; choose from {', '.join(METHODS)}")
+    spec = spec_for(model_a, in_shape)
+    spec_b = spec_for(model_b, in_shape)
+    if spec_b.group_sizes != spec.group_sizes:
+        raise LewcError("the two models have different permutation groups (not the same architecture)")
+    a, b = model_state(model_a), model_state(model_b)
+    if method == "none":
+        result = Alignment("none", spec.identity(), float("nan"), float("nan"), 0, 0.0, spec)
+    elif method == "weights":
+        result = weight_matching(spec, a, b, seed)
+    elif method == "activations":
+        if batches is None:
+            raise LewcError("activation matching needs training images")
+        result = activation_matching(spec, model_a.eval(), model_b.eval(), batches)
+    else:
+        result = random_alignment(spec, seed)
+    return spec.apply(b, result.perms), result
+
+
+def aligned_model(model_b: torch.nn.Module, state: State) -> torch.nn.Module:
+    """A copy of ``model_b`` carrying the permuted ``state``."""
+    import copy
+
+    out = copy.deepcopy(model_b)
+    out.load_state_dict({k: v for k, v in state.items() if k in out.state_dict()})
+    return out.eval()
+
+
+def aligned_path(folder: Path, meta_a: dict, meta_b: dict, method: str, seed: int = ALIGN_SEED) -> Path:
+    """Content name of B aligned to A: both weights' hashes, the method and the seed."""
+    return folder / f"{meta_b['sha256'][:12]}_to_{meta_a['sha256'][:12]}_{method}_s{seed}.safetensors"
+
+
+def save_aligned(path: Path, model: torch.nn.Module, meta_b: dict, meta_a: dict, result: Alignment) -> Path:
+    """Write the aligned B as a lewc checkpoint; its sidecar says what was done and to whom."""
+    meta = {k: v for k, v in meta_b.items() if k not in ("sha256", "created", "schema", "weights_file")}
+    meta["alignment"] = result.sidecar() | {"to_sha256": meta_a["sha256"], "from_sha256": meta_b["sha256"]}
+    return checkpoints.save(model, path, meta)
+
+
+def load_or_align(
+    folder: Path,
+    method: str,
+    model_a: torch.nn.Module,
+    model_b: torch.nn.Module,
+    meta_a: dict,
+    meta_b: dict,
+    batches_fn,
+    device: torch.device,
+) -> tuple[torch.nn.Module, dict]:
+    """The aligned B (cached as a checkpoint under ``folder``) and its sidecar."""
+    path = aligned_path(folder, meta_a, meta_b, method)
+    if checkpoints.sidecar_path(path).is_file():
+        model, meta = checkpoints.load(path, device)
+        return model, meta
+    state, result = align(
+        method, model_a, model_b, tuple(meta_a["in_shape"]), batches_fn() if method == "activations" else None
+    )
+    model = aligned_model(model_b, state)
+    save_aligned(path, model, meta_b, meta_a, result)
+    return checkpoints.load(path, device)

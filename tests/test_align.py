@@ -1,0 +1,161 @@
+"""Permutation alignment: symmetries derived from the graph are symmetries, weight matching finds them."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from lewc import align
+from lewc.errors import LewcError
+from lewc.merge import model_state
+from lewc.models import build
+
+FAMILIES = {
+    "mlp": ((1, 8, 8), 4),
+    "vgg11": ((3, 16, 16), 8),
+    "resnet20": ((3, 16, 16), 4),
+}
+LOGIT_TOL = 1e-5  # float32 sums reordered by a permutation: relative to the logits' scale
+
+models = st.tuples(
+    st.sampled_from(sorted(FAMILIES)),
+    st.sampled_from(["none", "bn", "ln"]),
+    st.booleans(),  # bias
+    st.integers(0, 2**31 - 1),  # init seed
+)
+SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def make(family: str, norm: str, bias: bool, seed: int) -> tuple[nn.Module, tuple[int, ...]]:
+    """A random small model whose BatchNorm statistics and affine parameters are not the defaults."""
+    in_shape, base = FAMILIES[family]
+    torch.manual_seed(seed)
+    model = build(family, 1, 10, in_shape, norm=norm, bias=bias, base_width=base).eval()
+    for mod in model.modules():
+        if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)):
+            nn.init.normal_(mod.weight, 1.0, 0.3)
+            if mod.bias is not None:
+                nn.init.normal_(mod.bias, 0.0, 0.3)
+        if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            mod.running_mean.normal_(0, 0.3)
+            mod.running_var.uniform_(0.5, 2.0)
+    return model, in_shape
+
+
+def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x)
+
+
+@SETTINGS
+@given(models, st.integers(0, 2**31 - 1))
+def test_any_permutation_of_the_derived_groups_leaves_the_function_unchanged(spec, perm_seed):
+    model, in_shape = make(*spec)
+    x = torch.randn(8, *in_shape, generator=torch.Generator().manual_seed(perm_seed))
+    state, result = align.align("random", model, model, in_shape, seed=perm_seed)
+    moved = align.aligned_model(model, state)
+    assert any(not np.array_equal(p, np.arange(len(p))) for p in result.perms)  # something moved
+    assert any(not torch.equal(state[k], v) for k, v in model_state(model).items())
+    ref = logits(model, x)
+    assert torch.allclose(logits(moved, x), ref, atol=LOGIT_TOL * ref.abs().max().item(), rtol=0)
+
+
+@SETTINGS
+@given(models, st.integers(0, 2**31 - 1))
+def test_weight_matching_undoes_a_random_permutation_exactly(spec, perm_seed):
+    model, in_shape = make(*spec)
+    shuffled_state, _ = align.align("random", model, model, in_shape, seed=perm_seed)
+    shuffled = align.aligned_model(model, shuffled_state)
+    recovered, result = align.align("weights", model, shuffled, in_shape)
+    for key, value in model_state(model).items():
+        assert torch.equal(recovered[key], value), key  # the same tensors: barrier 0, same logits
+    assert result.objective_after >= result.objective_before
+
+
+@SETTINGS
+@given(models, st.integers(0, 2**31 - 1))
+def test_weight_matching_never_lowers_the_objective_and_is_deterministic(spec, seed_b):
+    model_a, in_shape = make(*spec)
+    model_b, _ = make(spec[0], spec[1], spec[2], seed_b)
+    state1, first = align.align("weights", model_a, model_b, in_shape, seed=3)
+    state2, second = align.align("weights", model_a, model_b, in_shape, seed=3)
+    assert first.objective_after >= first.objective_before - 1e-9 * abs(first.objective_before)
+    assert all(np.array_equal(p, q) for p, q in zip(first.perms, second.perms, strict=True))
+    assert all(torch.equal(state1[k], state2[k]) for k in state1)
+    # the reported objective is the objective of the returned state
+    recomputed = align.weight_objective(first.spec, model_state(model_a), state1)
+    assert recomputed == pytest.approx(first.objective_after, rel=1e-9)
+    # and B's function is unchanged by its alignment
+    x = torch.randn(8, *in_shape)
+    ref = logits(model_b, x)
+    got = logits(align.aligned_model(model_b, state1), x)
+    assert torch.allclose(got, ref, atol=LOGIT_TOL * ref.abs().max().item(), rtol=0)
+
+
+def test_resnet_option_a_ties_consecutive_stages_without_merging_them():
+    """Stage 2's residual stream is stage 1's units (in the middle) plus new units on both sides."""
+    model, in_shape = make("resnet20", "bn", True, 0)
+    spec = align.spec_for(model, in_shape)
+    base = FAMILIES["resnet20"][1]
+    # 1 stem stream + 9 inner (conv1) groups + 1 new group per downsampling stage
+    assert len(spec.group_sizes) == 12
+    stream1 = spec.group_names.index("stem.weight[0]")
+    stage2_conv2 = spec.axes[("blocks.3.conv2.weight", 0)]
+    assert sorted(stage2_conv2.positions) == sorted([stream1, spec.group_names.index("blocks.3.conv2.weight[0]")])
+    middle = stage2_conv2.positions[stream1].reshape(-1)
+    assert sorted(middle.tolist()) == list(range(base // 2, base // 2 + base))  # zero-pad puts it in the middle
+
+
+def test_activation_matching_undoes_a_permutation_when_every_unit_is_alive():
+    in_shape = FAMILIES["resnet20"][0]
+    torch.manual_seed(1)  # default init, default BN statistics: no unit is constant on these images
+    model = build("resnet20", 1, 10, in_shape, norm="bn", base_width=4).eval()
+    shuffled_state, _ = align.align("random", model, model, in_shape, seed=5)
+    shuffled = align.aligned_model(model, shuffled_state)
+    batches = [torch.randn(32, *in_shape, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    recovered, result = align.align("activations", model, shuffled, in_shape, batches=batches)
+    assert all(torch.equal(recovered[k], v) for k, v in model_state(model).items())
+    assert result.objective_after >= result.objective_before
+
+
+def test_different_architectures_are_refused():
+    a, in_shape = make("mlp", "none", True, 0)
+    b = build("mlp", 2, 10, in_shape, base_width=4).eval()
+    with pytest.raises(LewcError, match="different permutation groups"):
+        align.align("weights", a, b, in_shape)
+
+
+class Untraceable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow: no static graph
+            return self.fc(x)
+        return -self.fc(x)
+
+
+class ChannelSlice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 6)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc(x))[:, :3])
+
+
+@pytest.mark.parametrize("model,match", [(Untraceable(), "cannot trace"), (ChannelSlice(), "indexing the channel")])
+def test_a_model_without_a_derivable_spec_is_a_one_line_error(model, match):
+    with pytest.raises(LewcError, match=match) as info:
+        align.spec_for(model, (4,))
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_methods_are_refused():
+    with pytest.raises(LewcError, match="unknown alignment"):
+        align.check_methods("none,weight")
+    assert align.check_methods("none,weights") == ["none", "weights"]
