@@ -176,22 +176,33 @@ def barrier_vs_width(sweep: xr.Dataset):
         (axes[0], ["acc_mid"], "accuracy barrier at λ = ½ (pp)"),
         (axes[1], ["loss_mid_raw", "loss_mid_cal"], "loss barrier at λ = ½"),
     ):
+        methods = [str(m) for m in sweep["align"].values] if "align" in sweep.dims else ["none"]
         for name in names:
-            vals = sweep.barrier.sel(barrier_name=name).values  # (width, pair)
-            mean = np.nanmean(vals, axis=1)
-            line = ax.plot(widths, mean, marker="o", label=name)[0]
-            for p in range(vals.shape[1]):
-                ax.scatter(widths, vals[:, p], color=line.get_color(), s=10, alpha=0.6)
+            color = None
+            for method, style in zip(methods, ["-", "--", ":", "-."], strict=False):
+                sel = sweep.barrier.sel(barrier_name=name)
+                vals = (sel.sel(align=method) if "align" in sel.dims else sel).transpose("width", "pair").values
+                mean = np.nanmean(vals, axis=1)
+                label = name if method == "none" else f"{name}, {method} matching"
+                line = ax.plot(widths, mean, marker="o", ls=style, color=color, label=label)[0]
+                color = line.get_color()
+                for p in range(vals.shape[1]):
+                    ax.scatter(widths, vals[:, p], color=color, s=10, alpha=0.6)
         ax.axhline(0, color="gray", lw=0.8)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("width multiplier")
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    return fig, "Barriers at λ = ½ against width: line = mean over seed pairs, dots = individual pairs."
+    return fig, (
+        "Barriers at λ = ½ against width, without permutation (solid) and after alignment (dashed): "
+        "line = mean over seed pairs, dots = individual pairs."
+    )
 
 
 def beta_vs_width(sweep: xr.Dataset):
+    if "align" in sweep.dims:
+        sweep = sweep.sel(align="none", drop=True)
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for lam in (0.0, 0.3, 0.5):
         vals = sweep.beta.sel(lam=lam, method="nearest").values

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from lewc.claims import Claim, claims_as_dicts, specs_as_dicts
-from lewc.results import attr_json
+from lewc.results import alignments, attr_json, for_alignment
 
 REPORT_SCHEMA = "lewc.report/1"
 
@@ -41,7 +41,9 @@ def build_report(
     command: str,
     controls: dict[str, xr.Dataset] | None = None,
     control_claims: dict[str, list[Claim]] | None = None,
+    align_claims: dict[str, list[Claim]] | None = None,
 ) -> dict:
+    stacked, res = res, for_alignment(res)
     lams = [float(v) for v in res.lam.values]
     test = res.sel(split="test")
     report: dict[str, Any] = {
@@ -98,6 +100,10 @@ def build_report(
             for name, c in (controls or {}).items()
         },
         "files": files,
+        "alignments": {
+            method: alignment_summary(for_alignment(stacked, method), (align_claims or {}).get(method, []))
+            for method in alignments(stacked)
+        },
     }
     if "cos_lewc" in res:
         for name in res.layer.values:
@@ -130,6 +136,59 @@ def build_report(
                 }
             )
     return clean(report)
+
+
+def alignment_summary(res: xr.Dataset, claims: list[Claim]) -> dict:
+    """One column of the side-by-side comparison: barriers with CIs, β at ½, k_ℓ, the alignment done."""
+    mid = int(np.argmin(np.abs(res.lam.values - 0.5)))
+    side = attr_json(res, "sidecar_b") or {}
+    info = side.get("alignment", {})
+    out = {
+        "alignment": {k: v for k, v in info.items() if k != "permutations"},
+        "barriers": {
+            str(n): {"value": float(res.barrier.sel(barrier_name=n)), "ci": _v(res.barrier_ci.sel(barrier_name=n))}
+            for n in res.barrier_name.values
+        },
+        "beta_mid": float(res.beta.isel(lam=mid)),
+        "claims": claims_as_dicts(claims),
+    }
+    if "exponent" in res:
+        out["k"] = {str(n): float(res.exponent.sel(layer=n)) for n in res.layer.values}
+    return out
+
+
+def alignment_table(report: dict) -> str:
+    """Columns side by side: no permutation against each alignment (barriers with CIs, β, k_ℓ, claims)."""
+    cols = report.get("alignments", {})
+    if len(cols) < 2:
+        return ""
+    head = ["", *cols]
+    rows = [head]
+    for name, label in (
+        ("acc_mid", "acc barrier (pp)"),
+        ("loss_mid_raw", "loss barrier raw"),
+        ("loss_mid_cal", "loss barrier cal"),
+    ):
+        row = [label]
+        for col in cols.values():
+            b = col["barriers"][name]
+            row.append(f"{_fmt(b['value'])} [{_fmt(b['ci'][0])}, {_fmt(b['ci'][1])}]")
+        rows.append(row)
+    rows.append(["β at λ = ½", *(_fmt(c["beta_mid"]) for c in cols.values())])
+    first = next(iter(cols.values()))
+    for layer in first.get("k", {}):
+        rows.append([f"k_ℓ {layer}", *(_fmt(c.get("k", {}).get(layer), 2) for c in cols.values())])
+    claim_ids = [c["id"] for c in report["claims"] if c["id"] != "permutation_gap"]
+    for cid in claim_ids:
+        row = [cid]
+        for method, col in cols.items():
+            found = {c["id"]: c for c in (report["claims"] if method == "none" else col["claims"])}.get(cid)
+            row.append(f"{found['verdict']} {_fmt(found['value'])}" if found else "—")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -176,6 +235,19 @@ def markdown(report: dict, figures: list[tuple[str, str]]) -> str:
         "```",
         "",
     ]
+    table = alignment_table(report)
+    if table:
+        lines += [
+            "## Permutations side by side",
+            "",
+            "The same sweep, calibration, fits and claims for B as trained (none) and for B permuted towards A. "
+            "lewc_weighting near 0 means LEWC-like splitting (t_ℓ ≈ 1); near 1 means LLFC-like (t_ℓ ≈ 0).",
+            "",
+            "```",
+            table,
+            "```",
+            "",
+        ]
     for name, ctl in report.get("controls", {}).items():
         lines.append(f"- {name} control: {ctl['note']}.")
     for c in report["claims"]:

@@ -164,6 +164,38 @@ def open_results(path: str | os.PathLike, schema: str | None = None) -> xr.Datas
     return ds
 
 
+def alignments(ds: xr.Dataset) -> list[str]:
+    """The alignments a results file holds (``["none"]`` for a file without an ``align`` dimension)."""
+    return [str(v) for v in ds["align"].values] if "align" in ds.dims else ["none"]
+
+
+def for_alignment(ds: xr.Dataset, method: str = "none") -> xr.Dataset:
+    """One alignment's slice, shaped like a single-alignment results file (no ``align`` dimension)."""
+    if "align" not in ds.dims:
+        if method != "none":
+            raise LewcError(f"these results hold no {method!r} alignment; rerun lewc.verify with --align")
+        return ds
+    out = ds.sel(align=method, drop=True)
+    if method != "none" and f"sidecar_b_{method}" in ds.attrs:  # B of this slice is the aligned B
+        out.attrs["sidecar_b"] = ds.attrs[f"sidecar_b_{method}"]
+        out.attrs["sha256_b"] = ds.attrs.get(f"sha256_b_{method}", "")
+    return out
+
+
+def stack_alignments(by_method: dict[str, xr.Dataset]) -> xr.Dataset:
+    """Results of one pair under several alignments along an ``align`` dimension (attrs of ``none``)."""
+    methods = list(by_method)
+    out = xr.concat(
+        [by_method[m] for m in methods], dim="align", coords="minimal", compat="override", combine_attrs="override"
+    )
+    out = out.assign_coords(align=methods)
+    out.attrs = dict(by_method["none"].attrs)
+    for m in methods[1:]:
+        out.attrs[f"sidecar_b_{m}"] = by_method[m].attrs.get("sidecar_b", "")
+        out.attrs[f"sha256_b_{m}"] = by_method[m].attrs.get("sha256_b", "")
+    return out
+
+
 def json_attr(obj: Any) -> str:
     """Store structured provenance (sidecars, options) as a JSON string attribute."""
     return json.dumps(obj, sort_keys=True, default=str)

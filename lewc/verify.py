@@ -36,7 +36,7 @@ import xarray as xr
 
 from lewc import checkpoints, report
 from lewc.analysis import analyze
-from lewc.claims import Claim, evaluate_claims
+from lewc.claims import Claim, evaluate_claims, evaluate_permutation_gap
 from lewc.conventions import BN_IMAGES, DEFAULT_LAMS
 from lewc.data import data_home, load_dataset
 from lewc.device import resolve_device
@@ -45,7 +45,15 @@ from lewc.io import write_json_atomic
 from lewc.merge import Pair, check_lams
 from lewc.path import SweepOptions
 from lewc.recipe import TrainConfig, add_recipe_arguments, config_from_args
-from lewc.results import RESULTS_SCHEMA, SWEEP_SCHEMA, json_attr, open_results, write_netcdf
+from lewc.results import (
+    RESULTS_SCHEMA,
+    SWEEP_SCHEMA,
+    for_alignment,
+    json_attr,
+    open_results,
+    stack_alignments,
+    write_netcdf,
+)
 
 CPU_FLOPS = 5e10  # sustained FLOP/s assumed for a CPU when estimating training cost
 SLOW_SECONDS = 1800
@@ -78,6 +86,7 @@ class AnalysisOptions:
     n_test: int | None
     bn_images: int
     controls: bool
+    align: tuple[str, ...] = ("none",)
 
     def key(self) -> str:
         blob = json.dumps({"schema": RESULTS_SCHEMA, **self.__dict__}, sort_keys=True)
@@ -258,13 +267,46 @@ def analyse_pair(
         "analysis_options": json_attr(options.__dict__),
         "analysis_key": options.key(),
     }
-    res = analyze(pair, ds, list(options.lams), sweep_options, provenance)
+    by_align = {"none": analyze(pair, ds, list(options.lams), sweep_options, provenance)}
+    for method in options.align:
+        if method == "none":
+            continue
+        model_b_aligned, meta_b_aligned = aligned_endpoint(method, pair, ds, args, device)
+        aligned = Pair(model_a, model_b_aligned, meta_a, meta_b_aligned)
+        by_align[method] = analyze(aligned, ds, list(options.lams), sweep_options, provenance | {"alignment": method})
+    res = by_align["none"]
     controls = run_controls(pair, ds, options, sweep_options) if options.controls else {}
     claims = evaluate_claims(res)
+    if "weights" in by_align:
+        claims.append(evaluate_permutation_gap([res], [by_align["weights"]]))
+    align_claims = {m: evaluate_claims(r) for m, r in by_align.items() if m != "none"}
     control_claims = {name: evaluate_claims(c) for name, c in controls.items()}
     warn_degenerate(claims)
-    rep = write_folder(out_dir, res, claims, controls, control_claims)
-    return out_dir / "report.json", rep, res
+    stacked = stack_alignments(by_align)
+    rep = write_folder(out_dir, stacked, claims, controls, control_claims, align_claims)
+    return out_dir / "report.json", rep, stacked
+
+
+def aligned_endpoint(method: str, pair: Pair, ds, args: argparse.Namespace, device: torch.device):
+    """B permuted towards A by ``method``, cached as a checkpoint under ``<checkpoints>/aligned/``."""
+    from lewc import align
+
+    def batches():
+        n = min(align.ACTIVATION_IMAGES, len(ds.train))
+        return [x for x, _ in ds.batches("train", args.batch_size_eval, n)]
+
+    folder = checkpoint_folder(args) / "aligned"
+    cached = checkpoints.sidecar_path(align.aligned_path(folder, pair.meta_a, pair.meta_b, method)).is_file()
+    model, meta = align.load_or_align(
+        folder, method, pair.model_a, pair.model_b, pair.meta_a, pair.meta_b, batches, device
+    )
+    info = meta["alignment"]
+    print(
+        f"{'reusing' if cached else 'aligned'} B to A by {method}: objective {info['objective_before']:.4g} → "
+        f"{info['objective_after']:.4g} ({info['passes']} pass(es), {info['seconds']:.1f} s)",
+        file=sys.stderr,
+    )
+    return model, meta
 
 
 def warn_degenerate(claims: list[Claim]) -> None:
@@ -279,6 +321,7 @@ def write_folder(
     claims: list[Claim],
     controls: dict[str, xr.Dataset],
     control_claims: dict[str, list[Claim]],
+    align_claims: dict[str, list[Claim]] | None = None,
 ) -> dict:
     """Build the whole folder privately, then publish it with one rename."""
     from lewc import plots
@@ -290,14 +333,14 @@ def write_folder(
         write_netcdf(res, tmp / "results.nc")
         for name, c in controls.items():
             write_netcdf(c, tmp / f"control_{name}.nc")
-        figures = plots.pair_figures(res, tmp)
+        figures = plots.pair_figures(for_alignment(res), tmp)
         files = {
             "results": "results.nc",
             "controls": {name: f"control_{name}.nc" for name in controls},
             "markdown": "report.md",
             "figures": [f"{stem}.png" for stem, _ in figures],
         }
-        rep = report.build_report(res, claims, files, command_line(), controls, control_claims)
+        rep = report.build_report(res, claims, files, command_line(), controls, control_claims, align_claims)
         (tmp / "report.md").write_text(report.markdown(rep, figures))
         (tmp / "report.json").write_text(report.dumps(rep))
         publish(tmp, out_dir)
@@ -364,19 +407,22 @@ def sweep_dataset(results: dict[tuple[int, int], xr.Dataset], widths: list[int],
 
 
 def sweep_table(sweep: xr.Dataset) -> str:
-    """Barrier vs width, mean over pairs with a t-interval over pairs (n = pairs)."""
+    """Barrier vs width (and alignment), mean over pairs with a t-interval over pairs (n = pairs)."""
     from scipy import stats as sstats
 
-    lines = ["width  pairs  acc_mid (pp) [95% CI over pairs]      loss_mid_cal [95% CI over pairs]"]
+    methods = [str(m) for m in sweep["align"].values] if "align" in sweep.dims else ["none"]
+    lines = ["width  align        pairs  acc_mid (pp) [95% CI over pairs]      loss_mid_cal [95% CI over pairs]"]
     for w in sweep.width.values:
-        cells = []
-        for name in ("acc_mid", "loss_mid_cal"):
-            v = sweep.barrier.sel(width=w, barrier_name=name).values
-            v = v[np.isfinite(v)]
-            mean = v.mean()
-            half = sstats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.nan
-            cells.append(f"{mean:8.3f} [{mean - half:8.3f}, {mean + half:8.3f}]")
-        lines.append(f"{int(w):5d}  {sweep.sizes['pair']:5d}  {cells[0]:34s}  {cells[1]}")
+        for method in methods:
+            cells = []
+            for name in ("acc_mid", "loss_mid_cal"):
+                sel = sweep.barrier.sel(width=w, barrier_name=name)
+                v = (sel.sel(align=method) if "align" in sel.dims else sel).values
+                v = v[np.isfinite(v)]
+                mean = v.mean() if len(v) else np.nan
+                half = sstats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.nan
+                cells.append(f"{mean:8.3f} [{mean - half:8.3f}, {mean + half:8.3f}]")
+            lines.append(f"{int(w):5d}  {method:11s}  {sweep.sizes['pair']:5d}  {cells[0]:34s}  {cells[1]}")
     return "\n".join(lines)
 
 
@@ -412,6 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--no-controls", action="store_true", help="skip the positive (exact LEWC) and negative (exact LLFC) controls"
+    )
+    g.add_argument(
+        "--align",
+        default="none,weights",
+        help="alignments of B to A analysed side by side: none, weights (weight matching), activations "
+        "(activation matching on 2,000 training images), random (a control); 'none' is always included "
+        "(default none,weights: the paper's comparison; weight matching needs no data)",
     )
     g = p.add_argument_group("run")
     g.add_argument("--batch-size-eval", type=int, default=500, help="evaluation batch size (default 500)")
@@ -450,7 +503,11 @@ def validate(args: argparse.Namespace) -> tuple[AnalysisOptions, list[int], list
     if args.out is not None:
         check_writable(args.out)
     check_writable(data_home() / "results")
-    options = AnalysisOptions(tuple(lams), args.n_test, args.bn_images, not args.no_controls)
+    from lewc.align import check_methods
+
+    methods = check_methods(args.align)
+    methods = ["none"] + [m for m in methods if m != "none"]
+    options = AnalysisOptions(tuple(lams), args.n_test, args.bn_images, not args.no_controls, tuple(methods))
     return options, widths, seeds
 
 
@@ -506,7 +563,11 @@ def main(argv: list[str] | None = None) -> None:
             )
             results[(w, p)] = res
             report_paths[f"w{w}_p{p}"] = str(path)
-        combined[w] = evaluate_claims([results[(w, p)] for p in range(len(pairs))])
+        per_pair = [results[(w, p)] for p in range(len(pairs))]
+        combined[w] = evaluate_claims([for_alignment(r) for r in per_pair])
+        if "weights" in options.align:
+            plain, matched = [for_alignment(r) for r in per_pair], [for_alignment(r, "weights") for r in per_pair]
+            combined[w].append(evaluate_permutation_gap(plain, matched))
     write_sweep(args, options, widths, seeds, pairs, results, report_paths, combined)
 
 
@@ -544,6 +605,8 @@ def write_sweep(args, options, widths, seeds, pairs, results, report_paths, comb
             }
             for w in widths
         },
+        "barrier_dims": list(sweep.barrier.sel(width=widths[0], barrier_name="acc_mid").dims),
+        "alignments": [str(m) for m in sweep["align"].values] if "align" in sweep.dims else ["none"],
     }
     md = ["# lewc width sweep", "", f"Command: `{command_line()}`", "", "```", table, "```", ""]
     for w, claims in combined.items():
@@ -568,6 +631,9 @@ def finish(path: Path, rep: dict, args: argparse.Namespace) -> None:
         f"{a.get('test_acc', float('nan')):.4f} / {b.get('test_acc', float('nan')):.4f}"
     )
     print(report.verdict_table(rep["claims"], rep.get("controls", {})))
+    table = report.alignment_table(rep)
+    if table:
+        print("\npermutations side by side:\n" + table)
     print(path)
 
 

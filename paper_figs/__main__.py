@@ -17,7 +17,7 @@ from pathlib import Path
 from lewc import plots
 from lewc.data import data_home
 from lewc.errors import LewcError, OneLineArgumentParser, cli_main
-from lewc.results import RESULTS_SCHEMA, SWEEP_SCHEMA, open_results
+from lewc.results import RESULTS_SCHEMA, SWEEP_SCHEMA, for_alignment, open_results
 
 
 def _published(path: Path, root: Path) -> bool:
@@ -33,7 +33,7 @@ def collect_results(results_dir: Path, name: str = "results.nc") -> list[Path]:
 def group_pairs(files: list[Path]) -> dict[tuple[str, str], list]:
     groups = defaultdict(list)
     for f in files:
-        res = open_results(f, RESULTS_SCHEMA)
+        res = for_alignment(open_results(f, RESULTS_SCHEMA))  # per-pair figures: the unaligned path
         if "sidecar_a" not in res.attrs:
             raise LewcError(f"{f} has no sidecar_a attribute; rerun python -m lewc.verify")
         meta = json.loads(res.attrs["sidecar_a"])

@@ -142,6 +142,8 @@ BAD_FLAGS = {
     "device_mps": {"--device": "mps"},
     "device_meta": {"--device": "meta"},
     "recipe_flag_ignored": {"--wd": "1e-4"},
+    "unknown_alignment": {"--align": "none,weight"},
+    "alignment_twice": {"--align": "weights,weights"},
 }
 
 
@@ -237,7 +239,10 @@ def test_width_sweep_and_paper_figures(tmp_path, isolated_data_home, synthetic, 
     from lewc.results import open_results
 
     sweep = open_results(report_path.replace("report.json", "sweep.nc"))
-    assert dict(sweep.barrier.sizes) == {"width": 2, "pair": 2, "barrier_name": 6}
+    assert dict(sweep.barrier.sizes) == {"width": 2, "pair": 2, "barrier_name": 6, "align": 2}
+    assert list(sweep.align.values) == ["none", "weights"]
+    gap = {c["id"]: c for c in summary["claims_over_pairs"]["1"]}["permutation_gap"]
+    assert gap["n_pairs"] == 2 and len(gap["per_pair"]) == 2
     from paper_figs.__main__ import main as figs_main
 
     figs_main(["--out", str(tmp_path / "figs")])
@@ -302,3 +307,46 @@ def test_paper_figs_refuses_foreign_files_in_one_line(tmp_path, kind):
         figs_main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "figs")])
     assert exit_info.value.code == 2
     assert not (tmp_path / "figs").exists()
+
+
+def test_alignments_side_by_side_and_the_random_control(tmp_path, trained_pair, isolated_data_home, capsys):
+    """--align stores every alignment along ``align``; no alignment changes B's function (the λ = 1 end)."""
+    from lewc.results import for_alignment, open_results
+
+    code, out, err = run(
+        [
+            "--ckpt-a",
+            str(trained_pair[0]),
+            "--ckpt-b",
+            str(trained_pair[1]),
+            "--quiet",
+            "--no-controls",
+            "--n-test",
+            "300",
+            "--lams",
+            "0,0.25,0.5,0.75,1",
+            "--align",
+            "random,weights,activations",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    report_path = Path(out.strip().splitlines()[-1])
+    res = open_results(report_path.with_name("results.nc")).load()
+    assert list(res.align.values) == ["none", "random", "weights", "activations"]
+    plain = for_alignment(res)
+    ends = dict(lam=[0.0, 1.0], split="test")
+    for method in ("random", "weights", "activations"):
+        moved = for_alignment(res, method)
+        np.testing.assert_allclose(moved.loss.sel(**ends).values, plain.loss.sel(**ends).values, rtol=1e-5)
+        np.testing.assert_allclose(moved.acc.sel(**ends).values, plain.acc.sel(**ends).values, atol=1.5 / 300)
+    # a random permutation moves the interior of the path (it is a different merge), not its ends
+    assert not np.allclose(for_alignment(res, "random").loss.sel(lam=0.5).values, plain.loss.sel(lam=0.5).values)
+    rep = json.loads(report_path.read_text())
+    assert set(rep["alignments"]) == {"none", "random", "weights", "activations"}
+    info = rep["alignments"]["weights"]["alignment"]
+    assert info["method"] == "weights" and info["objective_after"] >= info["objective_before"]
+    assert "permutation_gap" in {c["id"] for c in rep["claims"]}
+    aligned = sorted((isolated_data_home / "checkpoints" / "aligned").glob("*_weights_s0.json"))
+    assert len(aligned) == 1 and json.loads(aligned[0].read_text())["alignment"]["permutations"]
+    assert "Permutations side by side" in report_path.with_name("report.md").read_text()
