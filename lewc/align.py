@@ -94,8 +94,9 @@ def weight_matching(spec: PermutationSpec, a: State, b: State, seed: int = ALIGN
     rng = np.random.default_rng(seed)
     perms = spec.identity()
     params = spec.parameters
-    a64 = {k: v.detach().double().cpu() for k, v in a.items() if k in params}
-    b64 = {k: v.detach().double().cpu() for k, v in b.items() if k in params}
+    # float64 on the models' own device: the cost matrices are the whole cost (one GEMM per axis)
+    a64 = {k: v.detach().double() for k, v in a.items() if k in params}
+    b64 = {k: v.detach().double() for k, v in b.items() if k in params}
     axes_of = [[ax for ax in spec.axes_of(g) if ax[0] in params] for g in range(len(spec.group_sizes))]
     before = weight_objective(spec, a64, b64)
     passes = 0
@@ -103,14 +104,14 @@ def weight_matching(spec: PermutationSpec, a: State, b: State, seed: int = ALIGN
         changed = False
         for g in rng.permutation(len(spec.group_sizes)):
             n = spec.group_sizes[g]
-            cost = torch.zeros(n, n, dtype=torch.float64)
+            cost = 0
             for key, dim in axes_of[g]:
                 moved = spec.apply({key: b64[key]}, perms, skip=(key, dim))[key]
-                pos = torch.as_tensor(spec.axes[(key, dim)].positions[g])  # (n, occurrences)
+                pos = torch.as_tensor(spec.axes[(key, dim)].positions[g], device=moved.device)  # (n, occurrences)
                 wa = a64[key].movedim(dim, 0)[pos.reshape(-1)].reshape(n, -1)
                 wb = moved.movedim(dim, 0)[pos.reshape(-1)].reshape(n, -1)
-                cost += wa @ wb.T
-            cost_np = cost.numpy()
+                cost = cost + wa @ wb.T
+            cost_np = cost.cpu().numpy()
             _, new = linear_sum_assignment(cost_np, maximize=True)
             old_value = cost_np[np.arange(n), perms[g]].sum()
             new_value = cost_np[np.arange(n), new].sum()
@@ -119,7 +120,7 @@ def weight_matching(spec: PermutationSpec, a: State, b: State, seed: int = ALIGN
                 changed = True
         if not changed:
             break
-    after = weight_objective(spec, a64, spec.apply(b64, perms))
+    after = weight_objective(spec, a64, spec.apply(b64, perms))  # what the returned state achieves
     return Alignment("weights", perms, before, after, passes, time.perf_counter() - start, spec)
 
 
