@@ -181,15 +181,19 @@ def sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepOp
                 leave=False,
             )
         ):
-            outs: list = [None] * len(lams)
-            outs[i0] = pair.forward(states[i0], x, capture=True)
-            outs[i1] = pair.forward(states[i1], x, capture=True)
-            stats.observe_endpoints(b * opt.batch_size, outs[i0][1], outs[i1][1])
+            # Only the endpoints' records live for the whole batch; each interior λ's records are
+            # reduced by ``observe`` and dropped before the next λ runs, so peak memory does not
+            # grow with the number of λ.
+            ends = {i0: pair.forward(states[i0], x, capture=True), i1: pair.forward(states[i1], x, capture=True)}
+            stats.observe_endpoints(b * opt.batch_size, ends[i0][1], ends[i1][1])
+            rows: list = [None] * len(lams)
             for i in range(len(lams)):
-                if outs[i] is None:
-                    outs[i] = pair.forward(states[i], x, capture=True)
-                stats.observe(i, outs[i][1])
-            chunks.append(torch.stack([o[0].float() for o in outs]).cpu())
+                z, records = ends[i] if i in ends else pair.forward(states[i], x, capture=True)
+                stats.observe(i, records)
+                rows[i] = z.float()
+                del z, records
+            del ends
+            chunks.append(torch.stack(rows).cpu())
         logits["test"] = torch.cat(chunks, dim=1)
     else:
         stats = None
