@@ -534,6 +534,21 @@ def check_checkpoint_pair(path_a: Path, path_b: Path, args: argparse.Namespace) 
         raise LewcError(f"{', '.join(ignored)} describe(s) training, but --ckpt-a/--ckpt-b name finished checkpoints")
 
 
+def verify_pair(argv: list[str]) -> Path:
+    """One pair, as the command line would run it, for drivers (``experiments.study``): the folder.
+
+    Raises ``LewcError`` on bad input; trains missing endpoints; reuses a finished analysis.
+    """
+    args = build_parser().parse_args([*argv, "--quiet"])
+    options, widths, seeds = validate(args)
+    if len(widths) != 1 or len(seeds) != 2:
+        raise LewcError("verify_pair takes one width and one pair of seeds")
+    device = resolve_device(args.device)
+    paths = ensure_trained(plan_pair(args, widths[0], (seeds[0], seeds[1]), device), args, device)
+    path, _, _ = analyse_pair(paths, args, options, device, args.out)
+    return path.parent
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)

@@ -1,0 +1,129 @@
+"""experiments.study: a declarative grid run through submitit, resumable, failures listed, bad specs refused."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import study
+from lewc.errors import LewcError
+from lewc.results import open_results
+
+SPEC = """
+[study]
+name = "tiny"
+model = "mlp"
+dataset = "synthetic"
+pairs = 1
+lams = "0,0.5,1"
+n_test = 100
+
+[grid]
+width = [1, 2]
+epochs = [1]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.toml"
+    path.write_text(text)
+    return path
+
+
+def run(argv, capsys):
+    try:
+        study.main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_a_study_runs_in_process_lists_a_failed_cell_and_resumes(tmp_path, isolated_data_home, capsys):
+    spec = write(tmp_path, SPEC.replace("width = [1, 2]", "width = [1, 2, 3]"))
+    # the width-3 cell's endpoint is corrupt: that job fails, the others must not be lost
+    from lewc.recipe import default_config
+
+    bad = default_config("mlp", 3, "synthetic", 0, epochs=1).checkpoint_path(isolated_data_home / "checkpoints")
+    bad.parent.mkdir(parents=True)
+    bad.with_suffix(".json").write_text("{not json")
+    code, out, err = run([str(spec), "--executor", "inprocess"], capsys)
+    assert code == 0, err
+    nc = Path(out.strip().splitlines()[-1])
+    ds = open_results(nc).load()
+    assert dict(ds.barrier.sizes) == {"width": 3, "epochs": 1, "pair": 1, "align": 2, "barrier_name": 3}
+    assert ds.error.sel(width=3, pair=0).item().startswith("LewcError")
+    assert ds.error.sel(width=1, pair=0).item() == "" and float(
+        ds.barrier.sel(width=1, align="none")[0, 0, 0]
+    ) == float(ds.barrier.sel(width=1, align="none")[0, 0, 0])
+    md = nc.with_name("study.md").read_text()
+    assert "Failed jobs (1)" in md and "permutation_gap" in md
+    # rerun: the finished cells are reused, not recomputed, and give the same numbers
+    before = ds.barrier.sel(width=[1, 2]).values.copy()
+    code, out, err = run([str(spec), "--executor", "inprocess"], capsys)
+    assert code == 0 and err.count("reusing") == 2
+    assert (open_results(nc).barrier.sel(width=[1, 2]).values == before).all()
+
+
+@pytest.mark.slow
+def test_the_local_executor_runs_jobs_as_subprocesses(tmp_path):
+    spec = write(tmp_path, SPEC)
+    env = {"LEWC_DATA": str(tmp_path / "data"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.study", str(spec), "--parallel", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    nc = Path(proc.stdout.strip().splitlines()[-1])
+    assert (open_results(nc).error.values == "").all()
+    logs = list((tmp_path / "data" / "studies" / "tiny" / "jobs").glob("*_result.pkl"))
+    assert len(logs) == 2  # two submitit jobs, each its own process
+
+
+BAD_SPECS = {
+    "unknown_axis": ("[grid]\nheight = [1]", "unknown grid axis"),
+    "empty_grid": ("[grid]\n", "is empty"),
+    "empty_axis": ("[grid]\nwidth = []", "non-empty list"),
+    "width_zero": ("[grid]\nwidth = [0, 1]", "must be positive"),
+    "wrong_type": ('[grid]\nwidth = ["wide"]', "takes int"),
+    "repeated": ("[grid]\nwidth = [1, 1]", "repeats"),
+    "unknown_study_key": ("[grid]\nwidth = [1]\n[study]\nname='x'\nmodel='mlp'\ncolour='red'", "unknown key"),
+    "bad_alignment": ('[grid]\nwidth = [1]\n[study]\nname="x"\nmodel="mlp"\nalign="none,weight"', "unknown alignment"),
+    "conflicting_depth": ('[grid]\ndepth = [2]\n[study]\nname="x"\nmodel="resnet20"', "depth"),
+    "not_toml": ("[grid\nwidth=", "not valid TOML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPECS))
+def test_bad_specs_are_one_line_errors_before_anything_runs(case, tmp_path, isolated_data_home, capsys):
+    text, message = BAD_SPECS[case]
+    if "[study]" not in text and case != "not_toml":
+        text += '\n[study]\nname = "x"\nmodel = "mlp"\n'
+    code, out, err = run([str(write(tmp_path, text))], capsys)
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (isolated_data_home / "studies").exists() and not (isolated_data_home / "checkpoints").exists()
+
+
+def test_dry_run_prints_every_job_and_trains_nothing(tmp_path, isolated_data_home, capsys):
+    code, out, err = run([str(write(tmp_path, SPEC)), "--dry-run"], capsys)
+    assert code == 0 and len(out.strip().splitlines()) == 2 and "2 job(s)" in err
+    assert all("python -m lewc.verify" in line for line in out.strip().splitlines())
+    assert not (isolated_data_home / "checkpoints").exists()
+
+
+def test_spec_flags_are_exactly_verify_flags(tmp_path):
+    spec = study.load_spec(write(tmp_path, SPEC.replace("epochs = [1]", "epochs = [1]\nbias = [false]")))
+    argv = spec.argv(spec.cells()[0], 1)
+    assert argv[argv.index("--seeds") + 1] == "2,3" and "--no-bias" in argv and "--no-controls" in argv
+    assert json.dumps(spec.cells()) == json.dumps(
+        [{"width": 1, "epochs": 1, "bias": False}, {"width": 2, "epochs": 1, "bias": False}]
+    )
+    with pytest.raises(LewcError):
+        study.load_spec(tmp_path / "missing.toml")
