@@ -55,6 +55,7 @@ from pathlib import Path
 import tomllib
 
 from lewc.errors import LewcError, OneLineArgumentParser, cli_main
+from lewc.results import STUDY_SCHEMA
 
 AXES = {  # grid axis → (verify flag, value type)
     "width": ("--width", int),
@@ -68,7 +69,6 @@ AXES = {  # grid axis → (verify flag, value type)
 }
 STUDY_KEYS = {"name", "model", "dataset", "pairs", "align", "n_test", "controls", "lams", "parallel"}
 SLURM_KEYS = {"partition", "gpus_per_job", "timeout_min", "array_parallelism", "cpus_per_job"}
-STUDY_SCHEMA = "lewc.study/1"
 
 
 @dataclass
@@ -296,6 +296,9 @@ def combine(spec: StudySpec, outcomes: list[Outcome]):
     beta = np.full([*shape, spec.pairs, len(methods)], np.nan)
     acc_ends = np.full([*shape, spec.pairs, 2], np.nan)
     errors = np.full([*shape, spec.pairs], "", dtype=object)
+    total_depth = np.full([*shape, spec.pairs], np.nan)
+    max_ell = 64
+    magnitude = np.full([*shape, spec.pairs, len(methods), max_ell], np.nan)  # a + b at λ = ½ per depth ℓ
     per_cell: dict[tuple, list] = {}
     for o in outcomes:
         index = tuple(spec.grid[a].index(o.cell[a]) for a in axes) + (o.pair,)
@@ -310,16 +313,30 @@ def combine(spec: StudySpec, outcomes: list[Outcome]):
             r = for_alignment(res, method)
             barrier[index + (j,)] = r.barrier.sel(barrier_name=barrier_names).values
             beta[index + (j,)] = float(r.beta.sel(lam=0.5, method="nearest"))
+            if "coef_a_full" in r:
+                mid = r.sel(lam=0.5, method="nearest")
+                for name in r.layer.values:
+                    ell = int(r.depth.sel(layer=name))
+                    if ell <= max_ell:
+                        total = mid.coef_a_full.sel(layer=name) + mid.coef_b_full.sel(layer=name)
+                        magnitude[index + (j, ell - 1)] = float(total)
+        total_depth[index] = float(res.attrs.get("total_depth", np.nan))
         acc_ends[index] = for_alignment(res).acc.sel(split="test", lam=[0.0, 1.0]).values
     coords = {a: spec.grid[a] for a in axes} | {"pair": list(range(spec.pairs)), "align": methods}
+    used = np.isfinite(magnitude).any(axis=tuple(range(magnitude.ndim - 1)))
+    last = int(np.nonzero(used)[0].max()) + 1 if used.any() else 1
+    magnitude = magnitude[..., :last]
+    max_ell = last
     ds = xr.Dataset(
         {
             "barrier": ([*axes, "pair", "align", "barrier_name"], barrier),
             "beta_mid": ([*axes, "pair", "align"], beta),
             "endpoint_acc": ([*axes, "pair", "endpoint"], acc_ends),
             "error": ([*axes, "pair"], errors.astype(str)),
+            "total_depth": ([*axes, "pair"], total_depth),
+            "magnitude_mid": ([*axes, "pair", "align", "ell"], magnitude),
         },
-        coords=coords | {"barrier_name": barrier_names, "endpoint": ["a", "b"]},
+        coords=coords | {"barrier_name": barrier_names, "endpoint": ["a", "b"], "ell": list(range(1, max_ell + 1))},
         attrs={"schema": STUDY_SCHEMA, "spec": json.dumps(spec.__dict__, default=str), "model": spec.model},
     )
     verdicts = {}
@@ -335,9 +352,12 @@ def combine(spec: StudySpec, outcomes: list[Outcome]):
 def write_outputs(spec: StudySpec, folder: Path, outcomes: list[Outcome], command: str) -> Path:
     from lewc.io import write_atomic, write_json_atomic
     from lewc.results import write_netcdf
+    from lewc.study_plots import study_figures
 
     ds, verdicts = combine(spec, outcomes)
+    ds.attrs["command"] = command
     write_netcdf(ds, folder / "study.nc")
+    figures = study_figures(ds, folder, "study")
     axes = list(spec.grid)
     lines = [
         f"# Study {spec.name}",
@@ -364,6 +384,8 @@ def write_outputs(spec: StudySpec, folder: Path, outcomes: list[Outcome], comman
     failed = [o for o in outcomes if o.error]
     lines += ["", f"## Failed jobs ({len(failed)})", ""]
     lines += [f"- {o.cell}, pair {o.pair}: {o.error}" for o in failed] or ["none"]
+    lines += ["", "## Figures", ""]
+    lines += [f"![{stem}]({stem}.png)\n\n*{caption}*\n" for stem, caption in figures]
     write_atomic(folder / "study.md", lambda p: p.write_text("\n".join(lines) + "\n"))
     write_json_atomic(
         folder / "outcomes.json",

@@ -22,6 +22,7 @@ from lewc.io import atomic_path
 
 RESULTS_SCHEMA = "lewc.results/2"
 SWEEP_SCHEMA = "lewc.sweep/2"
+STUDY_SCHEMA = "lewc.study/1"
 DIMENSION_ORDER = ("width", "pair", "align", "lam", "kind", "split", "layer")  # leading dims, in this order
 
 # CF-style documentation of every variable: (long_name, units, description).

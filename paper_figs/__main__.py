@@ -17,7 +17,8 @@ from pathlib import Path
 from lewc import plots
 from lewc.data import data_home
 from lewc.errors import LewcError, OneLineArgumentParser, cli_main
-from lewc.results import RESULTS_SCHEMA, SWEEP_SCHEMA, for_alignment, open_results
+from lewc.results import RESULTS_SCHEMA, STUDY_SCHEMA, SWEEP_SCHEMA, for_alignment, open_results
+from lewc.study_plots import study_figures
 
 
 def _published(path: Path, root: Path) -> bool:
@@ -44,10 +45,11 @@ def group_pairs(files: list[Path]) -> dict[tuple[str, str], list]:
 def make_figures(results_dir: Path, out_dir: Path) -> list[dict]:
     pair_files = collect_results(results_dir)
     sweep_files = collect_results(results_dir, "sweep.nc")
-    if not pair_files and not sweep_files:
+    if not pair_files and not sweep_files and not collect_results(results_dir.parent / "studies", "study.nc"):
         raise LewcError(f"no results.nc or sweep.nc under {results_dir}; run python -m lewc.verify first")
     pair_groups = group_pairs(pair_files)  # refuses foreign files before anything is written
     sweeps = [(f, open_results(f, SWEEP_SCHEMA)) for f in sweep_files]
+    studies = [(f, open_results(f, STUDY_SCHEMA)) for f in collect_results(results_dir.parent / "studies", "study.nc")]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -71,6 +73,9 @@ def make_figures(results_dir: Path, out_dir: Path) -> list[dict]:
             emit(f"{tag}_coefficients", plots.coefficients(widest), [widest])
             emit(f"{tag}_exponent_vs_depth", plots.exponent_vs_depth(results), results)
             emit(f"{tag}_conditions_vs_width", plots.conditions_vs_width(results), results)
+    for f, study in studies:
+        for stem, caption in study_figures(study, out_dir, f"study_{f.parent.name}", ("png", "pdf")):
+            made.append({"figure": stem, "caption": caption, "commands": [study.attrs.get("command", "?")]})
     for f, sweep in sweeps:
         tag = f.parent.name
         emit(f"{tag}_barrier_vs_width", plots.barrier_vs_width(sweep), [sweep])

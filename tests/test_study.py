@@ -61,6 +61,9 @@ def test_a_study_runs_in_process_lists_a_failed_cell_and_resumes(tmp_path, isola
     ) == float(ds.barrier.sel(width=1, align="none")[0, 0, 0])
     md = nc.with_name("study.md").read_text()
     assert "Failed jobs (1)" in md and "permutation_gap" in md
+    for stem in ("study_barrier_vs_width", "study_beta_vs_width", "study_magnitude_vs_depth"):
+        assert (nc.parent / f"{stem}.png").is_file() and f"({stem}.png)" in md
+    assert ds.magnitude_mid.sizes["ell"] == 4 and float(ds.total_depth.sel(width=1)[0, 0]) == 4
     # rerun: the finished cells are reused, not recomputed, and give the same numbers
     before = ds.barrier.sel(width=[1, 2]).values.copy()
     code, out, err = run([str(spec), "--executor", "inprocess"], capsys)
