@@ -11,6 +11,9 @@ Three methods, all acting through the groups ``lewc.permspec`` derives from the 
   activations on training images, summed over every ReLU output the group's units reach (the residual
   stream of a ResNet stage is seen at each of its blocks), one assignment per group.
 * ``random`` — a seeded random permutation per group: a control that must leave B's function unchanged.
+* ``random_direction`` — not a permutation but the reviewers' control: B replaced by A moved along a
+  seeded random direction with, tensor by tensor, the norm of θ_B − θ_A. Is the path to a real second
+  solution any different from the path to a random point at the same distance?
 
 ``none`` is the identity. The result is a new state of B, never a mutation; ``save_aligned`` writes it
 as a checkpoint whose sidecar records the method, the objective before and after and the permutations.
@@ -33,7 +36,7 @@ from lewc.errors import LewcError
 from lewc.merge import State, model_state
 from lewc.permspec import PermutationSpec, derive_spec
 
-METHODS = ("none", "weights", "activations", "random")
+METHODS = ("none", "weights", "activations", "random", "random_direction")
 ALIGN_SEED = 0
 MAX_PASSES = 100
 ACTIVATION_IMAGES = 2000
@@ -221,9 +224,32 @@ def align(
         if batches is None:
             raise LewcError("activation matching needs training images")
         result = activation_matching(spec, model_a.eval(), model_b.eval(), batches)
-    else:
+    elif method == "random":
         result = random_alignment(spec, seed)
+    else:
+        state, result = random_direction(spec, a, b, seed)
+        return state, result
     return spec.apply(b, result.perms), result
+
+
+def random_direction(spec: PermutationSpec, a: State, b: State, seed: int = ALIGN_SEED) -> tuple[State, Alignment]:
+    """A + d with d Gaussian and ‖d_t‖ = ‖θ_B,t − θ_A,t‖ for every floating tensor t (BN statistics: B's).
+
+    Running statistics are not a direction in weight space; they are taken from B and re-estimated
+    along the path anyway.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, ta in a.items():
+        tb = b[key]
+        if not ta.is_floating_point() or key not in spec.parameters:
+            out[key] = tb
+            continue
+        d = torch.randn(ta.shape, generator=gen, dtype=torch.float64)
+        scale = (tb.double() - ta.double()).norm().cpu() / d.norm().clamp_min(1e-30)
+        out[key] = (ta.double() + (d * scale).to(ta.device)).to(ta.dtype)
+    result = Alignment("random_direction", spec.identity(), float("nan"), float("nan"), 0, 0.0, spec)
+    return out, result
 
 
 def aligned_model(model_b: torch.nn.Module, state: State) -> torch.nn.Module:

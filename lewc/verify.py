@@ -463,7 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--align",
         default="none,weights",
         help="alignments of B to A analysed side by side: none, weights (weight matching), activations "
-        "(activation matching on 2,000 training images), random (a control); 'none' is always included "
+        "(activation matching on 2,000 training images), random (a control), random_direction (B replaced by A "
+        "moved a random direction as far as B, tensor by tensor); 'none' is always included "
         "(default none,weights: the paper's comparison; weight matching needs no data)",
     )
     g = p.add_argument_group("run")

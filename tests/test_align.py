@@ -159,3 +159,18 @@ def test_unknown_methods_are_refused():
     with pytest.raises(LewcError, match="unknown alignment"):
         align.check_methods("none,weight")
     assert align.check_methods("none,weights") == ["none", "weights"]
+
+
+def test_random_direction_is_as_far_from_a_as_b_tensor_by_tensor():
+    a, in_shape = make("vgg11", "bn", True, 0)
+    b, _ = make("vgg11", "bn", True, 1)
+    state, result = align.align("random_direction", a, b, in_shape, seed=4)
+    sa, sb = model_state(a), model_state(b)
+    params = dict(a.named_parameters())
+    for key in params:
+        far, near = (state[key] - sa[key]).double().norm(), (sb[key] - sa[key]).double().norm()
+        assert float(far) == pytest.approx(float(near), rel=1e-5), key
+        assert not torch.allclose(state[key], sb[key])
+    assert torch.equal(state["norms.0.running_mean"], sb["norms.0.running_mean"])
+    again, _ = align.align("random_direction", a, b, in_shape, seed=4)
+    assert all(torch.equal(state[k], again[k]) for k in state)
