@@ -14,6 +14,7 @@ unless all λ's states fit in ``state_cache_bytes``, so memory does not grow wit
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -104,10 +105,46 @@ def _time(fn: Callable[[], object], device: torch.device, repeat: int = 2) -> fl
     return best
 
 
+def vectorize_cache_key(pair: Pair, n_lams: int, batch: int, device: torch.device) -> str:
+    """What decides whether vmap over λ beats a loop: the architecture, the device, threads, versions."""
+    from lewc.checkpoints import architecture
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    arch = architecture(dict(pair.meta_a)) if pair.meta_a else {"module": type(pair.model_a).__name__}
+    parts = [json.dumps(arch, sort_keys=True), name, str(torch.get_num_threads()), torch.__version__]
+    return "|".join([*parts, f"lams={n_lams}", f"batch={batch}"])
+
+
 def choose_vectorize(pair: Pair, states: MergedStates, x: torch.Tensor, device: torch.device) -> bool:
-    """Measure vmap over λ against a loop on one batch; vmap only if faster and states are cached."""
+    """vmap over λ or a loop: measured once per architecture, device, threads and versions, then cached.
+
+    The probe costs about a second at ×16 and several at ×64 or on ResNets, so its answer is stored in
+    ``<LEWC_DATA>/cache/vectorize.json`` and reused; deleting the file re-measures. The choice changes
+    nothing but speed (both give the same logits up to float rounding).
+    """
     if states.cache is None:
         return False
+    from lewc.data import data_home
+    from lewc.io import write_json_atomic
+
+    key = vectorize_cache_key(pair, len(states.lams), len(x), device)
+    path = data_home() / "cache" / "vectorize.json"
+    try:
+        cache = json.loads(path.read_text()) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        cache = {}  # a damaged cache only costs a new measurement
+    if isinstance(cache.get(key), bool):
+        return cache[key]
+    decision = measure_vectorize(pair, states, x, device)
+    try:
+        write_json_atomic(path, cache | {key: decision})
+    except OSError:
+        pass  # a read-only data folder only means measuring again next time
+    return decision
+
+
+def measure_vectorize(pair: Pair, states: MergedStates, x: torch.Tensor, device: torch.device) -> bool:
+    """Time vmap over λ against a loop on one batch; vmap only if faster."""
     stacked = states.stacked()
     with torch.no_grad():
         looped = _time(lambda: [pair.forward(states[i], x) for i in range(len(states.lams))], device)

@@ -1,6 +1,7 @@
 """Property-based tests of the interpolation identities (hypothesis)."""
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -260,3 +261,27 @@ def test_bn_reestimation_is_the_exact_average_over_the_images():
         pre = model.linears[0](DS.normalize(images).flatten(1))
     torch.testing.assert_close(state["norms.0.running_mean"], pre.mean(0), rtol=1e-5, atol=1e-5)
     assert int(state["norms.0.num_batches_tracked"]) == 4
+
+
+def test_the_vectorize_probe_runs_once_per_architecture_and_device(synthetic, isolated_data_home, monkeypatch):
+    """The vmap-or-loop decision is measured once, cached under LEWC_DATA, and reused."""
+    from lewc import path
+
+    a, b = random_pair(6, "vgg11", "bn")
+    calls = []
+    real = path.measure_vectorize
+
+    def counting(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(path, "measure_vectorize", counting)
+    options = SweepOptions(capture=False, progress=False, n_test=100, bn_images=200)
+    first = sweep(Pair(a, b), synthetic, [0.0, 0.5, 1.0], options)
+    second = sweep(Pair(a, b), synthetic, [0.0, 0.5, 1.0], options)
+    assert len(calls) == 1 and first.vectorized == second.vectorized
+    cache = json.loads((isolated_data_home / "cache" / "vectorize.json").read_text())
+    assert list(cache.values()) == [first.vectorized]
+    (isolated_data_home / "cache" / "vectorize.json").write_text("{damaged")
+    sweep(Pair(a, b), synthetic, [0.0, 0.5, 1.0], options)  # a damaged cache is measured again, not fatal
+    assert len(calls) == 2
