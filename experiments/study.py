@@ -397,15 +397,19 @@ def write_outputs(spec: StudySpec, folder: Path, outcomes: list[Outcome], comman
 # --- command line -----------------------------------------------------------------------------------------
 
 
-def estimate_seconds(spec: StudySpec) -> tuple[float, int]:
-    """FLOP-based training time of the missing endpoints on this machine's CPU or GPU, and their count."""
+def estimate_seconds(spec: StudySpec, target: str) -> tuple[float, int]:
+    """FLOP-based training time of the missing endpoints on ``target`` (cpu or cuda), and their count.
+
+    The rates are lewc.verify's assumptions (5e10 FLOP/s sustained on a CPU, 2e14 on one GPU in bf16);
+    the estimate is for one device running the jobs one after another.
+    """
     import torch
 
     from lewc import checkpoints
     from lewc.recipe import config_from_args
     from lewc.verify import build_parser, checkpoint_folder, training_cost_seconds
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(target)
     parser, total, missing = build_parser(), 0.0, 0
     seen = set()
     for cell in spec.cells():
@@ -437,6 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-job", type=int, help="slurm GPUs per job (overrides the spec)")
     p.add_argument("--array-parallelism", type=int, help="slurm: array tasks at once (overrides the spec)")
     p.add_argument("--out", type=Path, help="study folder (default data/studies/<name>)")
+    p.add_argument(
+        "--estimate-for",
+        choices=["cpu", "cuda"],
+        help="device the cost estimate assumes (default: cuda for slurm or when a GPU is here, else cpu)",
+    )
     return p
 
 
@@ -448,10 +457,14 @@ def main(argv: list[str] | None = None) -> None:
 
     folder = args.out or data_home() / "studies" / spec.name
     jobs = [(cell, pair, spec.argv(cell, pair)) for cell in spec.cells() for pair in range(spec.pairs)]
-    seconds, missing = estimate_seconds(spec)
+    import torch
+
+    target = args.estimate_for or ("cuda" if args.executor == "slurm" or torch.cuda.is_available() else "cpu")
+    seconds, missing = estimate_seconds(spec, target)
     print(
         f"{len(spec.cells())} cell(s) × {spec.pairs} pair(s) = {len(jobs)} job(s); {missing} endpoint(s) to train, "
-        f"≈ {seconds / 60:.0f} min of training by a FLOP estimate (verify adds roughly a forward pass per λ)",
+        f"≈ {seconds / 3600:.1f} {'GPU' if target == 'cuda' else 'CPU'}-hours of training by a FLOP estimate "
+        "(verify adds roughly one forward pass over the test set per λ and alignment)",
         file=sys.stderr,
     )
     if args.dry_run:
