@@ -157,3 +157,33 @@ def test_reciprocal_orthogonality_is_relative_to_the_shuffled_input_null():
     out = conditions.reciprocal_orthogonality(ro)
     np.testing.assert_allclose(out["b_on_a"], 0.5)
     np.testing.assert_allclose(out["relative"], 0.5)
+
+
+def loss_dataset(per_image_loss: np.ndarray, lams=(0.0, 0.5, 1.0)) -> xr.Dataset:
+    """A results Dataset holding only what lmc_loss_calibrated reads: per-image calibrated losses."""
+    barrier = xr.DataArray([np.nan], dims="barrier_name", coords={"barrier_name": ["loss_mid_raw"]})
+    return xr.Dataset(
+        {"loss_cal_per_image": (("lam", "image"), per_image_loss), "barrier": barrier},
+        coords={"lam": list(lams)},
+    )
+
+
+@pytest.mark.parametrize(
+    "unaligned_mid,aligned_mid,expected",
+    [
+        (0.30, 0.30, "PASS"),  # width already did what permutations do: nothing left to remove
+        (0.80, 0.30, "FAIL"),  # aligning removes 0.5 nats: permutations are needed
+        (0.30, 0.80, "PASS"),  # alignment made it worse: certainly not needed
+    ],
+)
+def test_permutation_gap_separates_unnecessary_from_needed_permutations(unaligned_mid, aligned_mid, expected):
+    """Per-image losses with the same noise in both columns: the paired interval is tight around the gap."""
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.2, size=500)
+    ends = 0.3 + noise
+    plain = loss_dataset(np.stack([ends, unaligned_mid + noise, ends]))
+    matched = loss_dataset(np.stack([ends, aligned_mid + noise, ends]))
+    claim = claims.evaluate_permutation_gap([plain], [matched], n_boot=300)
+    assert claim.verdict == expected
+    assert claim.value == pytest.approx(unaligned_mid - aligned_mid, abs=1e-9)
+    assert claim.ci[1] - claim.ci[0] < 1e-6  # identical noise in both: a paired difference has none

@@ -350,3 +350,26 @@ def test_alignments_side_by_side_and_the_random_control(tmp_path, trained_pair, 
     aligned = sorted((isolated_data_home / "checkpoints" / "aligned").glob("*_weights_s0.json"))
     assert len(aligned) == 1 and json.loads(aligned[0].read_text())["alignment"]["permutations"]
     assert "Permutations side by side" in report_path.with_name("report.md").read_text()
+
+
+def test_a_permuted_copy_of_a_is_the_exact_needed_permutation_control(
+    tmp_path, trained_pair, isolated_data_home, capsys
+):
+    """B = A with its units shuffled: weight matching must undo it exactly (aligned barrier 0), so the
+    whole unaligned barrier is the gap and permutation_gap FAILs — the rival holding exactly."""
+    from lewc import align
+
+    model_a, meta_a = checkpoints.load(trained_pair[0])
+    shuffled_state, _ = align.align("random", model_a, model_a, tuple(meta_a["in_shape"]), seed=11)
+    meta_b = {k: v for k, v in meta_a.items() if k not in ("sha256", "created", "schema", "weights_file")}
+    meta_b["seed"] = 99
+    path_b = checkpoints.save(align.aligned_model(model_a, shuffled_state), tmp_path / "shuffled", meta_b)
+    argv = ["--ckpt-a", str(trained_pair[0]), "--ckpt-b", str(path_b), "--quiet", "--no-controls"]
+    code, out, err = run(argv + ["--n-test", "300", "--lams", "0,0.25,0.5,0.75,1"], capsys)
+    assert code == 0, err
+    rep = json.loads(Path(out.strip().splitlines()[-1]).read_text())
+    aligned = rep["alignments"]["weights"]["barriers"]
+    assert aligned["acc_mid"]["value"] == 0.0 and abs(aligned["loss_mid_cal"]["value"]) < 1e-9
+    gap = {c["id"]: c for c in rep["claims"]}["permutation_gap"]
+    unaligned = rep["alignments"]["none"]["barriers"]["loss_mid_cal"]["value"]
+    assert gap["value"] == pytest.approx(unaligned, abs=1e-9) and gap["verdict"] == "FAIL"
