@@ -52,7 +52,9 @@ def ols_subsample(m: np.ndarray, a: np.ndarray, b: np.ndarray, groups: np.ndarra
         return {"coef": nan2, "cov": np.full((2, 2), np.nan), "ci": np.full((2, 2), np.nan), "r2": np.nan}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = sm.OLS(y, X).fit(cov_type="cluster", cov_kwds={"groups": g})
+        # hasconst=False: the design has no intercept by construction; letting statsmodels search it
+        # for a constant column cost ~20 ms per fit (a second per run) and changes no number we use
+        res = sm.OLS(y, X, hasconst=False).fit(cov_type="cluster", cov_kwds={"groups": g})
         ci = np.asarray(res.conf_int(alpha=1 - LEVEL))
     ss_tot = float(y @ y)
     r2 = 1.0 - float(res.ssr) / ss_tot if ss_tot > 0 else np.nan  # uncentered, as no intercept
