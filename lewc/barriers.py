@@ -9,7 +9,6 @@ merged model are paired) and reports percentile intervals.
 from __future__ import annotations
 
 import functools
-
 from collections.abc import Sequence
 
 import numpy as np
