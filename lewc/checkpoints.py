@@ -69,7 +69,12 @@ def save(model: torch.nn.Module, path: str | os.PathLike, meta: dict[str, Any]) 
             raise LewcError(f"refusing to save a checkpoint with non-finite values in {name}")
     wpath = weights_path(path)
     with atomic_path(wpath) as tmp:
-        safetensors.torch.save_file(state, str(tmp))
+        try:
+            safetensors.torch.save_file(state, str(tmp))
+        except Exception as err:  # noqa: BLE001 - safetensors reports a full disk as its own error type
+            if "I/O error" not in str(err):
+                raise
+            raise LewcError(f"cannot write {wpath} ({str(err).splitlines()[0]}); free space and rerun") from None
     full = dict(meta)
     full.update(
         {

@@ -70,7 +70,7 @@ def test_a_full_disk_is_one_line_exit_2_and_publishes_nothing(trained_pair, tmp_
         ["bash", "-c", f"ulimit -f 64; exec {cmd}"], env=env_for(tmp_path), capture_output=True, text=True
     )
     assert proc.returncode == 2, proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and "cannot write" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "cannot write" in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()
 
 
