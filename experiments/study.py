@@ -233,6 +233,17 @@ def run_submitit(jobs, executor, max_parallel: int, progress, as_array: bool = F
         with executor.batch():
             submitted = [(cell, pair, executor.submit(run_job, argv)) for cell, pair, argv in pending]
         running, pending = submitted, []
+    try:
+        _collect(pending, running, outcomes, executor, max_parallel, progress)
+    except BaseException:  # Ctrl-C or SIGTERM: cancel the jobs in flight (their training resumes next run)
+        for _, _, job in running:
+            job.cancel(check=False)
+        raise
+    return outcomes
+
+
+def _collect(pending, running, outcomes, executor, max_parallel: int, progress) -> None:
+    """Keep up to ``max_parallel`` jobs running; record each as it finishes (``running`` is updated in place)."""
     while pending or running:
         while pending and len(running) < max_parallel:
             cell, pair, argv = pending.pop(0)
@@ -250,8 +261,7 @@ def run_submitit(jobs, executor, max_parallel: int, progress, as_array: bool = F
                 message = next((line for line in reversed(first) if "Error" in line), first[0] if first else "")
                 outcomes.append(Outcome(cell, pair, error=message.strip()))
             progress(outcomes[-1])
-        running = still
-    return outcomes
+        running[:] = still
 
 
 def executor_threads(parallel: int) -> int:
@@ -481,6 +491,12 @@ def main(argv: list[str] | None = None) -> None:
         status = "ok" if not o.error else f"FAILED: {o.error}"
         print(f"[{done[0]}/{len(jobs)}] {json.dumps(o.cell)} pair {o.pair}: {status}", file=sys.stderr, flush=True)
 
+    import signal
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)  # a killed study cancels its jobs instead of orphaning them
     if args.executor == "inprocess":
         outcomes = run_inprocess(jobs, progress)
     else:

@@ -130,3 +130,37 @@ def test_spec_flags_are_exactly_verify_flags(tmp_path):
     )
     with pytest.raises(LewcError):
         study.load_spec(tmp_path / "missing.toml")
+
+
+@pytest.mark.slow
+def test_a_killed_study_cancels_its_jobs_and_a_rerun_completes_it(tmp_path):
+    """SIGTERM after the first job: exit without orphans; the rerun reuses that job and runs the rest."""
+    import os
+    import signal
+    import time
+
+    spec = write(tmp_path, SPEC)
+    env = {"LEWC_DATA": str(tmp_path / "data"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "experiments.study", str(spec), "--parallel", "1"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    for line in proc.stderr:
+        if line.startswith("[1/2]"):
+            break
+    time.sleep(1.0)  # the second job is now running
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    assert proc.returncode == 130
+    time.sleep(2.0)
+    jobs = tmp_path / "data" / "studies" / "tiny" / "jobs"
+    alive = [p for p in os.listdir("/proc") if p.isdigit() and str(jobs) in _cmdline(p)]
+    assert not alive, "a job outlived the killed study"
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert (open_results(Path(rerun.stdout.strip().splitlines()[-1])).error.values == "").all()
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
+    except OSError:
+        return ""
