@@ -215,7 +215,27 @@ def beta_vs_width(sweep: xr.Dataset):
     return fig, "Fitted inverse temperature against width."
 
 
-def pair_figures(res: xr.Dataset, out_dir: Path) -> list[tuple[str, str]]:
+def path_by_alignment(stacked: xr.Dataset):
+    """Test accuracy and calibrated loss along λ for B as trained and for every alignment of B."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for method in stacked["align"].values:
+        res = stacked.sel(align=method)
+        test = res.sel(split="test")
+        label = "no permutation" if method == "none" else str(method).replace("_", " ")
+        axes[0].plot(res.lam.values, 100 * test.acc.values, marker="o", ms=3, label=label)
+        axes[1].plot(res.lam.values, test.loss_cal.values, marker="o", ms=3, label=label)
+    for ax, title in zip(axes, ["test accuracy (%)", "calibrated test loss"], strict=True):
+        ax.set_xlabel("λ (0 = A, 1 = B)")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig, (
+        "The path from A to B without permutation and after each alignment of B (random direction: A moved "
+        "as far as B in a random direction, tensor by tensor)."
+    )
+
+
+def pair_figures(res: xr.Dataset, out_dir: Path, stacked: xr.Dataset | None = None) -> list[tuple[str, str]]:
     """All single-pair figures into ``out_dir``; returns (file stem, caption) pairs."""
     figures = [
         ("accuracy_loss", accuracy_loss_vs_lambda([res])),
@@ -229,6 +249,8 @@ def pair_figures(res: xr.Dataset, out_dir: Path) -> list[tuple[str, str]]:
             ("exponent", exponent_vs_depth([res])),
             ("conditions", conditions_vs_width([res])),
         ]
+    if stacked is not None and "align" in stacked.dims and stacked.sizes["align"] > 1:
+        figures.append(("path_by_alignment", path_by_alignment(stacked)))
     out = []
     for stem, (fig, caption) in figures:
         save(fig, out_dir / stem)

@@ -333,7 +333,7 @@ def write_folder(
         write_netcdf(res, tmp / "results.nc")
         for name, c in controls.items():
             write_netcdf(c, tmp / f"control_{name}.nc")
-        figures = plots.pair_figures(for_alignment(res), tmp)
+        figures = plots.pair_figures(for_alignment(res), tmp, res)
         files = {
             "results": "results.nc",
             "controls": {name: f"control_{name}.nc" for name in controls},

@@ -350,6 +350,7 @@ def test_alignments_side_by_side_and_the_random_control(tmp_path, trained_pair, 
     aligned = sorted((isolated_data_home / "checkpoints" / "aligned").glob("*_weights_s0.json"))
     assert len(aligned) == 1 and json.loads(aligned[0].read_text())["alignment"]["permutations"]
     assert "Permutations side by side" in report_path.with_name("report.md").read_text()
+    assert report_path.with_name("path_by_alignment.png").is_file()
 
 
 def test_a_permuted_copy_of_a_is_the_exact_needed_permutation_control(
