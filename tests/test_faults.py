@@ -99,6 +99,8 @@ def test_ctrl_c_while_importing_is_one_line(module, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-X", "importtime", "-m", module, "--help"],
         env=env_for(tmp_path),
+        # a shell's background job inherits SIGINT ignored; a user's terminal gives it the default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
