@@ -2,8 +2,9 @@
 
 * barrier against width, one curve per weight decay, without (solid) and with weight matching
   (dashed): where does permutation-free LMC hold, and what do permutations add?
-* β at λ = ½ against width, with the LEWC reference 2^(L−1): at λ = ½ the LEWC ensemble's logits are
-  2^(1−L) times the mean of the endpoints' logits, so where LEWC holds the calibrated β should
+* β at λ = ½ against width (and against depth when depth is an axis), with the LEWC reference
+  2^(L−1): at λ = ½ the LEWC ensemble's logits are 2^(1−L) times the mean of the endpoints'
+  logits, so where LEWC holds the calibrated β should
   approach 2^(L−1) (exactly so for bias-free ReLU networks);
 * the magnitude a + b of each layer's merged output at λ = ½ against ℓ, with the LEWC line (½)^(ℓ−1)
   and the LLFC line 1;
@@ -102,6 +103,27 @@ def beta_vs_width(ds: xr.Dataset, sel: dict):
     )
 
 
+def beta_vs_depth(ds: xr.Dataset, sel: dict):
+    """β at λ = ½ against the network's number of weight layers L, with the LEWC reference 2^(L−1)."""
+    sub = ds.sel(sel).sel(align="none")
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    widths = sub["width"].values if "width" in sub.dims else [None]
+    for w in widths:
+        cell = sub.sel(width=w) if w is not None else sub
+        L = cell.total_depth.mean("pair").values
+        beta = cell.beta_mid.transpose("depth", "pair").values
+        ax.plot(L, np.nanmean(beta, 1), marker="o", label=f"×{w}" if w is not None else "β")
+    all_l = np.unique(sub.total_depth.values[np.isfinite(sub.total_depth.values)])
+    ax.plot(all_l, 2 ** (all_l - 1), color="black", ls="--", label="LEWC reference 2^(L−1)")
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("weight layers L")
+    ax.set_ylabel("calibrated β at λ = ½")
+    ax.set_title(_title(sel), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    return fig, f"Calibrated β at λ = ½ against depth ({_title(sel)}), one curve per width, with 2^(L−1)."
+
+
 def magnitude_vs_depth(ds: xr.Dataset, sel: dict):
     sub = ds.sel(sel)
     widest = sub.width.values.max() if "width" in sub.dims else None
@@ -158,6 +180,8 @@ def study_figures(ds: xr.Dataset, out_dir: Path, prefix: str, formats=("png",)) 
     if "width" in axes:
         jobs += [("barrier_vs_width", barrier_vs_width, ("width", "wd"))]
         jobs += [("beta_vs_width", beta_vs_width, ("width", "wd"))]
+    if "depth" in axes and ds.sizes["depth"] > 1:
+        jobs += [("beta_vs_depth", beta_vs_depth, ("width", "depth"))]
     if "magnitude_mid" in ds:
         jobs += [("magnitude_vs_depth", magnitude_vs_depth, ("width", "wd"))]
     if {"wd", "epochs", "width"} <= set(axes):
