@@ -178,6 +178,7 @@ def for_alignment(ds: xr.Dataset, method: str = "none") -> xr.Dataset:
         return ds
     out = ds.sel(align=method, drop=True)
     if method != "none" and f"sidecar_b_{method}" in ds.attrs:  # B of this slice is the aligned B
+        out.attrs = dict(out.attrs)  # sel shares the attrs dict: never rename B in the stacked results
         out.attrs["sidecar_b"] = ds.attrs[f"sidecar_b_{method}"]
         out.attrs["sha256_b"] = ds.attrs.get(f"sha256_b_{method}", "")
     return out

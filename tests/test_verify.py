@@ -374,3 +374,17 @@ def test_a_permuted_copy_of_a_is_the_exact_needed_permutation_control(
     gap = {c["id"]: c for c in rep["claims"]}["permutation_gap"]
     unaligned = rep["alignments"]["none"]["barriers"]["loss_mid_cal"]["value"]
     assert gap["value"] == pytest.approx(unaligned, abs=1e-9) and gap["verdict"] == "FAIL"
+
+
+def test_selecting_an_alignment_leaves_the_stacked_results_untouched():
+    """for_alignment(·, "weights") names the aligned B in its slice only, never in the stacked Dataset."""
+    import xarray as xr
+
+    from lewc.results import for_alignment, stack_alignments
+
+    def one(sha_b):
+        return xr.Dataset({"x": ("lam", np.zeros(2))}, attrs={"sha256_a": "a", "sha256_b": sha_b, "sidecar_b": sha_b})
+
+    stacked = stack_alignments({"none": one("b"), "weights": one("b-aligned")})
+    assert for_alignment(stacked, "weights").attrs["sha256_b"] == "b-aligned"
+    assert stacked.attrs["sha256_b"] == "b" and for_alignment(stacked).attrs["sha256_b"] == "b"
