@@ -343,7 +343,7 @@ def combine(spec: StudySpec, outcomes: list[Outcome]):
     import numpy as np
     import xarray as xr
 
-    from lewc.claims import evaluate_claims, evaluate_permutation_gap
+    from lewc.claims import evaluate_verdicts
     from lewc.results import alignments, for_alignment, open_results
 
     axes = list(spec.grid)
@@ -397,13 +397,7 @@ def combine(spec: StudySpec, outcomes: list[Outcome]):
         coords=coords | {"barrier_name": barrier_names, "endpoint": ["a", "b"], "ell": list(range(1, max_ell + 1))},
         attrs={"schema": STUDY_SCHEMA, "spec": json.dumps(spec.__dict__, default=str), "model": spec.model},
     )
-    verdicts = {}
-    for index, results in per_cell.items():
-        plain = [for_alignment(r) for r in results]
-        claims = evaluate_claims(plain)
-        if all("weights" in alignments(r) for r in results):
-            claims.append(evaluate_permutation_gap(plain, [for_alignment(r, "weights") for r in results]))
-        verdicts[index] = claims
+    verdicts = {index: evaluate_verdicts(results) for index, results in per_cell.items()}
     return ds, verdicts
 
 

@@ -395,34 +395,42 @@ def evaluate_claims(
             points.append(float(point[0]))
             reps.append(rep)
             notes.append(note)
-        value, combined = combine_pairs(np.array(points), np.stack(reps), seed + 1)
-        finite = np.isfinite(combined)
-        ci = percentile_interval(combined[finite], LEVEL) if finite.mean() > 0.95 else np.array([np.nan, np.nan])
+        value, ci, finite = _interval(points, reps, seed)
         verdict = decide(value, ci, spec.threshold, spec.direction)
         note = notes[0] if len(results) == 1 else f"{len(results)} pairs; CI resamples pairs, then images"
-        if finite.mean() <= 0.95 and np.isfinite(value):
-            note += f"; the statistic is undefined in {100 * (1 - finite.mean()):.0f}% of bootstrap replicates"
+        if finite <= 0.95 and np.isfinite(value):
+            note += f"; the statistic is undefined in {100 * (1 - finite):.0f}% of bootstrap replicates"
         bad = sorted({r for r in reasons if r})
         if spec.needs_split and bad:
             verdict = INCONCLUSIVE
             note = f"degenerate pair: {'; '.join(bad)} — " + note
-        claims.append(
-            Claim(
-                cid,
-                spec.statement,
-                verdict,
-                value,
-                [float(c) for c in ci],
-                spec.threshold,
-                spec.direction,
-                spec.units,
-                spec.reason,
-                note,
-                len(results),
-                points,
-            )
-        )
+        claims.append(_claim(spec, verdict, value, ci, note, points))
     return claims
+
+
+def _interval(points: list[float], reps: list[np.ndarray], seed: int) -> tuple[float, np.ndarray, float]:
+    """Point, 95% interval (pairs then images) and the fraction of finite replicates of one statistic."""
+    value, combined = combine_pairs(np.array(points), np.stack(reps), seed + 1)
+    finite = np.isfinite(combined)
+    ci = percentile_interval(combined[finite], LEVEL) if finite.mean() > 0.95 else np.array([np.nan, np.nan])
+    return value, ci, float(finite.mean())
+
+
+def _claim(spec: ClaimSpec, verdict: str, value: float, ci, note: str, points: list[float]) -> Claim:
+    return Claim(
+        spec.id,
+        spec.statement,
+        verdict,
+        value,
+        [float(c) for c in ci],
+        spec.threshold,
+        spec.direction,
+        spec.units,
+        spec.reason,
+        note,
+        len(points),
+        points,
+    )
 
 
 def evaluate_permutation_gap(
@@ -435,36 +443,38 @@ def evaluate_permutation_gap(
     like every other claim (pairs, then images).
     """
     stat = STATISTICS["lmc_loss_calibrated"]
-    points, reps = [], []
-    for plain, matched in zip(unaligned, aligned, strict=True):
-        points.append(float(stat(plain, None)[0][0] - stat(matched, None)[0][0]))
-        reps.append(stat(plain, Resampler(n_boot, seed))[0] - stat(matched, Resampler(n_boot, seed))[0])
-    value, combined = combine_pairs(np.array(points), np.stack(reps), seed + 1)
-    finite = np.isfinite(combined)
-    ci = percentile_interval(combined[finite], LEVEL) if finite.mean() > 0.95 else np.array([np.nan, np.nan])
+    plain_points = [float(stat(r, None)[0][0]) for r in unaligned]
+    matched_points = [float(stat(r, None)[0][0]) for r in aligned]
+    points = [a - b for a, b in zip(plain_points, matched_points, strict=True)]
+    reps = [
+        stat(plain, Resampler(n_boot, seed))[0] - stat(matched, Resampler(n_boot, seed))[0]
+        for plain, matched in zip(unaligned, aligned, strict=True)
+    ]
+    value, ci, _ = _interval(points, reps, seed)
     verdict = decide(value, ci, GAP_SPEC.threshold, GAP_SPEC.direction)
-    bars = [float(stat(r, None)[0][0]) for r in unaligned], [float(stat(r, None)[0][0]) for r in aligned]
     note = "calibrated barrier without / with weight matching: " + ", ".join(
-        f"{a:.4f} / {b:.4f}" for a, b in zip(*bars, strict=True)
+        f"{a:.4f} / {b:.4f}" for a, b in zip(plain_points, matched_points, strict=True)
     )
     if len(points) > 1:
         note += f"; {len(points)} pairs, CI resamples pairs, then images"
     if any(degeneracy(r) for r in unaligned):
         verdict, note = INCONCLUSIVE, "degenerate pair — " + note
-    return Claim(
-        GAP_SPEC.id,
-        GAP_SPEC.statement,
-        verdict,
-        value,
-        [float(c) for c in ci],
-        GAP_SPEC.threshold,
-        GAP_SPEC.direction,
-        GAP_SPEC.units,
-        GAP_SPEC.reason,
-        note,
-        len(points),
-        points,
-    )
+    return _claim(GAP_SPEC, verdict, value, ci, note, points)
+
+
+def evaluate_verdicts(results: Sequence[xr.Dataset]) -> list[Claim]:
+    """The claims of one pair or several (results with an ``align`` dimension or without): every claim
+    on the unaligned pairs, plus ``permutation_gap`` when every pair was also weight-matched."""
+    from lewc.results import alignments, for_alignment
+
+    claims = evaluate_claims([for_alignment(r) for r in results])
+    if all("weights" in alignments(r) for r in results):
+        claims.append(
+            evaluate_permutation_gap(
+                [for_alignment(r) for r in results], [for_alignment(r, "weights") for r in results]
+            )
+        )
+    return claims
 
 
 def claims_as_dicts(claims: list[Claim]) -> list[dict]:

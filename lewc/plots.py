@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from lewc.io import atomic_path  # noqa: E402
+from lewc.results import alignments, for_alignment  # noqa: E402
 
 
 def _width(res: xr.Dataset) -> int:
@@ -176,12 +177,12 @@ def barrier_vs_width(sweep: xr.Dataset):
         (axes[0], ["acc_mid"], "accuracy barrier at λ = ½ (pp)"),
         (axes[1], ["loss_mid_raw", "loss_mid_cal"], "loss barrier at λ = ½"),
     ):
-        methods = [str(m) for m in sweep["align"].values] if "align" in sweep.dims else ["none"]
+        methods = alignments(sweep)
         for name in names:
             color = None
             for method, style in zip(methods, ["-", "--", ":", "-."], strict=False):
                 sel = sweep.barrier.sel(barrier_name=name)
-                vals = (sel.sel(align=method) if "align" in sel.dims else sel).transpose("width", "pair").values
+                vals = for_alignment(sel, method).transpose("width", "pair").values
                 mean = np.nanmean(vals, axis=1)
                 label = name if method == "none" else f"{name}, {method} matching"
                 line = ax.plot(widths, mean, marker="o", ls=style, color=color, label=label)[0]
@@ -201,8 +202,7 @@ def barrier_vs_width(sweep: xr.Dataset):
 
 
 def beta_vs_width(sweep: xr.Dataset):
-    if "align" in sweep.dims:
-        sweep = sweep.sel(align="none", drop=True)
+    sweep = for_alignment(sweep)
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for lam in (0.0, 0.3, 0.5):
         vals = sweep.beta.sel(lam=lam, method="nearest").values

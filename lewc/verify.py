@@ -36,7 +36,7 @@ import xarray as xr
 
 from lewc import checkpoints, report
 from lewc.analysis import analyze
-from lewc.claims import Claim, evaluate_claims, evaluate_permutation_gap
+from lewc.claims import Claim, evaluate_claims, evaluate_verdicts
 from lewc.conventions import BN_IMAGES, DEFAULT_LAMS
 from lewc.data import data_home, load_dataset
 from lewc.device import resolve_device
@@ -48,6 +48,7 @@ from lewc.recipe import TrainConfig, add_recipe_arguments, config_from_args
 from lewc.results import (
     RESULTS_SCHEMA,
     SWEEP_SCHEMA,
+    alignments,
     for_alignment,
     json_attr,
     open_results,
@@ -274,15 +275,12 @@ def analyse_pair(
         model_b_aligned, meta_b_aligned = aligned_endpoint(method, pair, ds, args, device)
         aligned = Pair(model_a, model_b_aligned, meta_a, meta_b_aligned)
         by_align[method] = analyze(aligned, ds, list(options.lams), sweep_options, provenance | {"alignment": method})
-    res = by_align["none"]
     controls = run_controls(pair, ds, options, sweep_options) if options.controls else {}
-    claims = evaluate_claims(res)
-    if "weights" in by_align:
-        claims.append(evaluate_permutation_gap([res], [by_align["weights"]]))
+    stacked = stack_alignments(by_align)
+    claims = evaluate_verdicts([stacked])
     align_claims = {m: evaluate_claims(r) for m, r in by_align.items() if m != "none"}
     control_claims = {name: evaluate_claims(c) for name, c in controls.items()}
     warn_degenerate(claims)
-    stacked = stack_alignments(by_align)
     rep = write_folder(out_dir, stacked, claims, controls, control_claims, align_claims)
     return out_dir / "report.json", rep, stacked
 
@@ -410,14 +408,14 @@ def sweep_table(sweep: xr.Dataset) -> str:
     """Barrier vs width (and alignment), mean over pairs with a t-interval over pairs (n = pairs)."""
     from scipy import stats as sstats
 
-    methods = [str(m) for m in sweep["align"].values] if "align" in sweep.dims else ["none"]
+    methods = alignments(sweep)
     lines = ["width  align        pairs  acc_mid (pp) [95% CI over pairs]      loss_mid_cal [95% CI over pairs]"]
     for w in sweep.width.values:
         for method in methods:
             cells = []
             for name in ("acc_mid", "loss_mid_cal"):
                 sel = sweep.barrier.sel(width=w, barrier_name=name)
-                v = (sel.sel(align=method) if "align" in sel.dims else sel).values
+                v = for_alignment(sel, method).values
                 v = v[np.isfinite(v)]
                 mean = v.mean() if len(v) else np.nan
                 half = sstats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.nan
@@ -579,11 +577,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             results[(w, p)] = res
             report_paths[f"w{w}_p{p}"] = str(path)
-        per_pair = [results[(w, p)] for p in range(len(pairs))]
-        combined[w] = evaluate_claims([for_alignment(r) for r in per_pair])
-        if "weights" in options.align:
-            plain, matched = [for_alignment(r) for r in per_pair], [for_alignment(r, "weights") for r in per_pair]
-            combined[w].append(evaluate_permutation_gap(plain, matched))
+        combined[w] = evaluate_verdicts([results[(w, p)] for p in range(len(pairs))])
     write_sweep(args, options, widths, seeds, pairs, results, report_paths, combined)
 
 
@@ -622,7 +616,7 @@ def write_sweep(args, options, widths, seeds, pairs, results, report_paths, comb
             for w in widths
         },
         "barrier_dims": list(sweep.barrier.sel(width=widths[0], barrier_name="acc_mid").dims),
-        "alignments": [str(m) for m in sweep["align"].values] if "align" in sweep.dims else ["none"],
+        "alignments": alignments(sweep),
     }
     md = ["# lewc width sweep", "", f"Command: `{command_line()}`", "", "```", table, "```", ""]
     for w, claims in combined.items():
