@@ -14,7 +14,7 @@ import xarray as xr
 
 import lewc
 from lewc import barriers, conditions, ensemble, fit
-from lewc.calibrate import cross_entropy_per_sample, fit_beta
+from lewc.calibrate import cross_entropy_per_sample, fit_betas
 from lewc.capture import GRAM_TERMS, RO_TERMS, WA_TERMS
 from lewc.conventions import LAM_CONVENTION
 from lewc.data import DeviceDataset
@@ -28,7 +28,7 @@ BARRIER_NAMES = ("acc_mid", "acc_max", "loss_mid_raw", "loss_max_raw", "loss_mid
 def path_dataset(result: SweepResult, n_boot: int = barriers.DEFAULT_BOOT) -> tuple[xr.Dataset, dict]:
     """Issue-4 path results: acc, loss, loss_cal over (split, lam), beta over lam; and the barriers."""
     lams = result.lams
-    betas = np.array([fit_beta(result.logits["calib"][i], result.labels["calib"]) for i in range(len(lams))])
+    betas = fit_betas(result.logits["calib"], result.labels["calib"])
     splits = ("calib", "test")
     acc = np.zeros((2, len(lams)))
     loss = np.zeros((2, len(lams)))
@@ -36,18 +36,12 @@ def path_dataset(result: SweepResult, n_boot: int = barriers.DEFAULT_BOOT) -> tu
     per_sample = {}
     for si, split in enumerate(splits):
         acc[si], loss[si] = accuracy_and_loss(result.logits[split], result.labels[split])
-        cal = np.stack(
-            [
-                cross_entropy_per_sample(result.logits[split][i], result.labels[split], betas[i])
-                for i in range(len(lams))
-            ]
-        )
-        loss_cal[si] = cal.mean(1)
-        per_sample[split] = cal
+        per_sample[split] = cross_entropy_per_sample(result.logits[split], result.labels[split], betas)
+        loss_cal[si] = per_sample[split].mean(1)
     test = result.logits["test"]
     y = result.labels["test"]
     correct = (test.argmax(-1) == y).numpy()
-    raw = np.stack([cross_entropy_per_sample(test[i], y, 1.0) for i in range(len(lams))])
+    raw = cross_entropy_per_sample(test, y, 1.0)
     barrier = barriers.summarize(lams, correct, raw, per_sample["test"], n_boot=n_boot)
     ds = xr.Dataset(
         {

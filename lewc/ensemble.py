@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from lewc.calibrate import cross_entropy_per_sample, fit_beta
+from lewc.calibrate import cross_entropy_per_sample, fit_betas
 from lewc.conventions import lewc_weights, llfc_weights
 
 KINDS = ("lewc", "plain")
@@ -43,24 +43,24 @@ def compare(
     out = {k: np.zeros((len(KINDS), len(lams))) for k in ("agreement", "kl", "cosine", "acc", "loss_cal", "beta")}
     out["agree_per_image"] = np.zeros((len(KINDS), len(lams), n_test), dtype=bool)
     y = labels["test"]
+    merged = logits["test"].double()  # (λ, image, class)
+    logp_m = torch.log_softmax(torch.as_tensor(betas, dtype=torch.float64)[:, None, None] * merged, -1)
     for ki, kind in enumerate(KINDS):
-        for li, lam in enumerate(lams):
-            ens = {
-                s: ensemble_logits(logits[s][i0].double(), logits[s][i1].double(), lam, kind, depth)
-                for s in ("calib", "test")
-            }
-            merged = logits["test"][li].double()
-            beta_e = fit_beta(ens["calib"], labels["calib"])
-            agree = (ens["test"].argmax(1) == merged.argmax(1)).numpy()
-            logp_m = torch.log_softmax(betas[li] * merged, 1)
-            logp_e = torch.log_softmax(beta_e * ens["test"], 1)
-            kl = (logp_m.exp() * (logp_m - logp_e)).sum(1).mean()
-            cos = torch.nn.functional.cosine_similarity(merged, ens["test"], dim=1).mean()
-            out["agreement"][ki, li] = agree.mean()
-            out["agree_per_image"][ki, li] = agree
-            out["kl"][ki, li] = float(kl)
-            out["cosine"][ki, li] = float(cos)
-            out["acc"][ki, li] = float((ens["test"].argmax(1) == y).double().mean())
-            out["loss_cal"][ki, li] = float(cross_entropy_per_sample(ens["test"], y, beta_e).mean())
-            out["beta"][ki, li] = beta_e
+        # every λ at once: (λ, image, class) ensembles of the stored endpoint logits
+        ens = {
+            s: torch.stack(
+                [ensemble_logits(logits[s][i0].double(), logits[s][i1].double(), lam, kind, depth) for lam in lams]
+            )
+            for s in ("calib", "test")
+        }
+        beta_e = fit_betas(ens["calib"], labels["calib"])
+        agree = (ens["test"].argmax(-1) == merged.argmax(-1)).numpy()
+        logp_e = torch.log_softmax(torch.as_tensor(beta_e)[:, None, None] * ens["test"], -1)
+        out["kl"][ki] = (logp_m.exp() * (logp_m - logp_e)).sum(-1).mean(-1).numpy()
+        out["cosine"][ki] = torch.nn.functional.cosine_similarity(merged, ens["test"], dim=-1).mean(-1).numpy()
+        out["agreement"][ki] = agree.mean(-1)
+        out["agree_per_image"][ki] = agree
+        out["acc"][ki] = (ens["test"].argmax(-1) == y).double().mean(-1).numpy()
+        out["loss_cal"][ki] = cross_entropy_per_sample(ens["test"], y, beta_e).mean(-1)
+        out["beta"][ki] = beta_e
     return out

@@ -230,6 +230,7 @@ def sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepOp
                 rows[i] = z.float()
                 del z, records
             del ends
+            stats.end_batch()
             chunks.append(torch.stack(rows).cpu())
         logits["test"] = torch.cat(chunks, dim=1)
     else:

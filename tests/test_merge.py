@@ -148,6 +148,36 @@ def test_calibration_of_scaled_logits_recovers_beta_over_c(data, c):
     assert calibrate.fit_beta(c * z, y) == pytest.approx(beta / c, rel=1e-6)
 
 
+@FAST
+@given(data=logits_and_labels(), scales=st.lists(st.floats(0.05, 20.0), min_size=1, max_size=5))
+def test_stacked_calibration_solves_each_set_to_its_root(data, scales):
+    """fit_betas on stacked sets: each β is the root of g(β) = E_p[z] − z_y to ~1e-10 relative,
+    and equals the single-set answer; the same β falls out of brentq on the scalar derivative."""
+    from scipy.optimize import brentq
+
+    z, y = data
+    stacked = torch.stack([s * z for s in scales])
+    betas = calibrate.fit_betas(stacked, y)
+    for zs, beta in zip(stacked, betas, strict=True):
+
+        def g(b, zs=zs):
+            p = torch.softmax(b * zs, 1)
+            return float(((p * zs).sum(1) - zs.gather(1, y[:, None])[:, 0]).mean())
+
+        reference = brentq(g, beta / 8, beta * 8, xtol=1e-14, rtol=1e-12)
+        assert beta == pytest.approx(reference, rel=1e-9)
+        assert calibrate.fit_beta(zs, y) == pytest.approx(beta, rel=1e-12)
+
+
+def test_calibration_bounds_for_degenerate_sets():
+    y = torch.tensor([0, 1, 2, 0])
+    perfect = torch.nn.functional.one_hot(y, 3).double() * 5
+    chance = torch.zeros(4, 3, dtype=torch.float64)
+    with pytest.warns(UserWarning):
+        betas = calibrate.fit_betas(torch.stack([perfect, chance]), y)
+    assert betas.tolist() == [calibrate.BETA_MAX, calibrate.BETA_MIN]
+
+
 # ----------------------------------------------------------------------------- exact LEWC
 
 
