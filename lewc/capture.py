@@ -15,7 +15,11 @@ b (λ = 1) of the same images, are reduced on the fly to:
   layer's input, and the null ‖W_B P z_A‖², ‖W_A P z_B‖² with the input's features shuffled.
 
 The conditions are kept per image (so their intervals are bootstrap intervals over images) on
-the first ``condition_images`` images (default 2,048), which bounds their cost.
+the first images of the test split, chosen before anything is computed: at most
+``condition_images`` (2,048) and at most ``CONDITION_COORDINATES`` (2²²) coordinates in the widest
+layer, but never fewer than ``MIN_CONDITION_IMAGES`` (256). An MLP ×16 (1,024 units) keeps all
+2,048 images; a ResNet-20 ×1 (16 × 32 × 32 units in its first stage) uses 256, which keeps the
+conditions a small fraction of the forward pass of a convolutional model.
 * raw values of a fixed, seeded subsample of coordinates (images × units per layer) for the
   statsmodels fits and the figures.
 
@@ -41,6 +45,8 @@ MM_TERM, MA_TERM, MB_TERM = (GRAM_TERMS.index(t) for t in ("mm", "ma", "mb"))
 DEFAULT_SAMPLE_IMAGES = 512
 DEFAULT_SAMPLE_UNITS = 256
 DEFAULT_CONDITION_IMAGES = 2048
+CONDITION_COORDINATES = 2**22
+MIN_CONDITION_IMAGES = 256
 SAMPLE_SEED = 0
 
 
@@ -70,9 +76,11 @@ class LayerStatistics:
         self.units_per_layer = np.zeros(n_layer, dtype=np.int64)
         self.gram = np.zeros((n_lam, n_layer, n_images, len(GRAM_TERMS)), dtype=np.float64)
         self.act = np.full((n_lam, n_layer, len(self.sample_image_index), sample_units), np.nan, dtype=np.float32)
-        self.condition_images = min(condition_images, n_images)
-        self.wa = np.zeros((n_lam, n_layer, self.condition_images, len(WA_TERMS)), dtype=np.float64)
-        self.ro = np.zeros((n_layer, self.condition_images, len(RO_TERMS)), dtype=np.float64)
+        self.n_images = n_images
+        self.max_condition_images = condition_images
+        self.condition_images = 0  # fixed by the layer sizes at the first batch (``_choose_units``)
+        self.wa = np.zeros((n_lam, n_layer, 0, len(WA_TERMS)), dtype=np.float64)
+        self.ro = np.zeros((n_layer, 0, len(RO_TERMS)), dtype=np.float64)
         self._unit_perm: list[torch.Tensor] = []
         self._input_perm: list[torch.Tensor] = []
         self.condition_seen = 0
@@ -104,7 +112,8 @@ class LayerStatistics:
             self._gram_batch = torch.empty((n_lam, n_layer, n, len(GRAM_TERMS)), device=device)
             act_shape = (n_lam, n_layer, len(self._batch_pos), self.sample_units)
             self._act_batch = torch.full(act_shape, np.nan, device=device)
-            self._wa_batch = torch.zeros((n_lam, n_layer, self._cond_rows, len(WA_TERMS)), device=device)
+            wa_shape = (n_lam, n_layer, self._cond_rows, len(WA_TERMS))
+            self._wa_batch = torch.zeros(wa_shape, dtype=torch.float64, device=device)
             self._outs = []
             self._additivity_inputs: list[tuple | None] = []
             for li, (a_rec, b_rec) in enumerate(zip(records_a, records_b, strict=True)):
@@ -113,10 +122,10 @@ class LayerStatistics:
                 self._outs.append((a, b))
                 for term, value in (("aa", dot(a, a)), ("bb", dot(b, b)), ("ab", dot(a, b))):
                     self._gram_batch[:, li, :, GRAM_TERMS.index(term)] = value
-                relu = self.is_relu[li] and self._cond_rows
+                rows = self._cond_rows
                 self._additivity_inputs.append(
-                    additivity_inputs(a_rec[1][: self._cond_rows], b_rec[1][: self._cond_rows], self._unit_perm[li])
-                    if relu
+                    additivity_inputs(a_rec[1][:rows], b_rec[1][:rows], self._unit_perm[li], self.activations[li])
+                    if self.is_relu[li] and rows
                     else None
                 )
             if self._cond_rows:
@@ -158,6 +167,12 @@ class LayerStatistics:
 
     # -- helpers ------------------------------------------------------------------------------
     def _choose_units(self, records: list) -> None:
+        widest = max(int(pre[0].numel()) for _, pre, _ in records)
+        budget = max(MIN_CONDITION_IMAGES, CONDITION_COORDINATES // widest)
+        self.condition_images = min(self.max_condition_images, budget, self.n_images)
+        n_lam, n_layer = len(self.lams), len(records)
+        self.wa = np.zeros((n_lam, n_layer, self.condition_images, len(WA_TERMS)), dtype=np.float64)
+        self.ro = np.zeros((n_layer, self.condition_images, len(RO_TERMS)), dtype=np.float64)
         for li, (_, pre, _) in enumerate(records):
             numel = int(pre[0].numel())
             k = min(self.sample_units, numel)
@@ -196,23 +211,39 @@ def dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vecdot(x, y)
 
 
-def additivity_inputs(za: torch.Tensor, zb: torch.Tensor, unit_perm: torch.Tensor) -> tuple:
-    """What the weak-additivity sums need from the endpoints, computed once per batch: z_A, z_B and
-    z_B with its units shuffled by ``unit_perm`` (the pairing null), as float (image, unit, …)."""
-    za, zb = za.float(), zb.float()
-    return za, zb, zb[:, unit_perm]
+def additivity_inputs(za: torch.Tensor, zb: torch.Tensor, unit_perm: torch.Tensor, act) -> tuple:
+    """What the weak-additivity sums need from the endpoints, computed once per batch.
+
+    z_A, z_B and z_B with its units shuffled by ``unit_perm`` (the pairing null), flattened, with
+    σ(z_A), σ(z_B), σ(z_B shuffled) and their per-image inner products: since v = c_a σ(z_A) + c_b σ(z_B)
+    is linear in them, ⟨u,v⟩ and ⟨v,v⟩ follow from inner products, and a λ only costs u.
+    """
+    za, zb = za.float().flatten(1), zb.float()
+    zb_null = zb[:, unit_perm].flatten(1)
+    zb = zb.flatten(1)
+    sa, sb, sb_null = act(za), act(zb), act(zb_null)
+    aa = dot(sa, sa).double()
+    grams = {
+        "real": (aa, dot(sa, sb).double(), dot(sb, sb).double()),
+        "null": (aa, dot(sa, sb_null).double(), dot(sb_null, sb_null).double()),
+    }
+    return za, ((zb, sb, grams["real"]), (zb_null, sb_null, grams["null"])), sa
 
 
 def additivity_sums_from(inputs: tuple, ca: float, cb: float, act) -> torch.Tensor:
     """Per-image (⟨u,v⟩, ⟨u,u⟩, ⟨v,v⟩) for the real pairing and for B's units shuffled (see
-    ``additivity_sums``), from ``additivity_inputs``."""
-    za, zb, zb_null = inputs
+    ``additivity_sums``), from ``additivity_inputs``: u = σ(c_a z_A + c_b z_B) is the only new tensor,
+    ⟨u,v⟩ = c_a⟨u,σ(z_A)⟩ + c_b⟨u,σ(z_B)⟩ and ⟨v,v⟩ = c_a²⟨σ_A,σ_A⟩ + 2c_a c_b⟨σ_A,σ_B⟩ + c_b²⟨σ_B,σ_B⟩."""
+    za, pairings, sa = inputs
     sums = []
-    act_a = act(za)
-    for zb_used in (zb, zb_null):
-        u = act(ca * za + cb * zb_used).flatten(1)
-        v = (ca * act_a + cb * act(zb_used)).flatten(1)
-        sums += [dot(u, v), dot(u, u), dot(v, v)]
+    scaled_a = za * ca
+    for zb_used, sb_used, (aa, ab, bb) in pairings:
+        u = act(torch.add(scaled_a, zb_used, alpha=cb))
+        sums += [  # combined in float64: the inner products are float32 sums, as before
+            ca * dot(u, sa).double() + cb * dot(u, sb_used).double(),
+            dot(u, u).double(),
+            ca * ca * aa + 2 * ca * cb * ab + cb * cb * bb,
+        ]
     return torch.stack(sums, 1)
 
 
@@ -223,4 +254,4 @@ def additivity_sums(
 
     u = σ(c_a z_A + c_b z_B), v = c_a σ(z_A) + c_b σ(z_B); ``za``/``zb`` are (image, unit, …) pre-activations.
     """
-    return additivity_sums_from(additivity_inputs(za, zb, unit_perm), ca, cb, act)
+    return additivity_sums_from(additivity_inputs(za, zb, unit_perm, act), ca, cb, act)

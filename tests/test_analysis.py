@@ -129,3 +129,27 @@ def test_an_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_netcdf(ds, tmp_path / "r.nc")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_condition_images_follow_a_coordinate_budget():
+    """The conditions' images are fixed before any statistic is computed: all 2,048 for layers of up to
+    2¹¹ units, fewer for wide maps (2²² coordinates in the widest layer), never fewer than 256."""
+    from lewc import capture
+    from lewc.merge import Pair
+    from lewc.models import build
+
+    def chosen(family: str, width: int, in_shape: tuple, n_images: int = 4096) -> int:
+        torch.manual_seed(0)
+        model = build(family, width, 10, in_shape)
+        pair = Pair(model, model)
+        x = torch.zeros(2, *in_shape)
+        _, records = pair.forward(pair.state_a, x, capture=True)
+        stats = capture.LayerStatistics(pair, [0.0, 1.0], n_images)
+        stats.observe_endpoints(0, records, records)
+        return stats.condition_images
+
+    assert chosen("mlp", 64, (1, 28, 28)) == capture.DEFAULT_CONDITION_IMAGES  # MLP ×64: 2,048 units
+    assert chosen("mlp", 256, (1, 28, 28)) == 2**22 // (256 * 32)  # 8,192 units: 512 images
+    assert chosen("resnet20", 1, (3, 32, 32)) == capture.MIN_CONDITION_IMAGES  # 16·32·32 units: 256
+    assert chosen("resnet20", 2, (3, 32, 32)) == capture.MIN_CONDITION_IMAGES  # the floor
+    assert chosen("mlp", 16, (1, 28, 28), n_images=300) == 300  # never more than there are

@@ -122,6 +122,29 @@ def wa_dataset(za, zb, seed=0):
     )
 
 
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 1000),
+    shape=st.sampled_from([(7, 33), (5, 4, 3, 3)]),
+    lam=st.floats(0.0, 1.0),
+    depth=st.integers(1, 6),
+)
+def test_additivity_sums_equal_their_definition(seed, shape, lam, depth):
+    """The per-batch factorisation (⟨u,v⟩ and ⟨v,v⟩ from inner products of σ(z_A), σ(z_B)) gives the
+    sums of the definition u = σ(c_a z_A + c_b z_B), v = c_a σ(z_A) + c_b σ(z_B), real and shuffled."""
+    g = torch.Generator().manual_seed(seed)
+    za, zb = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    perm = torch.randperm(shape[1], generator=g)
+    ca, cb = (1 - lam) ** depth, lam**depth
+    got = additivity_sums(za, zb, ca, cb, torch.relu, perm).numpy()
+    want = []
+    for zb_used in (zb, zb[:, perm]):
+        u = torch.relu(ca * za.double() + cb * zb_used.double()).flatten(1)
+        v = (ca * torch.relu(za.double()) + cb * torch.relu(zb_used.double())).flatten(1)
+        want += [(u * v).sum(1), (u * u).sum(1), (v * v).sum(1)]
+    np.testing.assert_allclose(got, torch.stack(want, 1).numpy(), rtol=1e-5, atol=1e-6)
+
+
 @settings(max_examples=5, deadline=None)
 @given(seed=st.integers(0, 1000), units=st.integers(16, 64))
 def test_weak_additivity_exact_on_disjoint_supports_and_not_on_other_images(seed, units):
