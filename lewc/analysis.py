@@ -105,6 +105,7 @@ def layer_dataset(result: SweepResult, depths: Sequence[int], names: Sequence[st
             "layer": list(names),
             "depth": ("layer", list(depths)),
             "term": list(GRAM_TERMS),
+            "condition_image": ("condition_image", np.asarray(stats.condition_image_index, dtype=np.int64)),
             "wa_term": list(WA_TERMS),
             "ro_term": list(RO_TERMS),
             "coef": ["a", "b"],

@@ -79,6 +79,8 @@ class LayerStatistics:
         self.n_images = n_images
         self.max_condition_images = condition_images
         self.condition_images = 0  # fixed by the layer sizes at the first batch (``_choose_units``)
+        self.condition_rows_per_batch = 0
+        self.condition_image_index: list[int] = []  # which test images the conditions use
         self.wa = np.zeros((n_lam, n_layer, 0, len(WA_TERMS)), dtype=np.float64)
         self.ro = np.zeros((n_layer, 0, len(RO_TERMS)), dtype=np.float64)
         self._unit_perm: list[torch.Tensor] = []
@@ -88,6 +90,23 @@ class LayerStatistics:
         self._unit_index_t: list[torch.Tensor] = []
 
     # -- per batch ----------------------------------------------------------------------------
+    def keep_endpoint(self, records: list) -> list:
+        """The part of an endpoint's (input, pre, out) records that the batch needs, so that the rest
+        of its forward pass can be freed before the other endpoint runs.
+
+        Outputs are kept whole (every λ is compared with them); pre-activations and inputs only for
+        this batch's condition images — a copy of those rows, as a view would keep the whole tensor.
+        Call for A, then for B, then ``observe_endpoints`` with both.
+        """
+        if not self._unit_index_t:
+            self._choose_units(records)
+        rows = self._condition_rows(records[0][2].shape[0])
+        return [(inp[:rows].clone(), pre[:rows].clone(), out) for inp, pre, out in records]
+
+    def _condition_rows(self, n: int) -> int:
+        """How many of this batch's first images serve the conditions (the same for A, B and every λ)."""
+        return max(0, min(n, self.condition_rows_per_batch, self.condition_images - self.condition_seen))
+
     def observe_endpoints(self, start: int, records_a: list, records_b: list) -> None:
         """Register the endpoints' (input, pre) of a batch; they serve every λ of that batch.
 
@@ -100,14 +119,15 @@ class LayerStatistics:
             self._choose_units(records_a)
         self._endpoints = (records_a, records_b)
         self._start = start
-        n = records_a[0][1].shape[0]
-        device = records_a[0][1].device
+        n = records_a[0][2].shape[0]
+        device = records_a[0][2].device
         n_lam, n_layer = len(self.lams), len(self.depths)
         lo, hi = np.searchsorted(self.sample_image_index, [start, start + n])
         self._batch_pos = np.arange(lo, hi)
         self._batch_rows = torch.as_tensor(self.sample_image_index[lo:hi] - start, device=device)
-        self._cond_rows = max(0, min(n, self.condition_images - self.condition_seen))
+        self._cond_rows = self._condition_rows(n)
         self._cond_start = self.condition_seen
+        self.condition_image_index.extend(range(start, start + self._cond_rows))
         with torch.no_grad():
             self._gram_batch = torch.empty((n_lam, n_layer, n, len(GRAM_TERMS)), device=device)
             act_shape = (n_lam, n_layer, len(self._batch_pos), self.sample_units)
@@ -170,6 +190,9 @@ class LayerStatistics:
         widest = max(int(pre[0].numel()) for _, pre, _ in records)
         budget = max(MIN_CONDITION_IMAGES, CONDITION_COORDINATES // widest)
         self.condition_images = min(self.max_condition_images, budget, self.n_images)
+        # per batch, the same budget (at least 16 rows): the endpoints' condition rows of all layers are
+        # held for every λ of the batch, which at ResNet-20 ×32 would otherwise take tens of GiB
+        self.condition_rows_per_batch = max(16, CONDITION_COORDINATES // widest)
         n_lam, n_layer = len(self.lams), len(records)
         self.wa = np.zeros((n_lam, n_layer, self.condition_images, len(WA_TERMS)), dtype=np.float64)
         self.ro = np.zeros((n_layer, self.condition_images, len(RO_TERMS)), dtype=np.float64)

@@ -221,7 +221,11 @@ def sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepOp
             # Only the endpoints' records live for the whole batch; each interior λ's records are
             # reduced by ``observe`` and dropped before the next λ runs, so peak memory does not
             # grow with the number of λ.
-            ends = {i0: pair.forward(states[i0], x, capture=True), i1: pair.forward(states[i1], x, capture=True)}
+            ends = {}
+            for i in (i0, i1):  # each endpoint's forward is freed but for what the batch needs
+                z, records = pair.forward(states[i], x, capture=True)
+                ends[i] = (z, stats.keep_endpoint(records))
+                del z, records
             stats.observe_endpoints(b * opt.batch_size, ends[i0][1], ends[i1][1])
             rows: list = [None] * len(lams)
             for i in range(len(lams)):
