@@ -71,7 +71,7 @@ def child(kind: str, width: int, n_images: int, device: torch.device) -> None:
     print(json.dumps({"peak_bytes": peak}))
 
 
-def row(kind: str, width: int, n_images: int, device: torch.device) -> dict | None:
+def row(kind: str, width: int, n_images: int, device: torch.device, repeat: int) -> dict | None:
     made = make(kind, width, n_images, device)
     if made is None:
         return None
@@ -80,10 +80,15 @@ def row(kind: str, width: int, n_images: int, device: torch.device) -> dict | No
     floor = options(kind, n_images, capture=False, vectorize="no")
     n_test = len(ds.test.head(opts.n_test))
     analyze(pair, ds, LAMS, options(kind, min(n_images, 500)), n_boot=10)  # warm-up
-    t_a = timed(lambda: analyze(pair, ds, LAMS, opts), device)
-    t_b = timed(lambda: sweep(pair, ds, LAMS, floor), device)
     bn = min(len(ds.train), opts.bn_images)
-    t_c = timed(lambda: fair_pipeline(pair.model_a, pair.model_b, ds, n_test, bn_images=bn), device)
+    t_a, t_b, t_c = (
+        min(timed(fn, device) for _ in range(repeat))
+        for fn in (
+            lambda: analyze(pair, ds, LAMS, opts),
+            lambda: sweep(pair, ds, LAMS, floor),
+            lambda: fair_pipeline(pair.model_a, pair.model_b, ds, n_test, bn_images=bn),
+        )
+    )
     cmd = [sys.executable, __file__, "--child", kind, str(width), str(n_images), "--device", str(device)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
@@ -102,6 +107,8 @@ def main() -> None:
     parser.add_argument("--mlp-widths", default="1,4,16,64")
     parser.add_argument("--resnet-widths", default="1,2,4")
     parser.add_argument("--resnet-images", type=int, default=500, help="test = BN = calib images for ResNets")
+    parser.add_argument("--repeat", type=int, default=2, help="timed runs per MLP row (the minimum is shown)")
+    parser.add_argument("--resnet-repeat", type=int, default=1, help="timed runs per ResNet row (slow on CPU)")
     parser.add_argument("--skip-linearity", action="store_true")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -116,7 +123,7 @@ def main() -> None:
         ("resnet20", int(w)) for w in args.resnet_widths.split(",") if w
     ]
     for kind, width in plan:
-        r = row(kind, width, args.resnet_images, device)
+        r = row(kind, width, args.resnet_images, device, args.repeat if kind == "mlp" else args.resnet_repeat)
         if r is None:
             print(f"| {kind} ×{width} | no default-recipe pair trained: skipped | | | | | | |", flush=True)
             continue

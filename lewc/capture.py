@@ -185,6 +185,14 @@ class LayerStatistics:
         self._outs, self._additivity_inputs = [], []
         del self._gram_batch, self._act_batch, self._wa_batch
 
+    def finish(self) -> None:
+        """After the last batch: keep only the condition rows that were filled. A test set with fewer
+        batches than the per-batch budget needs (e.g. 500 images of a ResNet-20 ×2) gives fewer
+        condition images than planned, never rows of zeros."""
+        self.wa = self.wa[:, :, : self.condition_seen]
+        self.ro = self.ro[:, : self.condition_seen]
+        self.condition_images = self.condition_seen
+
     # -- helpers ------------------------------------------------------------------------------
     def _choose_units(self, records: list) -> None:
         widest = max(int(pre[0].numel()) for _, pre, _ in records)

@@ -8,8 +8,10 @@ milliseconds. Counted, per phase of one test batch (the peak is the largest phas
   when they fit in the state cache, else one θ(λ) at a time;
 * endpoint forward: the first endpoint's kept records (outputs, and the condition rows of inputs
   and pre-activations: ``LayerStatistics.keep_endpoint``) while the second runs with full capture;
-* merged forward: both endpoints' kept records, the weak-additivity inputs (z_A, z_B, shuffled z_B
-  and their σ on the condition rows of every ReLU layer), and one λ's full capture;
+* merged forward: both endpoints' kept records, the weak-additivity inputs (shuffled z_B and the
+  σ of z_A, z_B and shuffled z_B on the condition rows of every ReLU layer), and one λ's full capture;
+* calibration pass: when all λ's states fit the cache, the logits-only passes may run vmapped over
+  λ (``SweepOptions.vectorize``), holding ``n_lams`` forwards' transients at once;
 * within any forward, a transient of ``TRANSIENT_MAPS`` maps of the largest layer output (a
   residual block's conv → norm → activation temporaries) — the one assumption not read off the
   shapes; and the per-batch statistics buffers.
@@ -37,7 +39,7 @@ from lewc.models import build
 from lewc.path import STATE_CACHE_BYTES
 
 TRANSIENT_MAPS = 3
-ADDITIVITY_TENSORS = 6  # z_A, z_B, z_B shuffled, σ(z_A), σ(z_B), σ(z_B shuffled)
+ADDITIVITY_TENSORS = 4  # z_B shuffled, σ(z_A), σ(z_B), σ(z_B shuffled); z_A, z_B are the kept rows
 
 
 @dataclass
@@ -48,6 +50,7 @@ class PeakEstimate:
     resident: int
     endpoint_phase: int
     merged_phase: int
+    calib_phase: int
     peak: int
     phase: str
     forward_records: int
@@ -111,14 +114,18 @@ def estimate_sweep_peak(
     buffers += 8 * n_lams * layers * rows * len(WA_TERMS)
     endpoint_phase = resident + kept + forward_records + transient
     merged_phase = resident + 2 * kept + additivity + forward_records + transient + buffers
-    peak = max(endpoint_phase, merged_phase)
+    calib_phase = resident + (n_lams if cached else 1) * transient
+    phases = {"endpoint forward": endpoint_phase, "merged forward": merged_phase, "vmapped calib pass": calib_phase}
+    phase = max(phases, key=phases.__getitem__)
+    peak = phases[phase]
     return PeakEstimate(
         parameters=params,
         resident=resident,
         endpoint_phase=endpoint_phase,
         merged_phase=merged_phase,
+        calib_phase=calib_phase,
         peak=peak,
-        phase="merged forward" if merged_phase >= endpoint_phase else "endpoint forward",
+        phase=phase,
         forward_records=forward_records,
         kept_per_endpoint=kept,
         additivity=additivity,

@@ -236,6 +236,7 @@ def sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepOp
             del ends
             stats.end_batch()
             chunks.append(torch.stack(rows).cpu())
+        stats.finish()
         logits["test"] = torch.cat(chunks, dim=1)
     else:
         stats = None

@@ -153,3 +153,67 @@ def test_condition_images_follow_a_coordinate_budget():
     assert chosen("resnet20", 1, (3, 32, 32)) == capture.MIN_CONDITION_IMAGES  # 16·32·32 units: 256
     assert chosen("resnet20", 2, (3, 32, 32)) == capture.MIN_CONDITION_IMAGES  # the floor
     assert chosen("mlp", 16, (1, 28, 28), n_images=300) == 300  # never more than there are
+
+
+def test_meta_memory_estimate_counts_what_the_sweep_keeps():
+    """lewc.memory's byte counts are the bytes the capture really holds: the kept endpoint records and
+    the weak-additivity inputs of a real ResNet-20 batch; and ResNet-20 ×32 fits 40 GiB at batch 500."""
+    from lewc import capture
+    from lewc.memory import estimate_sweep_peak
+    from lewc.merge import Pair
+    from lewc.models import build
+
+    batch, shape = 300, (3, 32, 32)
+    torch.manual_seed(0)
+    pair = Pair(build("resnet20", 1, 10, shape).eval(), build("resnet20", 1, 10, shape).eval())
+    stats = capture.LayerStatistics(pair, [0.0, 0.5, 1.0], batch)
+    x = torch.randn(batch, *shape)
+    kept = []
+    for state in (pair.state_a, pair.state_b):
+        _, records = pair.forward(state, x, capture=True)
+        kept.append(stats.keep_endpoint(records))
+    stats.observe_endpoints(0, *kept)
+
+    def storages(tensors) -> dict[int, int]:  # views share their storage: count each buffer once
+        return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+
+    est = estimate_sweep_peak("resnet20", 1, shape, batch=batch, n_lams=3)
+    assert est.condition_rows == stats._cond_rows == min(batch, capture.MIN_CONDITION_IMAGES)
+    kept_a = storages(t for rec in kept[0] for t in rec)
+    assert sum(kept_a.values()) == est.kept_per_endpoint
+    kept_both = kept_a | storages(t for rec in kept[1] for t in rec)
+    held = storages(t for inputs in stats._additivity_inputs if inputs is not None for t in _flatten(inputs))
+    extra = sum(v for k, v in held.items() if k not in kept_both)
+    assert extra == pytest.approx(est.additivity, rel=0.01)  # per-image inner products are not counted
+    assert estimate_sweep_peak("resnet20", 32, shape, batch=500).peak < 40 * 2**30
+
+
+def _flatten(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, tuple | list):
+        for item in obj:
+            yield from _flatten(item)
+
+
+def test_fewer_batches_than_the_condition_budget_leave_no_empty_rows():
+    """ResNet-20 ×2 takes 128 condition rows per batch; one batch of 200 images gives 128 condition
+    images — the arrays are cut to them, not padded with zeros that would read as data."""
+    from lewc import capture
+    from lewc.merge import Pair
+    from lewc.models import build
+
+    torch.manual_seed(0)
+    pair = Pair(build("resnet20", 2, 10, (3, 32, 32)).eval(), build("resnet20", 2, 10, (3, 32, 32)).eval())
+    stats = capture.LayerStatistics(pair, [0.0, 1.0], 200)
+    x = torch.randn(200, 3, 32, 32)
+    kept = [stats.keep_endpoint(pair.forward(s, x, capture=True)[1]) for s in (pair.state_a, pair.state_b)]
+    stats.observe_endpoints(0, *kept)
+    for i in range(2):
+        stats.observe(i, kept[i])
+    stats.end_batch()
+    stats.finish()
+    assert stats.condition_rows_per_batch == 2**22 // (32 * 32 * 32) == 128
+    assert stats.wa.shape[2] == stats.ro.shape[1] == len(stats.condition_image_index) == 128
+    relu = np.asarray(stats.is_relu)
+    assert np.all(stats.wa[:, relu, :, 1] > 0) and np.all(stats.ro[..., 1] > 0)  # ⟨u,u⟩, ‖W_A z_A‖² filled
