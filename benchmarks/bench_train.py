@@ -54,7 +54,8 @@ class PerSampleDataset(torch.utils.data.Dataset):
         return self.transform(self.x[i]), self.y[i]
 
 
-def baseline_images_per_s(cfg, ds: DeviceDataset, device: torch.device, epochs: int) -> float:
+def baseline_model(cfg, ds: DeviceDataset, device: torch.device):
+    """The recipe's model and a bare SGD optimiser, as both baselines build them."""
     torch.manual_seed(cfg.seed)
     model = (
         build(
@@ -63,7 +64,11 @@ def baseline_images_per_s(cfg, ds: DeviceDataset, device: torch.device, epochs: 
         .to(device)
         .train()
     )
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.wd)
+    return model, torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.wd)
+
+
+def baseline_images_per_s(cfg, ds: DeviceDataset, device: torch.device, epochs: int) -> float:
+    model, opt = baseline_model(cfg, ds, device)
     loader = torch.utils.data.DataLoader(
         PerSampleDataset(ds.train, ds.info, ds.info.augment),
         batch_size=cfg.batch_size,
@@ -87,15 +92,7 @@ def baseline_images_per_s(cfg, ds: DeviceDataset, device: torch.device, epochs: 
 
 
 def tensor_loop_images_per_s(cfg, ds: DeviceDataset, device: torch.device, epochs: int) -> float:
-    torch.manual_seed(cfg.seed)
-    model = (
-        build(
-            cfg.model, cfg.width, ds.info.num_classes, ds.info.in_shape, cfg.norm, cfg.bias, cfg.base_width, cfg.depth
-        )
-        .to(device)
-        .train()
-    )
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.wd)
+    model, opt = baseline_model(cfg, ds, device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     steps = len(ds.train) // cfg.batch_size
     seen = 0
