@@ -217,3 +217,45 @@ def test_fewer_batches_than_the_condition_budget_leave_no_empty_rows():
     assert stats.wa.shape[2] == stats.ro.shape[1] == len(stats.condition_image_index) == 128
     relu = np.asarray(stats.is_relu)
     assert np.all(stats.wa[:, relu, :, 1] > 0) and np.all(stats.ro[..., 1] > 0)  # ⟨u,u⟩, ‖W_A z_A‖² filled
+
+
+def _coordinate_level_fit(m: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple:
+    """The reference: statsmodels OLS on every finite coordinate, clustered by image (row)."""
+    import statsmodels.api as sm
+
+    groups = np.repeat(np.arange(m.shape[0]), m.shape[1])
+    ok = (np.isfinite(m) & np.isfinite(a) & np.isfinite(b)).ravel()
+    y = m.ravel()[ok].astype(np.float64)
+    x = np.column_stack([a.ravel()[ok], b.ravel()[ok]]).astype(np.float64)
+    res = sm.OLS(y, x, hasconst=False).fit(cov_type="cluster", cov_kwds={"groups": groups[ok]})
+    return res.params, res.cov_params(), np.asarray(res.conf_int(alpha=0.05)), 1 - res.ssr / (y @ y)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    images=st.integers(4, 40),
+    coords=st.integers(2, 24),
+    unfilled=st.integers(0, 2),
+    degenerate=st.booleans(),
+)
+def test_clustered_fit_from_image_moments_equals_the_coordinate_level_fit(seed, images, coords, unfilled, degenerate):
+    """Two compressed rows per image give statsmodels' coordinate-level estimate, cluster covariance,
+    interval and R² — with unfilled (NaN) coordinates, all-zero images and images where a = b."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(images, coords)).astype(np.float32)
+    b = rng.normal(size=(images, coords)).astype(np.float32)
+    noise = rng.normal(size=(images, coords)) * rng.uniform(0.1, 2, size=(images, 1))
+    m = (rng.normal() * a + rng.normal() * b + noise).astype(np.float32)
+    if unfilled and coords > unfilled + 1:
+        for v in (m, a, b):
+            v[:, -unfilled:] = np.nan
+    if degenerate:
+        a[0], b[0] = 0, 0
+        b[1] = a[1]
+    coef, cov, ci, r2 = _coordinate_level_fit(m, a, b)
+    got = fit.ols_clustered(fit.image_moments(m, a, b))
+    np.testing.assert_allclose(got["coef"], coef, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got["cov"], cov, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(got["ci"], ci, rtol=1e-9, atol=1e-12)
+    assert got["r2"] == pytest.approx(r2, rel=1e-9, abs=1e-12)
