@@ -19,7 +19,6 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-import statsmodels.api as sm
 
 from lewc.conventions import LEVEL, lewc_weights, llfc_weights
 
@@ -41,6 +40,14 @@ LAYER_LAM_KEYS = (
 # Index of each Gram term in the last axis of the per-image Gram array (see lewc.capture).
 MM, AA, BB, MA, MB, AB = range(6)
 COLLINEAR_COS = 1 - 1e-6  # endpoint outputs whose cosine exceeds this cannot be split into a and b
+
+
+def _statsmodels():
+    """``statsmodels.api``, imported on first use: it costs ~1 s, which ``--help``, argument errors and
+    commands that never fit (training, study submission) should not pay."""
+    import statsmodels.api as sm
+
+    return sm
 
 
 def image_moments(m: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
@@ -100,7 +107,7 @@ def ols_clustered(moments: dict[str, np.ndarray]) -> dict[str, np.ndarray | floa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # hasconst=False: the design has no intercept by construction (the constant search costs ~20 ms)
-        res = sm.OLS(targets.reshape(-1), rows.reshape(-1, 2), hasconst=False).fit(
+        res = _statsmodels().OLS(targets.reshape(-1), rows.reshape(-1, 2), hasconst=False).fit(
             cov_type="cluster", cov_kwds={"groups": groups, "use_correction": False}
         )
         coef = np.asarray(res.params)
@@ -158,6 +165,7 @@ def effective_exponent(lams: Sequence[float], coef: np.ndarray, cov: np.ndarray)
     weights = 1.0 / np.maximum(var, 1e-12) if np.all(np.isfinite(var)) and np.all(var > 1e-12) else np.ones_like(x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        sm = _statsmodels()
         res = sm.WLS(y, sm.add_constant(x), weights=weights).fit()
         lo, hi = np.asarray(res.conf_int(alpha=1 - LEVEL))[1]
     return {
