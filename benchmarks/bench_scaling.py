@@ -151,7 +151,7 @@ def main() -> None:
     print(f"  fit: {linear(list(grids), t_lam)}")
     sizes = [2500, 5000, 10000]
     t_n = [
-        min(timed(lambda n=n: analyze(pair, ds, LAMS, SweepOptions(n_test=n, progress=False)), device) for _ in "ab")
+        min(timed(lambda n=n: analyze(pair, ds, LAMS, SweepOptions(n_test=n, progress=False)), device) for _ in (1, 2))
         for n in sizes
     ]
     print(
