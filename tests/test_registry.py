@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_runner import run_cli
 
 from experiments import train as train_cli
 from lewc import verify
@@ -46,10 +47,8 @@ def test_a_family_added_in_one_file_runs_through_verify_end_to_end(tmp_path, cap
         assert "toy" in family_names()
         out = tmp_path / "toy"
         argv = ["--model", "toy", "--width", "1", "--epochs", "1", "--lams", "0,0.25,0.5,0.75,1", "--quiet"]
-        try:
-            verify.main(argv + ["--n-test", "200", "--out", str(out)])
-        except SystemExit as exc:
-            assert exc.code in (0, None), capsys.readouterr().err
+        code, _, err = run_cli(verify.main, argv + ["--n-test", "200", "--out", str(out)], capsys)
+        assert code in (0, None), err
         rep = json.loads((out / "report.json").read_text())
         assert rep["pair"]["a"]["model"] == "toy" and rep["dataset"] == "synthetic"
         assert [layer["depth"] for layer in rep["layers"]] == [1, 2, 3]

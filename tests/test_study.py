@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from cli_runner import run_cli
 
 from experiments import study
 from lewc.errors import LewcError
@@ -35,13 +36,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def run(argv, capsys):
-    try:
-        study.main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(study.main, argv, capsys)
 
 
 def test_a_study_runs_in_process_lists_a_failed_cell_and_resumes(tmp_path, isolated_data_home, capsys):

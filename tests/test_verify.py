@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import safetensors.torch
+from cli_runner import run_cli
 
 from lewc import checkpoints, verify
 from lewc.io import sha256_file
@@ -31,13 +32,7 @@ LEWC_CLAIMS = (
 
 
 def run(argv, capsys):
-    try:
-        verify.main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(verify.main, argv, capsys)
 
 
 def test_verify_a_pair_writes_a_complete_report(tmp_path, trained_pair, capsys):
