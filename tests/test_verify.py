@@ -35,6 +35,11 @@ def run(argv, capsys):
     return run_cli(verify.main, argv, capsys)
 
 
+def quick_args(pair) -> list[str]:
+    """The pair, quiet, without controls: what most end-to-end tests of verify start from."""
+    return ["--ckpt-a", str(pair[0]), "--ckpt-b", str(pair[1]), "--quiet", "--no-controls"]
+
+
 def test_verify_a_pair_writes_a_complete_report(tmp_path, trained_pair, capsys):
     out = tmp_path / "out"
     code, stdout, _ = run(
@@ -247,7 +252,7 @@ def test_width_sweep_and_paper_figures(tmp_path, isolated_data_home, synthetic, 
 
 
 def test_two_analyses_of_one_pair_leave_two_folders_and_a_rerun_reuses(tmp_path, trained_pair, capsys):
-    base = ["--ckpt-a", str(trained_pair[0]), "--ckpt-b", str(trained_pair[1]), "--quiet", "--no-controls"]
+    base = quick_args(trained_pair)
     code1, out1, _ = run(base + ["--lams", "0,0.5,1", "--n-test", "200"], capsys)
     code2, out2, _ = run(base + ["--lams", "0,0.25,0.5,0.75,1", "--n-test", "200"], capsys)
     assert code1 == code2 == 0
@@ -260,19 +265,7 @@ def test_two_analyses_of_one_pair_leave_two_folders_and_a_rerun_reuses(tmp_path,
 
 
 def test_paper_figs_ignores_a_killed_runs_leftovers(tmp_path, trained_pair, isolated_data_home, capsys):
-    code, out, _ = run(
-        [
-            "--ckpt-a",
-            str(trained_pair[0]),
-            "--ckpt-b",
-            str(trained_pair[1]),
-            "--quiet",
-            "--no-controls",
-            "--n-test",
-            "200",
-        ],
-        capsys,
-    )
+    code, out, _ = run(quick_args(trained_pair) + ["--n-test", "200"], capsys)
     assert code == 0
     folder = Path(out.strip().splitlines()[-1]).parent
     debris = folder.parent / f".tmp-{folder.name}-killed"
@@ -308,23 +301,8 @@ def test_alignments_side_by_side_and_the_random_control(tmp_path, trained_pair, 
     """--align stores every alignment along ``align``; no alignment changes B's function (the λ = 1 end)."""
     from lewc.results import for_alignment, open_results
 
-    code, out, err = run(
-        [
-            "--ckpt-a",
-            str(trained_pair[0]),
-            "--ckpt-b",
-            str(trained_pair[1]),
-            "--quiet",
-            "--no-controls",
-            "--n-test",
-            "300",
-            "--lams",
-            "0,0.25,0.5,0.75,1",
-            "--align",
-            "random,weights,activations",
-        ],
-        capsys,
-    )
+    argv = ["--n-test", "300", "--lams", "0,0.25,0.5,0.75,1", "--align", "random,weights,activations"]
+    code, out, err = run(quick_args(trained_pair) + argv, capsys)
     assert code == 0, err
     report_path = Path(out.strip().splitlines()[-1])
     res = open_results(report_path.with_name("results.nc")).load()
