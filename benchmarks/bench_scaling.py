@@ -95,6 +95,10 @@ def row(kind: str, width: int, n_images: int, device: torch.device, repeat: int)
     return {"a": t_a, "b": t_b, "c": t_c, "n_test": n_test, "peak_mib": peak / 2**20}
 
 
+def best_of_two(fn, device: torch.device) -> float:
+    return min(timed(fn, device) for _ in range(2))
+
+
 def linear(xs: list[float], ys: list[float]) -> str:
     slope, intercept = np.polyfit(xs, ys, 1)
     resid = np.max(np.abs(np.polyval([slope, intercept], xs) - ys) / np.asarray(ys))
@@ -141,8 +145,7 @@ def main() -> None:
     grids = {n: [i / (n - 1) for i in range(n)] for n in (3, 5, 11, 21)}  # odd counts: every grid holds λ = ½
     # best of two: the first run of a new λ count also measures (and caches) vmap-or-loop for it
     t_lam = [
-        min(timed(lambda g=g: analyze(pair, ds, g, SweepOptions(progress=False)), device) for _ in range(2))
-        for g in grids.values()
+        best_of_two(lambda g=g: analyze(pair, ds, g, SweepOptions(progress=False)), device) for g in grids.values()
     ]
     print(
         "default pair, 10,000 test images, λ count → verify (a): "
@@ -151,8 +154,7 @@ def main() -> None:
     print(f"  fit: {linear(list(grids), t_lam)}")
     sizes = [2500, 5000, 10000]
     t_n = [
-        min(timed(lambda n=n: analyze(pair, ds, LAMS, SweepOptions(n_test=n, progress=False)), device) for _ in (1, 2))
-        for n in sizes
+        best_of_two(lambda n=n: analyze(pair, ds, LAMS, SweepOptions(n_test=n, progress=False)), device) for n in sizes
     ]
     print(
         "default pair, 11 λ, test images → verify (a): "

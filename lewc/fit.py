@@ -107,9 +107,8 @@ def ols_clustered(moments: dict[str, np.ndarray]) -> dict[str, np.ndarray | floa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # hasconst=False: the design has no intercept by construction (the constant search costs ~20 ms)
-        res = _statsmodels().OLS(targets.reshape(-1), rows.reshape(-1, 2), hasconst=False).fit(
-            cov_type="cluster", cov_kwds={"groups": groups, "use_correction": False}
-        )
+        model = _statsmodels().OLS(targets.reshape(-1), rows.reshape(-1, 2), hasconst=False)
+        res = model.fit(cov_type="cluster", cov_kwds={"groups": groups, "use_correction": False})
         coef = np.asarray(res.params)
         ci = np.asarray(res.conf_int(alpha=1 - LEVEL))
     factor = n_groups / (n_groups - 1.0) * (n_obs - 1.0) / (n_obs - 2.0)
