@@ -4,9 +4,9 @@ For each model, two independently initialised networks (alignment's cost depends
 on the number of coordinate-descent passes, which trained networks need a few more of — the default
 MLP ×16 pair took 7), times:
 
-* weight matching (``lewc.align.weight_matching``: float64 cost matrices on the device, one
+* weight matching (``lewc.align.methods.weight_matching``: float64 cost matrices on the device, one
   ``linear_sum_assignment`` per group and pass),
-* activation matching on 2,000 images (``lewc.align.activation_matching``),
+* activation matching on 2,000 images (``lewc.align.methods.activation_matching``),
 * one forward pass of A over the test set (10,000 images; for the ResNets it is timed on
   ``--forward-images`` and scaled linearly, since the forward is linear in the number of images),
 
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from lewc import align
-from lewc.merge import model_state
 from lewc.models import build
+from lewc.sweep.merge import model_state
 
 TEST_IMAGES = 10_000
 

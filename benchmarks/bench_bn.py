@@ -15,12 +15,12 @@ import time
 
 import torch
 
-from lewc import checkpoints
-from lewc.batchnorm import bn_templates, reestimate, reestimation_images
-from lewc.data import load_dataset
-from lewc.merge import Pair
-from lewc.recipe import default_config
-from lewc.train import train
+from lewc.sweep.batchnorm import bn_templates, reestimate, reestimation_images
+from lewc.sweep.merge import Pair
+from lewc.training import checkpoints
+from lewc.training.data import load_dataset
+from lewc.training.recipe import default_config
+from lewc.training.train import train
 
 LAMS = [0.25, 0.5, 0.75]
 BUDGETS = [1000, 2000, 5000, 10_000]

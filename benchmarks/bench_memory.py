@@ -1,11 +1,11 @@
 """Does verify's peak memory grow with the number of λ or of test images? Each cell in a fresh process.
 
 A ResNet-20 pair (independent initialisations, BatchNorm; memory does not depend on training) on
-synthetic CIFAR-shaped data (3 × 32 × 32) is analysed with ``lewc.analysis.analyze`` — capture, calibration,
+synthetic CIFAR-shaped data (3 × 32 × 32) is analysed with ``lewc.pipeline.analysis.analyze`` — capture, calibration,
 fits, bootstrap — for 3 and 11 λ and for two test-set sizes; the child reports its peak resident
 memory (``ru_maxrss``) and, on CUDA, the peak allocated GPU memory. The baseline column is the same
 child after building the models and loading the data but before the analysis, so the difference is
-what the analysis itself holds. Beside it, ``lewc.memory.estimate_sweep_peak``: the same peak
+what the analysis itself holds. Beside it, ``lewc.sweep.memory.estimate_sweep_peak``: the same peak
 computed on the meta device (nothing allocated), and that computation for ResNet-20 ×32 at the
 default batch of 500 — the paper's widest model, which must fit a 40 GiB budget.
 
@@ -26,10 +26,10 @@ import torch
 def child(width: int, n_lams: int, n_images: int, device: str) -> None:
     from gpu_check import cifar_shaped
 
-    from lewc.analysis import analyze
-    from lewc.merge import Pair
     from lewc.models import build
-    from lewc.path import SweepOptions
+    from lewc.pipeline.analysis import analyze
+    from lewc.sweep.merge import Pair
+    from lewc.sweep.path import SweepOptions
 
     torch.manual_seed(0)
     ds = cifar_shaped(1000, n_images, torch.device(device))
@@ -66,7 +66,7 @@ def main() -> None:
     if args.child:
         child(args.child[0], args.child[1], args.child[2], args.device)
         return
-    from lewc.memory import estimate_sweep_peak
+    from lewc.sweep.memory import estimate_sweep_peak
 
     print(f"ResNet-20 ×{args.width}, device {args.device}, threads {torch.get_num_threads()}")
     print(

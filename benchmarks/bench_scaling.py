@@ -1,6 +1,6 @@
 """How verify's cost grows: with the model (MLP ×1…×64, ResNet-20 ×1…×4), with λ and with test images.
 
-For every model: (a) lewc's analysis (``lewc.analysis.analyze``), (b) the bare forward floor (the
+For every model: (a) lewc's analysis (``lewc.pipeline.analysis.analyze``), (b) the bare forward floor (the
 same BN re-estimation, one calib and one test pass per λ, no capture, no analysis), (c) the fair
 plain-PyTorch script of ``bench_verify.py``, each timed once after a warm-up in this process, and
 the peak memory (max RSS on CPU, peak allocation on CUDA) of (a) in a fresh process. MLPs are the
@@ -27,13 +27,13 @@ import torch
 from bench_verify import LAMS, fair_pipeline, timed
 from gpu_check import cifar_shaped, meta_for
 
-from lewc import checkpoints
-from lewc.analysis import analyze
-from lewc.data import data_home, load_dataset
-from lewc.merge import Pair
 from lewc.models import build
-from lewc.path import SweepOptions, sweep
-from lewc.recipe import default_config
+from lewc.pipeline.analysis import analyze
+from lewc.sweep.merge import Pair
+from lewc.sweep.path import SweepOptions, sweep
+from lewc.training import checkpoints
+from lewc.training.data import data_home, load_dataset
+from lewc.training.recipe import default_config
 
 
 def mlp_pair(width: int, device: torch.device):

@@ -7,7 +7,7 @@ Two baselines, the same model, optimizer, batch size and number of images:
   batched by ``DataLoader``;
 * tensor loop: what a careful researcher writes — the training set as one tensor on the device,
   a shuffled index per epoch, whole-batch normalisation and the same batched crop/flip as lewc
-  (``lewc.data.random_crop_flip``), a bare SGD step. This is the fair one: lewc's trainer is this
+  (``lewc.training.data.random_crop_flip``), a bare SGD step. This is the fair one: lewc's trainer is this
   loop plus a warm-up/cosine schedule, loss and accuracy accounting without host syncs, resumable
   snapshots and (on CUDA) bf16 autocast and channels_last.
 
@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from lewc.data import DATASETS, DeviceDataset, Split, load_dataset, random_crop_flip
 from lewc.models import build
-from lewc.recipe import default_config
-from lewc.train import train
+from lewc.training.data import DATASETS, DeviceDataset, Split, load_dataset, random_crop_flip
+from lewc.training.recipe import default_config
+from lewc.training.train import train
 
 
 class PerSampleDataset(torch.utils.data.Dataset):
@@ -117,7 +117,7 @@ def tensor_loop_images_per_s(cfg, ds: DeviceDataset, device: torch.device, epoch
 def lewc_images_per_s(cfg, ds: DeviceDataset, device: torch.device) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         path = train(cfg, tmp, str(device), progress=False, dataset=ds)
-        from lewc import checkpoints
+        from lewc.training import checkpoints
 
         history = checkpoints.read_meta(path)["history"]
     return sum(h["images_per_s"] * h["seconds"] for h in history) / sum(h["seconds"] for h in history)

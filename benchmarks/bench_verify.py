@@ -1,6 +1,6 @@
 """Cost of ``verify``'s compute against the bare floor and a naive LMC pipeline, in one process.
 
-(a) lewc: ``lewc.analysis.analyze`` — the sweep with layer capture, calibration, barriers with
+(a) lewc: ``lewc.pipeline.analysis.analyze`` — the sweep with layer capture, calibration, barriers with
     bootstrap, statsmodels fits, conditions and ensembles;
 (b) floor: only the forward passes no pipeline can avoid — BN re-estimation (BN models), one
     calib pass and one test pass per λ, no capture and no analysis;
@@ -31,20 +31,20 @@ import time
 import torch
 import torch.nn.functional as F
 
-from lewc import checkpoints
-from lewc.analysis import analyze
-from lewc.batchnorm import is_bn
-from lewc.data import load_dataset
-from lewc.merge import Pair
-from lewc.path import SweepOptions, sweep
+from lewc.pipeline.analysis import analyze
+from lewc.sweep.batchnorm import is_bn
+from lewc.sweep.merge import Pair
+from lewc.sweep.path import SweepOptions, sweep
+from lewc.training import checkpoints
+from lewc.training.data import load_dataset
 
 LAMS = [i / 10 for i in range(11)]
 
 
 def default_pair() -> list[str]:
     """The embedded default pair, named by the recipe exactly as ``lewc.verify`` names it."""
-    from lewc.data import data_home
-    from lewc.recipe import default_config
+    from lewc.training.data import data_home
+    from lewc.training.recipe import default_config
 
     found = [default_config("mlp", 16, None, s).checkpoint_path(data_home() / "checkpoints") for s in (0, 1)]
     if not all(checkpoints.sidecar_path(p).exists() for p in found):

@@ -5,10 +5,10 @@ values; CIFAR-10 is used by nothing here). On one H100/H200 the full run takes a
 
 1. training throughput of ResNet-20 ×4 and ×16 with lewc's trainer step (channels_last, bf16
    autocast, fused SGD), ``torch.compile`` off and on, and the bf16 MFU against ``--peak-tflops``
-   (989 for H100/H200 dense bf16) with FLOPs counted by ``lewc.checkpoints.count_flops_per_image``
+   (989 for H100/H200 dense bf16) with FLOPs counted by ``lewc.training.checkpoints.count_flops_per_image``
    (×3 for forward + backward);
 2. verify on a ResNet-20 ×8 pair (independent initialisations: cost does not depend on training):
-   (a) ``lewc.analysis.analyze`` with capture, calibration, fits and bootstrap, against (b) the
+   (a) ``lewc.pipeline.analysis.analyze`` with capture, calibration, fits and bootstrap, against (b) the
    forward floor — BN re-estimation plus one calib and one test pass per λ, nothing else — their
    ratio, peak GPU memory of each, and the host↔device copies per λ counted by the CUDA profiler;
 3. weight matching of the ×8 pair;
@@ -33,14 +33,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lewc import align, checkpoints
-from lewc.analysis import analyze
-from lewc.data import DATASETS, DeviceDataset, Split
-from lewc.merge import Pair, model_state
+from lewc import align
 from lewc.models import build
-from lewc.path import SweepOptions, sweep
-from lewc.recipe import default_config
-from lewc.train import train
+from lewc.pipeline.analysis import analyze
+from lewc.sweep.merge import Pair, model_state
+from lewc.sweep.path import SweepOptions, sweep
+from lewc.training import checkpoints
+from lewc.training.data import DATASETS, DeviceDataset, Split
+from lewc.training.recipe import default_config
+from lewc.training.train import train
 
 LAMS = [i / 10 for i in range(11)]
 SMOKE_LAMS = [0.0, 0.5, 1.0]

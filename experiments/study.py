@@ -54,8 +54,8 @@ from pathlib import Path
 
 import tomllib
 
-from lewc.errors import LewcError, OneLineArgumentParser, cli_main
-from lewc.results import STUDY_SCHEMA
+from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
+from lewc.reporting.results import STUDY_SCHEMA
 
 AXES = {  # grid axis → (verify flag, value type)
     "width": ("--width", int),
@@ -170,7 +170,7 @@ def load_spec(path: Path) -> StudySpec:
 
 def check_cells(spec: StudySpec) -> None:
     """Every cell's flags go through verify's own validation and recipe (conflicts, bad values)."""
-    from lewc.recipe import config_from_args
+    from lewc.training.recipe import config_from_args
     from lewc.verify import build_parser, validate
 
     parser = build_parser()
@@ -343,8 +343,8 @@ def combine(spec: StudySpec, outcomes: list[Outcome]):
     import numpy as np
     import xarray as xr
 
-    from lewc.claims import evaluate_verdicts
-    from lewc.results import alignments, for_alignment, open_results
+    from lewc.reporting.results import alignments, for_alignment, open_results
+    from lewc.stats.claims import evaluate_verdicts
 
     axes = list(spec.grid)
     shape = [len(spec.grid[a]) for a in axes]
@@ -402,9 +402,9 @@ def combine(spec: StudySpec, outcomes: list[Outcome]):
 
 
 def write_outputs(spec: StudySpec, folder: Path, outcomes: list[Outcome], command: str) -> Path:
-    from lewc.io import write_atomic, write_json_atomic
-    from lewc.results import write_netcdf
-    from lewc.study_plots import study_figures
+    from lewc.core.io import write_atomic, write_json_atomic
+    from lewc.reporting.results import write_netcdf
+    from lewc.reporting.study_plots import study_figures
 
     ds, verdicts = combine(spec, outcomes)
     ds.attrs["command"] = command
@@ -452,14 +452,15 @@ def write_outputs(spec: StudySpec, folder: Path, outcomes: list[Outcome], comman
 def estimate_seconds(spec: StudySpec, target: str) -> tuple[float, int]:
     """FLOP-based training time of the missing endpoints on ``target`` (cpu or cuda), and their count.
 
-    The rates are lewc.verify's assumptions (5e10 FLOP/s sustained on a CPU, 2e14 on one GPU in bf16);
+    The rates are lewc.pipeline.endpoints' assumptions (5e10 FLOP/s sustained on a CPU, 2e14 on one GPU in bf16);
     the estimate is for one device running the jobs one after another.
     """
     import torch
 
-    from lewc import checkpoints
-    from lewc.recipe import config_from_args
-    from lewc.verify import build_parser, checkpoint_folder, training_cost_seconds
+    from lewc.pipeline.endpoints import checkpoint_folder, training_cost_seconds
+    from lewc.training import checkpoints
+    from lewc.training.recipe import config_from_args
+    from lewc.verify import build_parser
 
     device = torch.device(target)
     parser, total, missing = build_parser(), 0.0, 0
@@ -469,7 +470,7 @@ def estimate_seconds(spec: StudySpec, target: str) -> tuple[float, int]:
             args = parser.parse_args(spec.argv(cell, pair))
             for seed in (2 * pair, 2 * pair + 1):
                 cfg = config_from_args(args, args.width, seed)
-                path = cfg.checkpoint_path(checkpoint_folder(args))
+                path = cfg.checkpoint_path(checkpoint_folder(args.ckpt_dir))
                 if path in seen or checkpoints.sidecar_path(path).exists():
                     continue
                 seen.add(path)
@@ -505,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     spec = load_spec(args.spec)
-    from lewc.data import data_home
+    from lewc.training.data import data_home
 
     folder = args.out or data_home() / "studies" / spec.name
     jobs = [(cell, pair, spec.argv(cell, pair)) for cell in spec.cells() for pair in range(spec.pairs)]

@@ -11,8 +11,8 @@ import argparse
 from tqdm import tqdm
 
 from experiments.train import add_config_arguments, run_training
-from lewc.errors import LewcError, OneLineArgumentParser, cli_main
-from lewc.recipe import config_from_args
+from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
+from lewc.training.recipe import config_from_args
 
 
 def parse_ints(text: str, what: str) -> list[int]:

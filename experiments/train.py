@@ -1,6 +1,6 @@
 """Train one endpoint: ``python -m experiments.train --model mlp --width 16 --seed 0``.
 
-The command-line front end of ``lewc.train.train`` (the loop, resumption and determinism are
+The command-line front end of ``lewc.training.train.train`` (the loop, resumption and determinism are
 documented there). The dataset defaults to the model family's (fashion-mnist for the mlp, cifar10
 for the convnets), exactly as ``lewc.verify`` resolves it, so both name the same checkpoint.
 Under ``torchrun --nproc_per_node N -m experiments.train ...`` it trains with DDP. The last line
@@ -14,10 +14,10 @@ import os
 import sys
 from pathlib import Path
 
-from lewc import checkpoints
-from lewc.errors import OneLineArgumentParser, cli_main
-from lewc.recipe import add_recipe_arguments, config_from_args
-from lewc.train import checkpoint_dir, train
+from lewc.core.errors import OneLineArgumentParser, cli_main
+from lewc.training import checkpoints
+from lewc.training.recipe import add_recipe_arguments, config_from_args
+from lewc.training.train import checkpoint_dir, train
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +35,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The recipe's flags (lewc.recipe) and the run flags."""
+    """The recipe's flags (lewc.training.recipe) and the run flags."""
     add_recipe_arguments(parser)
     add_run_arguments(parser)
 

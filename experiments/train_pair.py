@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from experiments.train import add_config_arguments, run_training
-from lewc.errors import LewcError, OneLineArgumentParser, cli_main
+from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 
 
 @cli_main

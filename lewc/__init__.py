@@ -4,7 +4,7 @@ Reference: Ito, Yamada, Chijiwa, Kumagai, "Do We Really Need Permutations? Impac
 Expansion on Linear Mode Connectivity", arXiv 2510.08023 (ICLR 2026).
 """
 
-from lewc.errors import quiet_startup_interrupts
+from lewc.core.errors import quiet_startup_interrupts
 
 __version__ = "0.1.0"
 

@@ -14,11 +14,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from lewc import plots
-from lewc.data import data_home
-from lewc.errors import LewcError, OneLineArgumentParser, cli_main
-from lewc.results import RESULTS_SCHEMA, STUDY_SCHEMA, SWEEP_SCHEMA, for_alignment, open_results
-from lewc.study_plots import study_figures
+from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
+from lewc.reporting import plots
+from lewc.reporting.results import RESULTS_SCHEMA, STUDY_SCHEMA, SWEEP_SCHEMA, for_alignment, open_results
+from lewc.reporting.study_plots import study_figures
+from lewc.training.data import data_home
 
 
 def _published(path: Path, root: Path) -> bool:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lewc.data import load_dataset
-from lewc.recipe import default_config
+from lewc.training.data import load_dataset
+from lewc.training.recipe import default_config
 
 torch.set_num_threads(2)
 
@@ -26,7 +26,7 @@ def synthetic():
 @pytest.fixture(scope="session")
 def trained_pair(tmp_path_factory, synthetic):
     """Two MLP endpoints trained on the synthetic dataset (seeds 0 and 1), as checkpoint paths."""
-    from lewc.train import train
+    from lewc.training.train import train
 
     out = tmp_path_factory.mktemp("ckpt")
     paths = [

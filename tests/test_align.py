@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from lewc import align
-from lewc.errors import LewcError
-from lewc.merge import model_state
+from lewc.core.errors import LewcError
 from lewc.models import build
+from lewc.sweep.merge import model_state
 
 FAMILIES = {
     "mlp": ((1, 8, 8), 4),

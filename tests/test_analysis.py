@@ -10,12 +10,13 @@ from constructions import disjoint_pair
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lewc import checkpoints, claims, fit
-from lewc.analysis import analyze
-from lewc.capture import GRAM_TERMS
-from lewc.merge import Pair
-from lewc.path import SweepOptions, sweep
-from lewc.results import open_results, write_netcdf
+from lewc.pipeline.analysis import analyze
+from lewc.reporting.results import open_results, write_netcdf
+from lewc.stats import claims, fit
+from lewc.sweep.capture import GRAM_TERMS
+from lewc.sweep.merge import Pair
+from lewc.sweep.path import SweepOptions, sweep
+from lewc.training import checkpoints
 
 LAMS = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0]
 EXACT_LAMS = [0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0]
@@ -134,9 +135,9 @@ def test_an_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
 def test_condition_images_follow_a_coordinate_budget():
     """The conditions' images are fixed before any statistic is computed: all 2,048 for layers of up to
     2¹¹ units, fewer for wide maps (2²² coordinates in the widest layer), never fewer than 256."""
-    from lewc import capture
-    from lewc.merge import Pair
     from lewc.models import build
+    from lewc.sweep import capture
+    from lewc.sweep.merge import Pair
 
     def chosen(family: str, width: int, in_shape: tuple, n_images: int = 4096) -> int:
         torch.manual_seed(0)
@@ -156,12 +157,12 @@ def test_condition_images_follow_a_coordinate_budget():
 
 
 def test_meta_memory_estimate_counts_what_the_sweep_keeps():
-    """lewc.memory's byte counts are the bytes the capture really holds: the kept endpoint records and
+    """lewc.sweep.memory's byte counts are the bytes the capture really holds: the kept endpoint records and
     the weak-additivity inputs of a real ResNet-20 batch; and ResNet-20 ×32 fits 40 GiB at batch 500."""
-    from lewc import capture
-    from lewc.memory import estimate_sweep_peak
-    from lewc.merge import Pair
     from lewc.models import build
+    from lewc.sweep import capture
+    from lewc.sweep.memory import estimate_sweep_peak
+    from lewc.sweep.merge import Pair
 
     batch, shape = 300, (3, 32, 32)
     torch.manual_seed(0)
@@ -199,9 +200,9 @@ def _flatten(obj):
 def test_fewer_batches_than_the_condition_budget_leave_no_empty_rows():
     """ResNet-20 ×2 takes 128 condition rows per batch; one batch of 200 images gives 128 condition
     images — the arrays are cut to them, not padded with zeros that would read as data."""
-    from lewc import capture
-    from lewc.merge import Pair
     from lewc.models import build
+    from lewc.sweep import capture
+    from lewc.sweep.merge import Pair
 
     torch.manual_seed(0)
     pair = Pair(build("resnet20", 2, 10, (3, 32, 32)).eval(), build("resnet20", 2, 10, (3, 32, 32)).eval())

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lewc import barriers
+from lewc.stats import barriers
 
 LAMS = [0.0, 0.5, 1.0]
 

@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from lewc import checkpoints
-from lewc.errors import LewcError
+from lewc.core.errors import LewcError
 from lewc.models import build
+from lewc.training import checkpoints
 
 META = {
     "model": "vgg11",

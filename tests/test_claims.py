@@ -11,9 +11,9 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lewc import claims, conditions
-from lewc.capture import WA_TERMS, additivity_sums
-from lewc.claims import FAIL, INCONCLUSIVE, PASS, decide
+from lewc.stats import claims, conditions
+from lewc.stats.claims import FAIL, INCONCLUSIVE, PASS, decide
+from lewc.sweep.capture import WA_TERMS, additivity_sums
 
 LAMS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 DEPTHS = [1, 2, 3, 4]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from lewc import data
-from lewc.errors import LewcError
+from lewc.core.errors import LewcError
+from lewc.training import data
 
 
 def write_idx(path, array, compress):

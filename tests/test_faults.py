@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lewc.results import open_results
+from lewc.reporting.results import open_results
 from paper_figs.__main__ import collect_results
 
 
@@ -107,7 +107,7 @@ def test_ctrl_c_while_importing_is_one_line(module, tmp_path):
     )
     seen_lewc = False
     for line in proc.stderr:
-        seen_lewc = seen_lewc or "lewc.errors" in line
+        seen_lewc = seen_lewc or "lewc.core.errors" in line
         if seen_lewc and line.split("|")[-1].strip() == "numpy":
             break
     proc.send_signal(signal.SIGINT)

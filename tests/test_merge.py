@@ -10,13 +10,13 @@ from constructions import disjoint_pair
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from lewc import calibrate
-from lewc.analysis import path_dataset
-from lewc.batchnorm import reestimate, reestimation_images
-from lewc.errors import LewcError
-from lewc.merge import Pair, check_lams, model_state
+from lewc.core.errors import LewcError
 from lewc.models import build
-from lewc.path import SweepOptions, sweep
+from lewc.pipeline.analysis import path_dataset
+from lewc.stats import calibrate
+from lewc.sweep.batchnorm import reestimate, reestimation_images
+from lewc.sweep.merge import Pair, check_lams, model_state
+from lewc.sweep.path import SweepOptions, sweep
 
 FAST = settings(max_examples=15, deadline=None)
 lams_st = st.floats(0.0, 1.0, allow_nan=False)
@@ -235,9 +235,9 @@ def test_exact_lewc_breaks_with_biases_or_shared_blocks(breaker):
 
 
 def test_bn_reestimation_of_an_unmerged_model_reproduces_its_accuracy(synthetic, tmp_path):
-    from lewc import checkpoints
-    from lewc.recipe import default_config
-    from lewc.train import evaluate, train
+    from lewc.training import checkpoints
+    from lewc.training.recipe import default_config
+    from lewc.training.train import evaluate, train
 
     path = train(
         default_config("mlp", 2, "synthetic", 0, epochs=3, norm="bn"),
@@ -295,7 +295,7 @@ def test_bn_reestimation_is_the_exact_average_over_the_images():
 
 def test_the_vectorize_probe_runs_once_per_architecture_and_device(synthetic, isolated_data_home, monkeypatch):
     """The vmap-or-loop decision is measured once, cached under LEWC_DATA, and reused."""
-    from lewc import path
+    from lewc.sweep import path
 
     a, b = random_pair(6, "vgg11", "bn")
     calls = []

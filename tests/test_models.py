@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lewc.errors import LewcError
+from lewc.core.errors import LewcError
 from lewc.models import build
 
 

@@ -11,7 +11,8 @@ from cli_runner import run_cli
 from experiments import train as train_cli
 from lewc import verify
 from lewc.models import family_names, get_family
-from lewc.recipe import default_config
+from lewc.pipeline.endpoints import checkpoint_folder
+from lewc.training.recipe import default_config
 
 LEWC = Path(__file__).resolve().parents[1] / "lewc"
 
@@ -21,7 +22,7 @@ def test_train_and_verify_resolve_the_same_checkpoint_for_every_family(family, c
     train_cli.main(["--model", family, "--width", "32", "--seed", "0", "--dry-run"])
     trained = Path(capsys.readouterr().out.strip().splitlines()[-1])
     args = verify.build_parser().parse_args(["--model", family, "--width", "32"])
-    looked_up = verify.config_from_args(args, 32, 0).checkpoint_path(verify.checkpoint_folder(args))
+    looked_up = verify.config_from_args(args, 32, 0).checkpoint_path(checkpoint_folder(args.ckpt_dir))
     assert trained == looked_up
     assert default_config(family, 32, None, 0).dataset == get_family(family).default_dataset
     assert not trained.exists()  # --dry-run trains nothing

@@ -11,8 +11,8 @@ import xarray as xr
 from cli_runner import run_cli
 
 from experiments import study
-from lewc.errors import LewcError
-from lewc.results import open_results
+from lewc.core.errors import LewcError
+from lewc.reporting.results import open_results
 
 SPEC = """
 [study]
@@ -42,7 +42,7 @@ def run(argv, capsys):
 def test_a_study_runs_in_process_lists_a_failed_cell_and_resumes(tmp_path, isolated_data_home, capsys):
     spec = write(tmp_path, SPEC.replace("width = [1, 2]", "width = [1, 2, 3]"))
     # the width-3 cell's endpoint is corrupt: that job fails, the others must not be lost
-    from lewc.recipe import default_config
+    from lewc.training.recipe import default_config
 
     bad = default_config("mlp", 3, "synthetic", 0, epochs=1).checkpoint_path(isolated_data_home / "checkpoints")
     bad.parent.mkdir(parents=True)
@@ -165,7 +165,7 @@ def _cmdline(pid: str) -> str:
 
 def test_beta_against_depth_is_drawn_when_depth_is_an_axis(tmp_path):
     """A study.nc with a depth axis gets the β-vs-depth figure with its 2^(L−1) reference."""
-    from lewc.study_plots import study_figures
+    from lewc.reporting.study_plots import study_figures
 
     shape = (2, 2, 2)  # width, depth, pair
     ds = xr.Dataset(

@@ -9,9 +9,9 @@ import time
 import pytest
 
 from experiments import train as train_mod
-from lewc import checkpoints
-from lewc import train as train_lib
-from lewc.recipe import default_config
+from lewc.training import checkpoints
+from lewc.training import train as train_lib
+from lewc.training.recipe import default_config
 
 
 def cfg(seed=0, epochs=2, **kw):
@@ -63,7 +63,7 @@ def test_finished_checkpoint_is_reused(tmp_path, synthetic):
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys, monkeypatch):
-    from lewc import data
+    from lewc.training import data
 
     monkeypatch.setattr(data, "_download", lambda *a: (_ for _ in ()).throw(OSError("offline")))
     with pytest.raises(SystemExit) as exc:

@@ -8,10 +8,11 @@ import pytest
 import safetensors.torch
 from cli_runner import run_cli
 
-from lewc import checkpoints, verify
-from lewc.io import sha256_file
-from lewc.recipe import default_config
-from lewc.train import train
+from lewc import verify
+from lewc.core.io import sha256_file
+from lewc.training import checkpoints
+from lewc.training.recipe import default_config
+from lewc.training.train import train
 
 REQUIRED_CLAIMS = {
     "lmc_accuracy",
@@ -190,7 +191,7 @@ def test_expensive_cpu_training_needs_allow_slow(tmp_path, capsys):
 
 
 def test_interrupted_verify_leaves_no_report(tmp_path, trained_pair, capsys, monkeypatch):
-    from lewc import plots
+    from lewc.reporting import plots
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
@@ -236,7 +237,7 @@ def test_width_sweep_and_paper_figures(tmp_path, isolated_data_home, synthetic, 
     report_path = stdout.strip().splitlines()[-1]
     summary = json.loads(open(report_path).read())
     assert summary["widths"] == [1, 2] and len(summary["barriers"]["1"]["acc_mid"]) == 2
-    from lewc.results import open_results
+    from lewc.reporting.results import open_results
 
     sweep = open_results(report_path.replace("report.json", "sweep.nc"))
     assert dict(sweep.barrier.sizes) == {"width": 2, "pair": 2, "barrier_name": 6, "align": 2}
@@ -299,7 +300,7 @@ def test_paper_figs_refuses_foreign_files_in_one_line(tmp_path, kind):
 
 def test_alignments_side_by_side_and_the_random_control(tmp_path, trained_pair, isolated_data_home, capsys):
     """--align stores every alignment along ``align``; no alignment changes B's function (the λ = 1 end)."""
-    from lewc.results import for_alignment, open_results
+    from lewc.reporting.results import for_alignment, open_results
 
     argv = ["--n-test", "300", "--lams", "0,0.25,0.5,0.75,1", "--align", "random,weights,activations"]
     code, out, err = run(quick_args(trained_pair) + argv, capsys)
@@ -353,7 +354,7 @@ def test_selecting_an_alignment_leaves_the_stacked_results_untouched():
     """for_alignment(·, "weights") names the aligned B in its slice only, never in the stacked Dataset."""
     import xarray as xr
 
-    from lewc.results import for_alignment, stack_alignments
+    from lewc.reporting.results import for_alignment, stack_alignments
 
     def one(sha_b):
         return xr.Dataset({"x": ("lam", np.zeros(2))}, attrs={"sha256_a": "a", "sha256_b": sha_b, "sidecar_b": sha_b})

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from lewc.errors import LewcError
+from lewc.core.errors import LewcError
 
 NORMS = ("bn", "ln", "none")
 

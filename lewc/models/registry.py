@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lewc.errors import LewcError
+from lewc.core.errors import LewcError
 from lewc.models.common import CapturingModel, check_norm
 
 # builder(in_shape, num_classes, width, base_width, depth, norm, bias) -> model

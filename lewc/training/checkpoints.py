@@ -19,8 +19,8 @@ import safetensors.torch
 import torch
 
 import lewc
-from lewc.errors import LewcError
-from lewc.io import atomic_path, sha256_file, write_json_atomic
+from lewc.core.errors import LewcError
+from lewc.core.io import atomic_path, sha256_file, write_json_atomic
 from lewc.models import CapturingModel, build
 
 SIDECAR_SCHEMA = "lewc.checkpoint/1"
@@ -129,7 +129,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[C
         if key not in meta:
             raise LewcError(f"checkpoint sidecar {sidecar_path(wpath)} lacks field '{key}'")
     if isinstance(meta.get("train_config"), dict):
-        from lewc.recipe import TrainConfig
+        from lewc.training.recipe import TrainConfig
 
         TrainConfig.from_dict(meta["train_config"])  # unknown or missing keys are one-line errors
     expected = model.state_dict()

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from lewc.plots import plt, save
+from lewc.reporting.plots import plt, save
 
 GRID_AXES = ("width", "wd", "epochs", "bias", "depth", "norm", "lr", "base_width")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lewc.errors import LewcError
+from lewc.core.errors import LewcError
 
 
 def resolve_device(name: str | None) -> torch.device:

@@ -1,6 +1,6 @@
 """Permutation alignment of endpoint B to endpoint A: the comparison column of "do we need permutations?".
 
-Three methods, all acting through the groups ``lewc.permspec`` derives from the model's graph:
+Three methods, all acting through the groups ``lewc.align.permspec`` derives from the model's graph:
 
 * ``weights`` — weight matching (Ainsworth et al., 2023, git re-basin): maximise
   Σ ⟨θ_A, π(θ_B)⟩ over all trainable tensors by coordinate descent over the groups; each step is one
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from lewc import checkpoints
-from lewc.errors import LewcError
-from lewc.merge import State, model_state
-from lewc.permspec import PermutationSpec, derive_spec
+from lewc.align.permspec import PermutationSpec, derive_spec
+from lewc.core.errors import LewcError
+from lewc.sweep.merge import State, model_state
+from lewc.training import checkpoints
 
 METHODS = ("none", "weights", "activations", "random", "random_direction")
 ALIGN_SEED = 0
@@ -131,7 +131,7 @@ def _site_outputs(model: torch.nn.Module, spec: PermutationSpec, x: torch.Tensor
     """The ReLU outputs the spec names, for one batch (an fx interpreter records them)."""
     import torch.fx
 
-    from lewc.permspec import trace
+    from lewc.align.permspec import trace
 
     wanted = {name for name, _ in spec.sites}
     gm = trace(model)
@@ -283,7 +283,11 @@ def load_or_align(
     batches_fn,
     device: torch.device,
 ) -> tuple[torch.nn.Module, dict]:
-    """The aligned B (cached as a checkpoint under ``folder``) and its sidecar."""
+    """The aligned B (cached as a checkpoint under ``folder``; ``None``: not cached) and its sidecar."""
+    if folder is None:
+        batches = batches_fn() if method == "activations" else None
+        state, result = align(method, model_a, model_b, tuple(meta_a["in_shape"]), batches)
+        return aligned_model(model_b, state).to(device), dict(meta_b) | {"alignment": result.sidecar()}
     path = aligned_path(folder, meta_a, meta_b, method)
     if checkpoints.sidecar_path(path).is_file():
         model, meta = checkpoints.load(path, device)

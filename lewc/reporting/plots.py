@@ -17,8 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from lewc.io import atomic_path  # noqa: E402
-from lewc.results import alignments, for_alignment  # noqa: E402
+from lewc.core.io import atomic_path  # noqa: E402
+from lewc.reporting.results import alignments, for_alignment  # noqa: E402
 
 
 def _width(res: xr.Dataset) -> int:

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch.func import functional_call
 
-from lewc.checkpoints import architecture
-from lewc.errors import LewcError
+from lewc.core.errors import LewcError
 from lewc.models import CapturingModel
+from lewc.training.checkpoints import architecture
 
 State = dict[str, torch.Tensor]
 

@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lewc.conventions import N_CALIB, N_CALIB_SYNTHETIC
-from lewc.errors import LewcError
+from lewc.core.conventions import N_CALIB, N_CALIB_SYNTHETIC
+from lewc.core.errors import LewcError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-DEFAULT_CALIB_SIZE = N_CALIB  # lewc.conventions
+DEFAULT_CALIB_SIZE = N_CALIB  # lewc.core.conventions
 SPLIT_SEED = 20251008  # arXiv 2510.08023; fixed so every model seed shares one calib split
 
 

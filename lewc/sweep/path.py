@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lewc.batchnorm import DEFAULT_BN_IMAGES, bn_templates, reestimate, reestimation_images
-from lewc.capture import LayerStatistics
-from lewc.data import DeviceDataset
-from lewc.errors import LewcError
-from lewc.merge import Pair, State, check_lams
+from lewc.core.errors import LewcError
+from lewc.sweep.batchnorm import DEFAULT_BN_IMAGES, bn_templates, reestimate, reestimation_images
+from lewc.sweep.capture import LayerStatistics
+from lewc.sweep.merge import Pair, State, check_lams
+from lewc.training.data import DeviceDataset
 
 STATE_CACHE_BYTES = 2 * 1024**3
 
@@ -107,7 +107,7 @@ def _time(fn: Callable[[], object], device: torch.device, repeat: int = 2) -> fl
 
 def vectorize_cache_key(pair: Pair, n_lams: int, batch: int, device: torch.device) -> str:
     """What decides whether vmap over λ beats a loop: the architecture, the device, threads, versions."""
-    from lewc.checkpoints import architecture
+    from lewc.training.checkpoints import architecture
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     arch = architecture(dict(pair.meta_a)) if pair.meta_a else {"module": type(pair.model_a).__name__}
@@ -124,8 +124,8 @@ def choose_vectorize(pair: Pair, states: MergedStates, x: torch.Tensor, device: 
     """
     if states.cache is None:
         return False
-    from lewc.data import data_home
-    from lewc.io import write_json_atomic
+    from lewc.core.io import write_json_atomic
+    from lewc.training.data import data_home
 
     key = vectorize_cache_key(pair, len(states.lams), len(x), device)
     path = data_home() / "cache" / "vectorize.json"

@@ -13,14 +13,14 @@ import torch
 import xarray as xr
 
 import lewc
-from lewc import barriers, conditions, ensemble, fit
-from lewc.calibrate import cross_entropy_per_sample, fit_betas
-from lewc.capture import GRAM_TERMS, RO_TERMS, WA_TERMS
-from lewc.conventions import LAM_CONVENTION
-from lewc.data import DeviceDataset
-from lewc.merge import Pair
-from lewc.path import SweepOptions, SweepResult, accuracy_and_loss, sweep
-from lewc.results import RESULTS_SCHEMA, json_attr
+from lewc.core.conventions import LAM_CONVENTION
+from lewc.reporting.results import RESULTS_SCHEMA, json_attr
+from lewc.stats import barriers, conditions, ensemble, fit
+from lewc.stats.calibrate import cross_entropy_per_sample, fit_betas
+from lewc.sweep.capture import GRAM_TERMS, RO_TERMS, WA_TERMS
+from lewc.sweep.merge import Pair
+from lewc.sweep.path import SweepOptions, SweepResult, accuracy_and_loss, sweep
+from lewc.training.data import DeviceDataset
 
 BARRIER_NAMES = ("acc_mid", "acc_max", "loss_mid_raw", "loss_max_raw", "loss_mid_cal", "loss_max_cal")
 

@@ -31,8 +31,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lewc.conventions import N_CALIB, N_CALIB_SYNTHETIC
-from lewc.errors import LewcError
+from lewc.core.conventions import N_CALIB, N_CALIB_SYNTHETIC
+from lewc.core.errors import LewcError
 from lewc.models import family_names, get_family
 from lewc.models.common import NORMS
 
@@ -161,7 +161,7 @@ def default_config(model: str, width: int, dataset: str | None, seed: int, **ove
 
 def add_recipe_arguments(parser: argparse.ArgumentParser, model_default: str | None = None) -> None:
     """The recipe's flags (``None`` = the family's or dataset's default), declared once for all commands."""
-    g = parser.add_argument_group("model and training recipe (defaults: lewc/recipe.py and the model family)")
+    g = parser.add_argument_group("model and training recipe (defaults: lewc/training/recipe.py and the model family)")
     families = ", ".join(family_names())
     if model_default is None:
         g.add_argument("--model", required=True, help=f"model family: {families}")
@@ -172,7 +172,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, model_default: str | N
         "--dataset",
         help=f"{', '.join(DATASET_RECIPES)} (default per family, as in the paper — {defaults})",
     )
-    g.add_argument("--epochs", type=int, help="training epochs (default per dataset, see lewc/recipe.py)")
+    g.add_argument("--epochs", type=int, help="training epochs (default per dataset, see lewc/training/recipe.py)")
     g.add_argument("--lr", type=float, help="peak learning rate of SGD (default per dataset)")
     g.add_argument(
         "--wd", type=float, help=f"weight decay (default {WEIGHT_DECAY}, the paper's; LEWC vanishes at 1e-4)"

@@ -1,4 +1,4 @@
-"""The training loop as a library function: ``lewc.train.train(config) -> checkpoint path``.
+"""The training loop as a library function: ``lewc.training.train.train(config) -> checkpoint path``.
 
 The seed fixes the initialisation *and* the data order (and augmentation draws): the data order
 of epoch e comes from a generator seeded with (seed, e), so a run resumed from an epoch snapshot
@@ -26,13 +26,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lewc import checkpoints
-from lewc.data import DeviceDataset, data_home, load_dataset
-from lewc.device import resolve_device
-from lewc.errors import LewcError
-from lewc.io import atomic_path
+from lewc.core.device import resolve_device
+from lewc.core.errors import LewcError
+from lewc.core.io import atomic_path
 from lewc.models import CapturingModel, build, get_family
-from lewc.recipe import TrainConfig
+from lewc.training import checkpoints
+from lewc.training.data import DeviceDataset, data_home, load_dataset
+from lewc.training.recipe import TrainConfig
 
 
 def checkpoint_dir() -> Path:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from lewc.errors import LewcError
-from lewc.io import atomic_path
+from lewc.core.errors import LewcError
+from lewc.core.io import atomic_path
 
 RESULTS_SCHEMA = "lewc.results/2"
 SWEEP_SCHEMA = "lewc.sweep/2"

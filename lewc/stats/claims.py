@@ -32,9 +32,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import xarray as xr
 
-from lewc import conditions, fit
-from lewc.barriers import bootstrap_counts, mid_index
-from lewc.conventions import BOOT_SEED, LEVEL, N_BOOT, percentile_interval
+from lewc.core.conventions import BOOT_SEED, LEVEL, N_BOOT, percentile_interval
+from lewc.stats import conditions, fit
+from lewc.stats.barriers import bootstrap_counts, mid_index
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 EQUIVALENCE_MARGIN = 0.25  # a quarter of the distance between the LLFC (0) and LEWC (1) predictions
@@ -465,7 +465,7 @@ def evaluate_permutation_gap(
 def evaluate_verdicts(results: Sequence[xr.Dataset]) -> list[Claim]:
     """The claims of one pair or several (results with an ``align`` dimension or without): every claim
     on the unaligned pairs, plus ``permutation_gap`` when every pair was also weight-matched."""
-    from lewc.results import alignments, for_alignment
+    from lewc.reporting.results import alignments, for_alignment
 
     claims = evaluate_claims([for_alignment(r) for r in results])
     if all("weights" in alignments(r) for r in results):

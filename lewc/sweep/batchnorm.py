@@ -17,11 +17,11 @@ import copy
 import torch
 from torch.func import functional_call
 
-from lewc.conventions import BN_IMAGES
-from lewc.data import DeviceDataset
-from lewc.merge import Pair, State
+from lewc.core.conventions import BN_IMAGES
+from lewc.sweep.merge import Pair, State
+from lewc.training.data import DeviceDataset
 
-DEFAULT_BN_IMAGES = BN_IMAGES  # lewc.conventions
+DEFAULT_BN_IMAGES = BN_IMAGES  # lewc.core.conventions
 BN_SEED = 1234
 
 

@@ -10,14 +10,14 @@
   its mirror), divided by the same ratio with z_A's features shuffled (the null: W_B reads an input
   unrelated to it). 0 is exact orthogonality, 1 is chance.
 
-Inputs are per-image sums (``lewc.capture``), so any bootstrap resample of images is a weighted sum.
+Inputs are per-image sums (``lewc.sweep.capture``), so any bootstrap resample of images is a weighted sum.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from lewc.capture import RO_TERMS, WA_TERMS
+from lewc.sweep.capture import RO_TERMS, WA_TERMS
 
 _WA = {name: i for i, name in enumerate(WA_TERMS)}
 _RO = {name: i for i, name in enumerate(RO_TERMS)}

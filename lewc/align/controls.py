@@ -23,9 +23,9 @@ import copy
 
 import torch
 
-from lewc.checkpoints import build_from_meta
-from lewc.errors import LewcError
+from lewc.core.errors import LewcError
 from lewc.models import CapturingModel
+from lewc.training.checkpoints import build_from_meta
 
 PROBE_RTOL = 1e-4
 

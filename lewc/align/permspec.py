@@ -34,7 +34,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from lewc.errors import LewcError
+from lewc.core.errors import LewcError
 
 Axis = tuple[str, int]  # (state-dict key, dimension)
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from lewc.claims import Claim, claims_as_dicts, specs_as_dicts
-from lewc.results import alignments, attr_json, for_alignment
+from lewc.reporting.results import alignments, attr_json, for_alignment
+from lewc.stats.claims import Claim, claims_as_dicts, specs_as_dicts
 
 REPORT_SCHEMA = "lewc.report/1"
 

@@ -1,6 +1,6 @@
 """Peak device memory of the path sweep, computed on the meta device: no memory is allocated.
 
-The sweep's largest live set is known from its order of work (``lewc.path``) and the shapes of one
+The sweep's largest live set is known from its order of work (``lewc.sweep.path``) and the shapes of one
 captured forward pass, which a model built on ``torch.device("meta")`` gives for any width in
 milliseconds. Counted, per phase of one test batch (the peak is the largest phase):
 
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from lewc.capture import (
+from lewc.models import build
+from lewc.sweep.capture import (
     CONDITION_COORDINATES,
     DEFAULT_CONDITION_IMAGES,
     DEFAULT_SAMPLE_IMAGES,
@@ -35,8 +36,7 @@ from lewc.capture import (
     MIN_CONDITION_IMAGES,
     WA_TERMS,
 )
-from lewc.models import build
-from lewc.path import STATE_CACHE_BYTES
+from lewc.sweep.path import STATE_CACHE_BYTES
 
 TRANSIENT_MAPS = 3
 ADDITIVITY_TENSORS = 4  # z_B shuffled, σ(z_A), σ(z_B), σ(z_B shuffled); z_A, z_B are the kept rows
@@ -83,7 +83,7 @@ def estimate_sweep_peak(
     state_cache_bytes: int = STATE_CACHE_BYTES,
     **build_kwargs,
 ) -> PeakEstimate:
-    """Peak device bytes of ``lewc.path.sweep`` with capture for this architecture (see module doc)."""
+    """Peak device bytes of ``lewc.sweep.path.sweep`` with capture for this architecture (see module doc)."""
     with torch.device("meta"):
         model = build(family, width, num_classes, in_shape, **build_kwargs)
     relu = [spec.is_relu for spec in model.layers()]

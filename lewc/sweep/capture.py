@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from lewc.conventions import lewc_weights
-from lewc.merge import Pair
+from lewc.core.conventions import lewc_weights
+from lewc.sweep.merge import Pair
 
 GRAM_TERMS = ("mm", "aa", "bb", "ma", "mb", "ab")
 WA_TERMS = ("uv", "uu", "vv", "uv_null", "uu_null", "vv_null")

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from lewc.calibrate import cross_entropy_per_sample, fit_betas
-from lewc.conventions import lewc_weights, llfc_weights
+from lewc.core.conventions import lewc_weights, llfc_weights
+from lewc.stats.calibrate import cross_entropy_per_sample, fit_betas
 
 KINDS = ("lewc", "plain")
 

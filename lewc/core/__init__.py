@@ -1,0 +1,1 @@
+"""What every layer of lewc shares: the conventions, errors and exit codes, atomic I/O, the device."""

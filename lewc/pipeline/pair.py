@@ -1,0 +1,159 @@
+"""One pair through the whole analysis: B aligned by each method, the controls, the claims, the folder.
+
+``analyse_pair`` takes loaded models and a dataset and returns a ``PairResult`` (nothing on disk);
+``write_folder`` publishes a result as the folder the command line and ``PairReport.save`` write.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import xarray as xr
+
+from lewc.core.errors import LewcError
+from lewc.pipeline.analysis import analyze
+from lewc.pipeline.folders import AnalysisOptions, private_folder, publish
+from lewc.reporting import report
+from lewc.reporting.results import for_alignment, stack_alignments, write_netcdf
+from lewc.stats.claims import Claim, evaluate_claims, evaluate_verdicts
+from lewc.sweep.merge import Pair
+from lewc.sweep.path import SweepOptions
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How to run (not what to compute: that is ``AnalysisOptions``, which names the folder)."""
+
+    batch_size_eval: int = 500
+    progress: bool = True
+    align_cache: Path | None = None  # folder caching aligned B's as checkpoints (None: no cache)
+
+
+@dataclass
+class PairResult:
+    """Everything one pair's analysis produced: results stacked over alignments, claims, controls."""
+
+    results: xr.Dataset
+    claims: list[Claim]
+    controls: dict[str, xr.Dataset] = field(default_factory=dict)
+    control_claims: dict[str, list[Claim]] = field(default_factory=dict)
+    align_claims: dict[str, list[Claim]] = field(default_factory=dict)
+
+
+def run_controls(pair: Pair, ds, options: AnalysisOptions, sweep_options: SweepOptions) -> dict[str, xr.Dataset]:
+    """The positive and negative controls through the same pipeline (see lewc.align.controls)."""
+    from lewc.align import controls
+
+    out = {}
+    probe = ds.normalize(ds.test.x[:64])
+    builders = {
+        "positive": lambda: controls.disjoint_block_pair(pair.model_a, pair.model_b, pair.meta_a, pair.meta_b, probe),
+        "negative": lambda: controls.self_pair(pair.model_a, pair.meta_a),
+    }
+    for name, build in builders.items():
+        try:
+            a, b, meta_a, meta_b, note = build()
+        except LewcError as err:
+            print(f"warning: no {name} control: {err}", file=sys.stderr)
+            continue
+        res = analyze(Pair(a, b, meta_a, meta_b), ds, list(options.lams), sweep_options, {"control": name})
+        res.attrs["control"] = name
+        res.attrs["control_note"] = note
+        out[name] = res
+    return out
+
+
+def aligned_endpoint(method: str, pair: Pair, ds, settings: RunSettings, device: torch.device):
+    """B permuted towards A by ``method`` (cached as a checkpoint under ``settings.align_cache``)."""
+    from lewc import align
+
+    def batches():
+        n = min(align.ACTIVATION_IMAGES, len(ds.train))
+        return [x for x, _ in ds.batches("train", settings.batch_size_eval, n)]
+
+    folder = settings.align_cache
+    cached = folder is not None and align.aligned_path(folder, pair.meta_a, pair.meta_b, method).is_file()
+    model, meta = align.load_or_align(
+        folder, method, pair.model_a, pair.model_b, pair.meta_a, pair.meta_b, batches, device
+    )
+    info = meta["alignment"]
+    print(
+        f"{'reusing' if cached else 'aligned'} B to A by {method}: objective {info['objective_before']:.4g} → "
+        f"{info['objective_after']:.4g} ({info['passes']} pass(es), {info['seconds']:.1f} s)",
+        file=sys.stderr,
+    )
+    return model, meta
+
+
+def warn_degenerate(claims: list[Claim]) -> None:
+    notes = {c.note.split(" — ")[0] for c in claims if c.note.startswith("degenerate pair")}
+    for note in sorted(notes):
+        print(f"warning: {note}; the claims that need A and B apart are INCONCLUSIVE", file=sys.stderr)
+
+
+def analyse_pair(
+    pair: Pair, ds, options: AnalysisOptions, settings: RunSettings, device: torch.device, provenance: dict
+) -> PairResult:
+    """Sweep the pair once per alignment method, run the controls, evaluate every claim."""
+    sweep_options = SweepOptions(
+        n_test=options.n_test,
+        bn_images=options.bn_images,
+        progress=settings.progress,
+        batch_size=settings.batch_size_eval,
+    )
+    by_align = {"none": analyze(pair, ds, list(options.lams), sweep_options, provenance)}
+    for method in options.align:
+        if method == "none":
+            continue
+        model_b_aligned, meta_b_aligned = aligned_endpoint(method, pair, ds, settings, device)
+        aligned = Pair(pair.model_a, model_b_aligned, pair.meta_a, meta_b_aligned)
+        by_align[method] = analyze(aligned, ds, list(options.lams), sweep_options, provenance | {"alignment": method})
+    controls = run_controls(pair, ds, options, sweep_options) if options.controls else {}
+    stacked = stack_alignments(by_align)
+    claims = evaluate_verdicts([stacked])
+    warn_degenerate(claims)
+    return PairResult(
+        results=stacked,
+        claims=claims,
+        controls=controls,
+        control_claims={name: evaluate_claims(c) for name, c in controls.items()},
+        align_claims={m: evaluate_claims(r) for m, r in by_align.items() if m != "none"},
+    )
+
+
+def write_folder(out_dir: Path, result: PairResult, command: str) -> dict:
+    """Build the whole folder privately, then publish it with one rename; returns report.json's content."""
+    from lewc.reporting import plots
+
+    tmp = private_folder(out_dir)
+    try:
+        write_netcdf(result.results, tmp / "results.nc")
+        for name, c in result.controls.items():
+            write_netcdf(c, tmp / f"control_{name}.nc")
+        figures = plots.pair_figures(for_alignment(result.results), tmp, result.results)
+        files = {
+            "results": "results.nc",
+            "controls": {name: f"control_{name}.nc" for name in result.controls},
+            "markdown": "report.md",
+            "figures": [f"{stem}.png" for stem, _ in figures],
+        }
+        rep = report.build_report(
+            result.results,
+            result.claims,
+            files,
+            command,
+            result.controls,
+            result.control_claims,
+            result.align_claims,
+        )
+        (tmp / "report.md").write_text(report.markdown(rep, figures))
+        (tmp / "report.json").write_text(report.dumps(rep))
+        publish(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return rep

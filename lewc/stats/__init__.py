@@ -1,0 +1,1 @@
+"""Statistics on a stored sweep: temperature, barriers, LEWC fits, sufficient conditions, ensembles, claims."""

@@ -1,0 +1,1 @@
+"""Datasets, training recipes, the training loop and the checkpoint format (safetensors + JSON sidecar)."""
