@@ -24,6 +24,7 @@ Spec format (TOML)::
     name = "fmnist-mlp-width"      # folder under data/studies/
     model = "mlp"
     dataset = "fashion-mnist"      # optional: the family's default
+    recipe = "paper"               # optional: the training preset (quick, the default, or paper)
     pairs = 2                      # seed pairs (0,1), (2,3), ...
     align = "none,weights"         # optional, as lewc.verify --align
     n_test = 10000                 # optional
@@ -67,7 +68,7 @@ AXES = {  # grid axis → (verify flag, value type)
     "lr": ("--lr", float),
     "base_width": ("--base-width", int),
 }
-STUDY_KEYS = {"name", "model", "dataset", "pairs", "align", "n_test", "controls", "lams", "parallel"}
+STUDY_KEYS = {"name", "model", "dataset", "recipe", "pairs", "align", "n_test", "controls", "lams", "parallel"}
 SLURM_KEYS = {"partition", "gpus_per_job", "timeout_min", "array_parallelism", "cpus_per_job"}
 
 
@@ -80,6 +81,7 @@ class StudySpec:
     dataset: str | None
     pairs: int
     grid: dict[str, list]
+    recipe: str | None = None
     align: str = "none,weights"
     n_test: int | None = None
     controls: bool = False
@@ -94,7 +96,9 @@ class StudySpec:
     def argv(self, cell: dict, pair: int) -> list[str]:
         """The ``lewc.verify`` flags of one (cell, pair)."""
         argv = ["--model", self.model, "--seeds", f"{2 * pair},{2 * pair + 1}", "--align", self.align]
+        argv += ["--allow-slow"]  # the study prints its own cost estimate before anything runs
         argv += ["--dataset", self.dataset] if self.dataset else []
+        argv += ["--recipe", self.recipe] if self.recipe else []
         argv += ["--n-test", str(self.n_test)] if self.n_test else []
         argv += ["--lams", self.lams] if self.lams else []
         argv += [] if self.controls else ["--no-controls"]
@@ -155,6 +159,7 @@ def load_spec(path: Path) -> StudySpec:
         name=study["name"],
         model=study["model"],
         dataset=study.get("dataset"),
+        recipe=study.get("recipe"),
         pairs=pairs,
         grid=clean,
         align=study.get("align", "none,weights"),
@@ -344,7 +349,7 @@ def combine(spec: StudySpec, outcomes: list[Outcome]):
     import xarray as xr
 
     from lewc.reporting.results import alignments, for_alignment, open_results
-    from lewc.stats.claims import evaluate_verdicts
+    from lewc.stats.claims import evaluate_claims, evaluate_verdicts
 
     axes = list(spec.grid)
     shape = [len(spec.grid[a]) for a in axes]
@@ -352,6 +357,8 @@ def combine(spec: StudySpec, outcomes: list[Outcome]):
     barrier_names = ["acc_mid", "loss_mid_raw", "loss_mid_cal"]
     barrier = np.full([*shape, spec.pairs, len(methods), len(barrier_names)], np.nan)
     beta = np.full([*shape, spec.pairs, len(methods)], np.nan)
+    claim_names = ["lmc_accuracy", "lmc_loss_calibrated", "lewc_weighting", "lewc_magnitude"]
+    claim_value = np.full([*shape, spec.pairs, len(methods), len(claim_names)], np.nan)
     acc_ends = np.full([*shape, spec.pairs, 2], np.nan)
     errors = np.full([*shape, spec.pairs], "", dtype=object)
     total_depth = np.full([*shape, spec.pairs], np.nan)
@@ -371,6 +378,8 @@ def combine(spec: StudySpec, outcomes: list[Outcome]):
             r = for_alignment(res, method)
             barrier[index + (j,)] = r.barrier.sel(barrier_name=barrier_names).values
             beta[index + (j,)] = float(r.beta.sel(lam=0.5, method="nearest"))
+            values = {c.id: c.value for c in evaluate_claims(r)}
+            claim_value[index + (j,)] = [values.get(n, np.nan) for n in claim_names]
             if "coef_a_full" in r:
                 mid = r.sel(lam=0.5, method="nearest")
                 for name in r.layer.values:
@@ -389,12 +398,19 @@ def combine(spec: StudySpec, outcomes: list[Outcome]):
         {
             "barrier": ([*axes, "pair", "align", "barrier_name"], barrier),
             "beta_mid": ([*axes, "pair", "align"], beta),
+            "claim_value": ([*axes, "pair", "align", "claim"], claim_value),
             "endpoint_acc": ([*axes, "pair", "endpoint"], acc_ends),
             "error": ([*axes, "pair"], errors.astype(str)),
             "total_depth": ([*axes, "pair"], total_depth),
             "magnitude_mid": ([*axes, "pair", "align", "ell"], magnitude),
         },
-        coords=coords | {"barrier_name": barrier_names, "endpoint": ["a", "b"], "ell": list(range(1, max_ell + 1))},
+        coords=coords
+        | {
+            "barrier_name": barrier_names,
+            "claim": claim_names,
+            "endpoint": ["a", "b"],
+            "ell": list(range(1, max_ell + 1)),
+        },
         attrs={"schema": STUDY_SCHEMA, "spec": json.dumps(spec.__dict__, default=str), "model": spec.model},
     )
     verdicts = {index: evaluate_verdicts(results) for index, results in per_cell.items()}

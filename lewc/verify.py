@@ -1,6 +1,6 @@
 """``python -m lewc.verify``: from a model name to a verdict per claim, with controls, a report and figures.
 
-With no arguments it verifies the embedded default: a pair of Fashion-MNIST MLPs ×16 (seeds 0, 1),
+With no arguments it verifies the embedded default: a pair of Fashion-MNIST MLPs ×1 (3×512; seeds 0, 1),
 trained first (in-process, ``lewc.training.train``) if their checkpoints are missing. It sweeps λ once with
 the merge engine and the layer capture, runs the same pipeline on a positive control (exact LEWC:
 the endpoints in disjoint blocks of a 2× wide network) and a negative control (exact LLFC: A with
@@ -126,7 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_recipe_arguments(p, model_default="mlp")
     g = p.add_argument_group("pairs")
-    g.add_argument("--width", type=int, default=16, help="width multiplier of the pair (default 16)")
+    g.add_argument(
+        "--width",
+        type=int,
+        default=1,
+        help="width multiplier of the pair over the field's ×1 network (default 1; mlp ×1 = 3×512 hidden units, "
+        "×16 = 3×8192; resnet20 ×1 = 16/32/64 channels; vgg ×1 = 64…512 channels)",
+    )
     g.add_argument("--widths", help="comma-separated widths for a sweep, e.g. 1,4,16 (overrides --width)")
     g.add_argument("--seeds", default="0,1", help="seeds, comma-separated; consecutive seeds form pairs (default 0,1)")
     g.add_argument("--ckpt-a", type=Path, help="checkpoint of endpoint A (.safetensors); skips lookup/training")
@@ -284,8 +290,9 @@ def finish(path: Path, rep: dict, args: argparse.Namespace) -> None:
         print(path, file=sys.stderr)
         return
     a, b = rep["pair"]["a"], rep["pair"]["b"]
+    label = rep.get("width_label") or f"{a['model']} ×{a['width']}"
     print(
-        f"{a['model']} ×{a['width']} on {a['dataset']}: endpoint test accuracy "
+        f"{label} on {a['dataset']}: endpoint test accuracy "
         f"{a.get('test_acc', float('nan')):.4f} / {b.get('test_acc', float('nan')):.4f}"
     )
     print(report.verdict_table(rep["claims"], rep.get("controls", {})))

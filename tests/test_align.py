@@ -94,9 +94,22 @@ def test_weight_matching_never_lowers_the_objective_and_is_deterministic(spec, s
     assert torch.allclose(got, ref, atol=LOGIT_TOL * ref.abs().max().item(), rtol=0)
 
 
+def test_resnet_projection_shortcuts_give_each_stage_its_own_stream():
+    """With 1×1 projections (the default) stage 2's stream is a group of its own, not stage 1's units."""
+    model, in_shape = make("resnet20", "bn", True, 0)
+    spec = align.spec_for(model, in_shape)
+    assert len(spec.group_sizes) == 12  # 3 streams + 9 inner (conv1) groups
+    stage2 = spec.axes[("blocks.3.conv2.weight", 0)]
+    assert list(stage2.positions) == [spec.group_names.index("blocks.3.conv2.weight[0]")]
+    projection = spec.axes[("blocks.3.projection.0.weight", 0)]
+    assert list(projection.positions) == list(stage2.positions)  # the projection writes into the new stream
+
+
 def test_resnet_option_a_ties_consecutive_stages_without_merging_them():
     """Stage 2's residual stream is stage 1's units (in the middle) plus new units on both sides."""
-    model, in_shape = make("resnet20", "bn", True, 0)
+    torch.manual_seed(0)
+    in_shape = FAMILIES["resnet20"][0]
+    model = build("resnet20a", 1, 10, in_shape, norm="bn", base_width=FAMILIES["resnet20"][1]).eval()
     spec = align.spec_for(model, in_shape)
     base = FAMILIES["resnet20"][1]
     # 1 stem stream + 9 inner (conv1) groups + 1 new group per downsampling stage
@@ -174,3 +187,22 @@ def test_random_direction_is_as_far_from_a_as_b_tensor_by_tensor():
     assert torch.equal(state["norms.0.running_mean"], sb["norms.0.running_mean"])
     again, _ = align.align("random_direction", a, b, in_shape, seed=4)
     assert all(torch.equal(state[k], again[k]) for k in state)
+
+
+def test_positive_control_works_with_projection_shortcuts_and_is_refused_for_option_a():
+    from lewc.align import controls
+
+    in_shape = (3, 16, 16)
+    probe = torch.randn(4, *in_shape, generator=torch.Generator().manual_seed(0))
+    for name, ok in (("resnet20", True), ("resnet20a", False)):
+        torch.manual_seed(0)
+        a, b = (build(name, 1, 10, in_shape, norm="none", base_width=4).eval() for _ in range(2))
+        meta = dict(model=name, width=1, num_classes=10, in_shape=list(in_shape), norm="none", bias=True)
+        meta |= dict(base_width=4, depth=None, sha256="0" * 64)
+        if ok:
+            wide_a, wide_b, *_, note = controls.disjoint_block_pair(a, b, meta, meta, probe)
+            assert note.startswith("exact LEWC")
+            assert sum(p.numel() for p in wide_a.parameters()) > 3 * sum(p.numel() for p in a.parameters())
+        else:
+            with pytest.raises(LewcError, match="disjoint blocks"):
+                controls.disjoint_block_pair(a, b, meta, meta, probe)

@@ -9,9 +9,26 @@ def n_params(m):
     return sum(p.numel() for p in m.parameters())
 
 
-def test_resnet20_parameter_count_is_the_classic_0_27m():
-    assert n_params(build("resnet20", 1, 10, (3, 32, 32), norm="bn")) == 269_722
-    assert n_params(build("resnet20", 1, 10, (3, 32, 32), norm="bn", bias=False)) == 269_712
+def test_resnet20_option_a_parameter_count_is_the_classic_0_27m():
+    assert n_params(build("resnet20a", 1, 10, (3, 32, 32), norm="bn")) == 269_722
+    assert n_params(build("resnet20a", 1, 10, (3, 32, 32), norm="bn", bias=False)) == 269_712
+
+
+def test_resnet20_default_has_projection_shortcuts_21_convolutions():
+    model = build("resnet20", 1, 10, (3, 32, 32), norm="bn")
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == 21  # 19 + 2 projections
+    # each projection: a 1×1 conv (16·32, 32·64 weights) + BN (2 × channels)
+    assert n_params(model) == 269_722 + (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
+
+
+def test_field_standard_widths_in_units():
+    from lewc.models import width_label
+
+    assert [lin.out_features for lin in build("mlp", 1, 10, (1, 28, 28)).linears] == [512] * 3
+    assert [lin.out_features for lin in build("mlp", 16, 10, (1, 28, 28)).linears] == [8192] * 3
+    assert width_label("mlp", 16) == "MLP ×16 (3×8192)"
+    assert width_label("resnet20", 32) == "ResNet-20 ×32 (512/1024/2048 ch)"
+    assert width_label("vgg11", 16) == "VGG-11 ×16 (1024…8192 ch)"
 
 
 @pytest.mark.parametrize("name", ["vgg11", "resnet20"])

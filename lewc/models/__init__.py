@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from lewc.models import mlp, resnet, vgg  # noqa: F401  (importing a family registers it)
 from lewc.models.common import ACTIVATIONS, CapturingModel, LayerSpec
-from lewc.models.registry import ModelFamily, build, family_names, get_family, register_family
+from lewc.models.registry import ModelFamily, build, family_names, get_family, register_family, width_label
 
 __all__ = [
     "ACTIVATIONS",
@@ -20,4 +20,5 @@ __all__ = [
     "family_names",
     "get_family",
     "register_family",
+    "width_label",
 ]

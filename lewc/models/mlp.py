@@ -1,8 +1,10 @@
 """Multi-layer perceptron with a width multiplier.
 
 Hidden layers have ``base_width × width`` units; each is Linear(+norm)+ReLU and is one captured
-layer, the head is the last one. The paper's MLP ×16 does not state its base width; lewc's default
-(32) is chosen so the embedded Fashion-MNIST demo trains on a 2-core CPU in minutes (README).
+layer, the head is the last one. ×1 is the field's MLP: 784 → 512 → 512 → 512 → 10, the network of
+Git Re-Basin (Ainsworth et al., 2023, ``mnist_mlp_train.py``) and of the paper's co-author's
+earlier code (3 × 512, no multiplier). The paper's "MLP ×16" is therefore read as 3 × 8,192 hidden
+units; the embedded demo is MLP ×1 (3 × 512) on Fashion-MNIST.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from torch import nn
 from lewc.models.common import CapturingModel, LayerSpec, norm_1d
 from lewc.models.registry import ModelFamily, register_family
 
-DEFAULT_BASE_WIDTH = 32
+DEFAULT_BASE_WIDTH = 512
 DEFAULT_DEPTH = 3
 
 
@@ -69,6 +71,8 @@ register_family(
         base_width=DEFAULT_BASE_WIDTH,
         default_norm="none",
         default_depth=DEFAULT_DEPTH,
-        description="ReLU MLP, `depth` hidden layers of base_width × width units",
+        description="ReLU MLP, `depth` hidden layers of base_width × width units (×1 = 3 × 512)",
+        display_name="MLP",
+        units=lambda base, width, depth: f"{depth if depth is not None else DEFAULT_DEPTH}×{base * width}",
     )
 )

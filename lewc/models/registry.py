@@ -36,6 +36,9 @@ class ModelFamily:
     default_depth: int | None = None
     convolutional: bool = False
     description: str = ""
+    # (base_width, width, depth) -> the widths in units, e.g. "3×8192" or "64/128/256 ch"
+    units: Callable[[int, int, int | None], str] | None = None
+    display_name: str = ""
 
 
 _FAMILIES: dict[str, ModelFamily] = {}
@@ -65,6 +68,15 @@ def get_family(name: str) -> ModelFamily:
         return _FAMILIES[name]
     except KeyError:
         raise LewcError(f"unknown model {name!r}; choose one of {', '.join(_FAMILIES)}") from None
+
+
+def width_label(name: str, width: int, base_width: int | None = None, depth: int | None = None) -> str:
+    """A width that says what it is in units, e.g. ``MLP ×16 (3×8192)`` or ``ResNet-20 ×32 (512/1024/2048 ch)``."""
+    family = get_family(name)
+    base = family.base_width if base_width is None else base_width
+    depth = family.default_depth if depth is None else depth
+    label = f"{family.display_name or name} ×{width}"
+    return f"{label} ({family.units(base, width, depth)})" if family.units else label
 
 
 def build(

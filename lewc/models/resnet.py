@@ -1,10 +1,16 @@
 """CIFAR ResNet-20 (He et al., 2016, §4.2) with a width multiplier.
 
-Three stages of three BasicBlocks with 16/32/64 × ``width`` channels, parameter-free identity
-shortcuts that subsample and zero-pad channels at the two downsampling blocks ("option A"). ×1 with
-BN has the classic 0.27M parameters (269,722). Captured layers: the stem, each block's output and
-the head; a block's depth ℓ counts both of its convolutions (the longest path), so block b (1-based)
-sits at ℓ = 1 + 2b and the head at ℓ = 20.
+Three stages of three BasicBlocks with 16/32/64 × ``width`` channels. The two downsampling blocks
+have a **projection shortcut** by default: a 1×1 convolution of stride 2 followed by the block's norm
+(He et al.'s option B; the ResNet-20 of REPAIR, Jordan et al. 2023, and of the paper's co-author's
+earlier code, conv + BatchNorm). Git Re-Basin uses a 3×3 conv + LayerNorm instead; lewc takes the
+1×1 form because it is He et al.'s own and the cheaper one, and because with a projection every
+stage has its own channel permutation. ``resnet20a`` keeps the parameter-free option A (subsample
+and zero-pad channels), which ties the permutations of consecutive stages and makes the positive
+control impossible. ×1 has 21 convolutions (19 + 2 projections); with BN option A has the classic
+0.27M parameters (269,722). Captured layers: the stem, each block's output and the head; a block's
+depth ℓ counts both of its convolutions (the longest path; the projection is one), so block b
+(1-based) sits at ℓ = 1 + 2b and the head at ℓ = 20.
 """
 
 from __future__ import annotations
@@ -19,8 +25,11 @@ from lewc.models.registry import ModelFamily, register_family
 DEFAULT_BASE_WIDTH = 16
 
 
+SHORTCUTS = ("projection", "A")
+
+
 class BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int, norm: str, bias: bool):
+    def __init__(self, in_planes: int, planes: int, stride: int, norm: str, bias: bool, shortcut: str = "projection"):
         super().__init__()
         conv_bias = bias and norm == "none"
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=conv_bias)
@@ -29,11 +38,18 @@ class BasicBlock(nn.Module):
         self.norm2 = norm_2d(norm, planes, bias)
         self.stride = stride
         self.pad_channels = planes - in_planes
+        self.projection = None
+        if shortcut == "projection" and (stride != 1 or in_planes != planes):
+            self.projection = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=conv_bias), norm_2d(norm, planes, bias)
+            )
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        """Option A: identity, or subsample by 2 and zero-pad the new channels on both sides."""
+        """Identity, the projection (1×1 conv + norm), or option A: subsample by 2 and zero-pad channels."""
         if self.stride == 1 and self.pad_channels == 0:
             return x
+        if self.projection is not None:
+            return self.projection(x)
         x = x[:, :, :: self.stride, :: self.stride]
         lo = self.pad_channels // 2
         return F.pad(x, (0, 0, 0, 0, lo, self.pad_channels - lo))
@@ -54,8 +70,11 @@ class ResNet20(CapturingModel):
         norm: str = "bn",
         bias: bool = True,
         blocks_per_stage: int = 3,
+        shortcut: str = "projection",
     ):
         super().__init__()
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
         planes = [base_width * width * m for m in (1, 2, 4)]
         self.stem = nn.Conv2d(in_shape[0], planes[0], 3, padding=1, bias=bias and norm == "none")
         self.stem_norm = norm_2d(norm, planes[0], bias)
@@ -63,7 +82,7 @@ class ResNet20(CapturingModel):
         in_planes = planes[0]
         for stage, p in enumerate(planes):
             for b in range(blocks_per_stage):
-                blocks.append(BasicBlock(in_planes, p, 2 if stage > 0 and b == 0 else 1, norm, bias))
+                blocks.append(BasicBlock(in_planes, p, 2 if stage > 0 and b == 0 else 1, norm, bias, shortcut))
                 in_planes = p
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Linear(in_planes, num_classes, bias=bias)
@@ -90,16 +109,22 @@ class ResNet20(CapturingModel):
         return (logits, records) if capture else logits
 
 
-register_family(
-    ModelFamily(
-        name="resnet20",
-        builder=lambda in_shape, num_classes, width, base_width, depth, norm, bias: ResNet20(
-            in_shape, num_classes, width, base_width, norm, bias
-        ),
-        default_dataset="cifar10",
-        base_width=DEFAULT_BASE_WIDTH,
-        default_norm="bn",
-        convolutional=True,
-        description="CIFAR ResNet-20, 16/32/64 × width channels, option-A shortcuts",
+for _name, _shortcut, _what in (
+    ("resnet20", "projection", "projection shortcuts (1×1 conv + norm)"),
+    ("resnet20a", "A", "option-A shortcuts (subsample + zero-pad)"),
+):
+    register_family(
+        ModelFamily(
+            name=_name,
+            builder=lambda in_shape, num_classes, width, base_width, depth, norm, bias, _s=_shortcut: ResNet20(
+                in_shape, num_classes, width, base_width, norm, bias, shortcut=_s
+            ),
+            default_dataset="cifar10",
+            base_width=DEFAULT_BASE_WIDTH,
+            default_norm="bn",
+            convolutional=True,
+            description=f"CIFAR ResNet-20, 16/32/64 × width channels, {_what}",
+            display_name="ResNet-20" if _shortcut == "projection" else "ResNet-20 (option A)",
+            units=lambda base, width, depth: f"{base * width}/{2 * base * width}/{4 * base * width} ch",
+        )
     )
-)

@@ -1,8 +1,10 @@
 """VGG-11 / VGG-16 for small images (Simonyan & Zisserman, 2015) with a width multiplier.
 
-Channel counts are the classic configuration scaled by ``width`` (×1 = 64…512). Each
-conv(+norm)+ReLU is a captured layer; max-pools use ``ceil_mode`` so 28×28 inputs work; a global
-average pool feeds a single Linear head, as in the CIFAR VGGs used for LMC studies.
+Base: the classic configuration's channels scaled by ``width`` (×1 = 64…512; ``base_width`` is the
+first layer's 64). Head: one Linear layer on the 512 × width channels after a global average pool
+(five 2×2 max-pools leave a 32×32 input at 1×1, so this is the flatten + single classifier of the
+CIFAR VGGs of the LMC literature, e.g. REPAIR's VGG-11), not ImageNet VGG's three FC layers. Each
+conv(+norm)+ReLU is a captured layer; max-pools use ``ceil_mode`` so 28×28 inputs work.
 """
 
 from __future__ import annotations
@@ -82,5 +84,7 @@ for _config in CONFIGS:
             default_norm="bn",
             convolutional=True,
             description=f"{_config.upper()} with 64…512 × width channels, global average pool, linear head",
+            display_name=_config.upper().replace("VGG", "VGG-"),
+            units=lambda base, width, depth: f"{base * width}…{8 * base * width} ch",
         )
     )

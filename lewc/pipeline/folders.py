@@ -18,7 +18,7 @@ from pathlib import Path
 from lewc.core.errors import LewcError
 from lewc.reporting.results import RESULTS_SCHEMA
 from lewc.training.data import data_home
-from lewc.training.recipe import TrainConfig
+from lewc.training.recipe import TrainConfig, units_slug
 
 TMP_PREFIX = ".tmp-"
 
@@ -39,9 +39,18 @@ class AnalysisOptions:
 
 
 def pair_name(meta_a: dict, meta_b: dict) -> str:
+    """``<dataset>_<model>_w<width>-<units>_<recipe>_s<seed A>-<seed B>_<recipe hash>``."""
     cfg = meta_a.get("train_config")
-    suffix = TrainConfig.from_dict(cfg).hash_without_seed() if isinstance(cfg, dict) else meta_a["sha256"][:8]
-    return f"{meta_a['dataset']}_{meta_a['model']}_w{meta_a['width']}_s{meta_a['seed']}-{meta_b['seed']}_{suffix}"
+    if isinstance(cfg, dict):
+        config = TrainConfig.from_dict(cfg)
+        suffix, recipe = config.hash_without_seed(), config.recipe
+    else:
+        suffix, recipe = meta_a["sha256"][:8], "external"
+    units = units_slug(meta_a["model"], int(meta_a["width"]), meta_a.get("base_width"), meta_a.get("depth"))
+    return (
+        f"{meta_a['dataset']}_{meta_a['model']}_w{meta_a['width']}-{units}_{recipe}"
+        f"_s{meta_a['seed']}-{meta_b['seed']}_{suffix}"
+    )
 
 
 def results_folder(meta_a: dict, meta_b: dict, options: AnalysisOptions) -> Path:

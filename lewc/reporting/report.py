@@ -34,6 +34,15 @@ def _v(da: xr.DataArray) -> list:
     return da.values.tolist()
 
 
+def _width_label(meta: dict | None) -> str | None:
+    """The pair's width in units (``MLP ×16 (3×8192)``); ``None`` for a family lewc does not know."""
+    from lewc.models import family_names, width_label
+
+    if not meta or meta.get("model") not in family_names():
+        return None
+    return width_label(meta["model"], int(meta["width"]), meta.get("base_width"), meta.get("depth"))
+
+
 def build_report(
     res: xr.Dataset,
     claims: list[Claim],
@@ -52,6 +61,7 @@ def build_report(
         "lewc_version": res.attrs.get("lewc_version"),
         "lam_convention": res.attrs.get("lam_convention"),
         "pair": {"a": attr_json(res, "sidecar_a"), "b": attr_json(res, "sidecar_b")},
+        "width_label": _width_label(attr_json(res, "sidecar_a")),
         "dataset": res.attrs.get("dataset"),
         "split_sizes": {
             "train": res.attrs.get("n_train"),
@@ -219,8 +229,9 @@ def verdict_table(claims: list[dict], controls: dict | None = None) -> str:
 def markdown(report: dict, figures: list[tuple[str, str]]) -> str:
     a, b = report["pair"]["a"], report["pair"]["b"]
     lams = report["lams"]
+    label = report.get("width_label") or f"{a['model']} ×{a['width']}"
     lines = [
-        f"# lewc report: {a['model']} ×{a['width']} on {a['dataset']}, seeds {a['seed']} and {b['seed']}",
+        f"# lewc report: {label} on {a['dataset']}, seeds {a['seed']} and {b['seed']}",
         "",
         f"Command: `{report['command']}`",
         "",

@@ -1,0 +1,297 @@
+"""``python -m experiments.trend STUDY_DIR [STUDY_DIR …]``: does more width remove the barrier, and where?
+
+Reads ``study.nc`` only (never runs a model). For every (dataset, epochs, weight decay, alignment)
+it fits, over the hidden width w in units,
+
+    barrier(w) = c + a · (w / 512)^(−α)        (a ≥ 0, α > 0)
+
+to the accuracy barrier at λ = ½ (pp) and the calibrated loss barrier at λ = ½ (nats), with
+``scipy.optimize.curve_fit``. The **floor c** answers "can more width remove the barrier at all?"
+(c ≤ the tolerance: yes, in the limit), and the **width w\\*** at which the fit reaches the tolerance
+(3 pp, 0.1 nats) is the prediction a wider run then tests (∞ when c is above the tolerance).
+
+Intervals: a bootstrap over seed pairs — each replicate draws, at every width, the width's pairs
+with replacement and refits (1,000 replicates, seeded); 95% percentile intervals. With two pairs
+per width this interval is coarse and says only how much the pairs disagree; it does not include
+the test-image noise within a pair (each pair's own interval is in its report). Widths are the
+MLP's hidden units per layer (``base_width × width``), so ×1 of the field's MLP is w = 512.
+
+Writes ``trend.md``, ``trend.csv``, ``trend.json`` and ``trend_<metric>.png`` into ``--out``
+(default: the first study folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
+
+METRICS = {  # barrier name in study.nc → (label, unit, LMC tolerance)
+    "acc_mid": ("accuracy barrier at λ = ½", "pp", 3.0),
+    "loss_mid_cal": ("calibrated loss barrier at λ = ½", "nats", 0.1),
+}
+REFERENCE_WIDTH = 512  # the field's MLP ×1: widths are fitted in units of it
+N_BOOT = 1000
+BOOT_SEED = 0
+GROUP_AXES = ("dataset", "epochs", "wd", "bias")
+
+
+def power_law(w: np.ndarray, c: float, a: float, alpha: float) -> np.ndarray:
+    return c + a * (w / REFERENCE_WIDTH) ** (-alpha)
+
+
+def fit_power_law(widths: np.ndarray, values: np.ndarray) -> tuple[float, float, float] | None:
+    """(c, a, α) by least squares on every (width, pair) point; ``None`` when it cannot be fitted."""
+    from scipy.optimize import curve_fit
+
+    ok = np.isfinite(values)
+    w, v = widths[ok], values[ok]
+    if len(np.unique(w)) < 3:
+        return None
+    p0 = (float(v.min()), float(max(v.max() - v.min(), 1e-6)), 0.5)
+    try:
+        params, _ = curve_fit(
+            power_law, w, v, p0=p0, bounds=([-np.inf, 0.0, 1e-3], [np.inf, np.inf, 5.0]), maxfev=20000
+        )
+    except (RuntimeError, ValueError):
+        return None
+    return tuple(float(x) for x in params)
+
+
+def width_reaching(c: float, a: float, alpha: float, tolerance: float) -> float:
+    """The hidden width at which c + a (w/512)^(−α) falls to ``tolerance`` (∞ if the floor is above it)."""
+    if c >= tolerance:
+        return float("inf")
+    if a <= 0:
+        return 0.0
+    return float(REFERENCE_WIDTH * (a / (tolerance - c)) ** (1.0 / alpha))
+
+
+def bootstrap(widths: np.ndarray, values: np.ndarray, tolerance: float, n_boot: int = N_BOOT) -> np.ndarray:
+    """Replicates of (c, a, α, w*): at every width its pairs drawn with replacement, then refitted."""
+    rng = np.random.default_rng(BOOT_SEED)
+    groups = [np.nonzero(widths == w)[0] for w in np.unique(widths)]
+    out = np.full((n_boot, 4), np.nan)
+    for i in range(n_boot):
+        idx = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
+        params = fit_power_law(widths[idx], values[idx])
+        if params is not None:
+            out[i] = (*params, width_reaching(*params, tolerance))
+    return out
+
+
+def interval(replicates: np.ndarray) -> list[float]:
+    finite = replicates[~np.isnan(replicates)]
+    if not len(finite):
+        return [float("nan"), float("nan")]
+    return [float(x) for x in np.percentile(finite, [2.5, 97.5])]
+
+
+def load_points(folders: list[Path]) -> list[dict]:
+    """Every (study cell, pair, alignment, metric) value as a flat record with the hidden width in units."""
+    from lewc.models import get_family
+
+    records = []
+    for folder in folders:
+        path = folder / "study.nc" if folder.is_dir() else folder
+        if not path.is_file():
+            raise LewcError(f"{path} does not exist (run the study first: python -m experiments.study SPEC)")
+        with xr.open_dataset(path) as raw:
+            ds = raw.load()
+        spec = json.loads(ds.attrs.get("spec", "{}"))
+        model = ds.attrs.get("model", spec.get("model"))
+        family = get_family(model)
+        if family.name != "mlp":
+            raise LewcError(f"experiments.trend fits MLP width trends; {path} is a {model} study")
+        dataset = spec.get("dataset") or family.default_dataset
+        cell_axes = [d for d in ds.barrier.dims if d not in ("pair", "align", "barrier_name")]
+        stacked = ds.barrier.stack(cell=cell_axes) if cell_axes else ds.barrier.expand_dims(cell=[0])
+        for k in range(stacked.sizes["cell"]):
+            cell = stacked.isel(cell=k)
+            coords = {a: cell.coords[a].item() for a in cell_axes}
+            base = int(coords.get("base_width", family.base_width))
+            hidden = base * int(coords.get("width", 1))
+            group = {"dataset": dataset, "epochs": coords.get("epochs"), "wd": coords.get("wd")}
+            group["bias"] = coords.get("bias", True)
+            for align in cell.align.values:
+                for metric in METRICS:
+                    for pair in cell.pair.values:
+                        value = float(cell.sel(align=align, barrier_name=metric, pair=pair))
+                        records.append(
+                            group
+                            | dict(
+                                align=str(align),
+                                metric=metric,
+                                width=hidden,
+                                pair=int(pair),
+                                value=value,
+                                study=str(path),
+                            )
+                        )
+    return records
+
+
+def fit_table(records: list[dict]) -> list[dict]:
+    """One row per (group, alignment, metric): the floor c, a, α and w* with bootstrap intervals."""
+    keys = sorted({tuple(r[k] for k in (*GROUP_AXES, "align", "metric")) for r in records}, key=str)
+    rows = []
+    for key in keys:
+        sel = [r for r in records if tuple(r[k] for k in (*GROUP_AXES, "align", "metric")) == key]
+        widths = np.array([r["width"] for r in sel], dtype=float)
+        values = np.array([r["value"] for r in sel], dtype=float)
+        metric = key[-1]
+        tolerance = METRICS[metric][2]
+        row = dict(zip((*GROUP_AXES, "align", "metric"), key, strict=True))
+        row["tolerance"] = tolerance
+        row["widths"] = sorted({int(w) for w, v in zip(widths, values, strict=True) if np.isfinite(v)})
+        row["pairs_per_width"] = int(round(np.isfinite(values).sum() / max(1, len(row["widths"]))))
+        row["mean_by_width"] = {
+            int(w): float(np.nanmean(values[widths == w]))
+            for w in np.unique(widths)
+            if np.isfinite(values[widths == w]).any()
+        }
+        params = fit_power_law(widths, values)
+        if params is None:
+            row.update(fitted=False, note="fewer than 3 widths with values, or the fit did not converge")
+            rows.append(row)
+            continue
+        reps = bootstrap(widths, values, tolerance)
+        c, a, alpha = params
+        row.update(
+            fitted=True,
+            c=c,
+            c_ci=interval(reps[:, 0]),
+            a=a,
+            alpha=alpha,
+            alpha_ci=interval(reps[:, 2]),
+            width_at_tolerance=width_reaching(c, a, alpha, tolerance),
+            width_at_tolerance_ci=interval(np.where(np.isinf(reps[:, 3]), 1e30, reps[:, 3])),
+            replicates_fitted=int(np.isfinite(reps[:, 0]).sum()),
+        )
+        rows.append(row)
+    return rows
+
+
+def _fmt_width(w: float) -> str:
+    if not np.isfinite(w) or w >= 1e29:
+        return "∞"
+    return f"3×{w:,.0f}"
+
+
+def markdown(rows: list[dict], command: str) -> str:
+    lines = [
+        "# Width trend: barrier(w) = c + a·(w/512)^(−α)",
+        "",
+        f"Command: `{command}`",
+        "",
+        "w = hidden units per layer of the 3-hidden-layer MLP (×1 = 3×512). Intervals: 95% bootstrap over seed",
+        "pairs (pairs redrawn within each width, refitted). ∞: the floor c lies above the tolerance.",
+        "",
+        "| dataset | epochs | wd | align | barrier | widths | mean by width | floor c [95% CI] | α [95% CI] | "
+        "width reaching tolerance [95% CI] |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        label, unit, tol = METRICS[r["metric"]]
+        means = ", ".join(f"{m:.3g}" for m in r["mean_by_width"].values())
+        widths = "/".join(str(w) for w in r["widths"])
+        head = f"| {r['dataset']} | {r['epochs']} | {r['wd']:g} | {r['align']} | {r['metric']} ({unit}, tol {tol:g}) "
+        head += f"| 3×{{{widths}}} | {means} "
+        if not r["fitted"]:
+            lines.append(head + f"| — | — | — ({r['note']}) |")
+            continue
+        c_lo, c_hi = r["c_ci"]
+        a_lo, a_hi = r["alpha_ci"]
+        w_lo, w_hi = r["width_at_tolerance_ci"]
+        lines.append(
+            head + f"| {r['c']:.3g} [{c_lo:.3g}, {c_hi:.3g}] | {r['alpha']:.2f} [{a_lo:.2f}, {a_hi:.2f}] "
+            f"| {_fmt_width(r['width_at_tolerance'])} [{_fmt_width(w_lo)}, {_fmt_width(w_hi)}] |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def figure(records: list[dict], rows: list[dict], metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    label, unit, tolerance = METRICS[metric]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    groups = [r for r in rows if r["metric"] == metric]
+    for k, row in enumerate(groups):
+        key = {g: row[g] for g in (*GROUP_AXES, "align")}
+        pts = [r for r in records if r["metric"] == metric and all(r[g] == key[g] for g in key)]
+        w = np.array([p["width"] for p in pts], float)
+        v = np.array([p["value"] for p in pts], float)
+        style = "-" if row["align"] == "none" else "--"
+        name = f"{row['dataset']}, {row['epochs']} ep, wd {row['wd']:g}, {row['align']}"
+        color = f"C{k % 10}"
+        ax.plot(w, v, "o", color=color, alpha=0.6, ms=4)
+        if row["fitted"]:
+            grid = np.geomspace(w.min(), max(w.max(), 8192), 100)
+            ax.plot(
+                grid,
+                power_law(grid, row["c"], row["a"], row["alpha"]),
+                style,
+                color=color,
+                label=f"{name}: floor {row['c']:.3g} [{row['c_ci'][0]:.3g}, {row['c_ci'][1]:.3g}]",
+            )
+        else:
+            ax.plot(np.unique(w), [np.nanmean(v[w == u]) for u in np.unique(w)], style, color=color, label=name)
+    ax.axhline(tolerance, color="k", lw=0.8, ls=":", label=f"LMC tolerance {tolerance:g} {unit}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("hidden units per layer (3-hidden-layer MLP; ×1 = 512)")
+    ax.set_ylabel(f"{label} ({unit})")
+    ax.set_title("barrier vs width: points = seed pairs, lines = c + a·(w/512)^(−α)", fontsize=9)
+    ax.legend(fontsize=6.5, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineArgumentParser(
+        prog="python -m experiments.trend", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("studies", nargs="+", type=Path, help="study folders (or study.nc files) to combine")
+    p.add_argument("--out", type=Path, help="output folder (default: the first study folder)")
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> None:
+    from lewc.core.io import write_atomic, write_json_atomic
+
+    args = build_parser().parse_args(argv)
+    records = load_points(args.studies)
+    rows = fit_table(records)
+    out = args.out or (args.studies[0] if args.studies[0].is_dir() else args.studies[0].parent)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python -m experiments.trend " + " ".join(sys.argv[1:] if argv is None else argv)
+    md = markdown(rows, command)
+    write_atomic(out / "trend.md", lambda p: p.write_text(md))
+    write_json_atomic(out / "trend.json", {"command": command, "rows": rows})
+    import csv
+    import io
+
+    buf = io.StringIO()
+    fields = [*GROUP_AXES, "align", "metric", "width", "pair", "value", "study"]
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(records)
+    write_atomic(out / "trend_points.csv", lambda p: p.write_text(buf.getvalue()))
+    for metric in METRICS:
+        figure(records, rows, metric, out / f"trend_{metric}.png")
+    print(md)
+    print(out / "trend.md")
+
+
+if __name__ == "__main__":
+    main()

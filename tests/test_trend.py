@@ -1,0 +1,86 @@
+"""experiments.trend: the floor fit recovers known power laws from a study.nc it did not make."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from experiments import trend
+
+WIDTHS = [128, 256, 512, 1024, 2048, 4096]
+
+
+def fake_study(path, fn, pairs=2, noise=0.0, seed=0):
+    """A study.nc shaped like experiments.study's: axes epochs, wd, base_width; pair, align, barrier_name."""
+    rng = np.random.default_rng(seed)
+    names = ["acc_mid", "loss_mid_raw", "loss_mid_cal"]
+    values = np.zeros((1, 1, len(WIDTHS), pairs, 2, 3))
+    for i, w in enumerate(WIDTHS):
+        for j, align in enumerate(("none", "weights")):
+            base = fn(w, align)
+            values[0, 0, i, :, j, :] = base + noise * rng.standard_normal((pairs, 1))
+    ds = xr.Dataset(
+        {"barrier": (["epochs", "wd", "base_width", "pair", "align", "barrier_name"], values)},
+        coords={
+            "epochs": [10],
+            "wd": [3e-3],
+            "base_width": WIDTHS,
+            "pair": list(range(pairs)),
+            "align": ["none", "weights"],
+            "barrier_name": names,
+        },
+        attrs={"model": "mlp", "spec": json.dumps({"model": "mlp", "dataset": "mnist"})},
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    ds.to_netcdf(path / "study.nc")
+    return path
+
+
+def rows_by(rows, align, metric):
+    (row,) = [r for r in rows if r["align"] == align and r["metric"] == metric]
+    return row
+
+
+def test_an_exact_power_law_gives_its_floor_and_the_width_where_it_reaches_the_tolerance(tmp_path):
+    law = {"none": (2.0, 10.0, 0.7), "weights": (-0.1, 1.0, 1.0)}
+    folder = fake_study(tmp_path / "s", lambda w, al: trend.power_law(np.float64(w), *law[al]))
+    rows = trend.fit_table(trend.load_points([folder]))
+    none = rows_by(rows, "none", "acc_mid")
+    assert none["c"] == pytest.approx(2.0, abs=1e-6) and none["alpha"] == pytest.approx(0.7, rel=1e-5)
+    assert none["c_ci"][0] <= 2.0 + 1e-6 <= none["c_ci"][1] + 1e-6
+    expected = 512 * (10.0 / (3.0 - 2.0)) ** (1 / 0.7)  # c + a (w/512)^-α = 3
+    assert none["width_at_tolerance"] == pytest.approx(expected, rel=1e-4)
+    # the loss tolerance (0.1) is below this floor: more width never gets there
+    assert rows_by(rows, "none", "loss_mid_cal")["width_at_tolerance"] == float("inf")
+    assert rows_by(rows, "weights", "acc_mid")["c"] == pytest.approx(-0.1, abs=1e-6)
+
+
+def test_a_width_independent_barrier_is_its_own_floor_and_never_reaches_a_lower_tolerance(tmp_path):
+    """The rival of 'width removes the barrier': a flat 5 pp. The fit must say floor 5, width ∞."""
+    folder = fake_study(tmp_path / "s", lambda w, al: 5.0, noise=0.05)
+    row = rows_by(trend.fit_table(trend.load_points([folder])), "none", "acc_mid")
+    assert row["c"] == pytest.approx(5.0, abs=0.2)
+    assert row["c_ci"][0] > 3.0  # the floor is distinguishably above the tolerance
+    assert row["width_at_tolerance"] == float("inf")
+
+
+@settings(max_examples=25, deadline=None)
+@given(c=st.floats(-1, 2), a=st.floats(0.5, 50), alpha=st.floats(0.2, 2.0))
+def test_width_reaching_inverts_the_law(c, a, alpha):
+    tol = 3.0
+    w = trend.width_reaching(c, a, alpha, tol)
+    assert trend.power_law(np.float64(w), c, a, alpha) == pytest.approx(tol, rel=1e-9)
+
+
+def test_the_command_writes_table_csv_and_figures_from_study_nc_alone(tmp_path, capsys):
+    folder = fake_study(tmp_path / "s", lambda w, al: trend.power_law(np.float64(w), 1.0, 8.0, 0.5), noise=0.1)
+    trend.main([str(folder), "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert "floor c" in out and "3×{128/256/512/1024/2048/4096}" in out
+    for name in ("trend.md", "trend.json", "trend_points.csv", "trend_acc_mid.png", "trend_loss_mid_cal.png"):
+        assert (tmp_path / "out" / name).is_file()
