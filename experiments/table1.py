@@ -49,7 +49,8 @@ ROWS = {
     "vgg11": Row("vgg11", 16, "cifar10", (1.308, 0.066), (7.000, 0.177)),
     "resnet20": Row("resnet20", 32, "cifar10", (2.694, 0.087), (5.135, 0.173)),
 }
-SMOKE_FLAGS = ["--dataset", "synthetic", "--base-width", "4", "--epochs", "1", "--n-test", "200", "--no-controls"]
+SMOKE_FLAGS = ["--dataset", "synthetic", "--base-width", "4", "--epochs", "2", "--batch-size", "64", "--n-test", "200"]
+SMOKE_FLAGS += ["--no-controls"]
 SMOKE_FLAGS += ["--lams", "0,0.5,1", "--bn-images", "64"]
 
 

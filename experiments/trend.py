@@ -70,7 +70,8 @@ def width_reaching(c: float, a: float, alpha: float, tolerance: float) -> float:
         return float("inf")
     if a <= 0:
         return 0.0
-    return float(REFERENCE_WIDTH * (a / (tolerance - c)) ** (1.0 / alpha))
+    log_width = np.log(REFERENCE_WIDTH) + np.log(a / (tolerance - c)) / alpha
+    return float(np.exp(log_width)) if log_width < 69 else float("inf")  # beyond 1e30 units: never
 
 
 def bootstrap(widths: np.ndarray, values: np.ndarray, tolerance: float, n_boot: int = N_BOOT) -> np.ndarray:

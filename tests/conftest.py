@@ -30,7 +30,13 @@ def trained_pair(tmp_path_factory, synthetic):
 
     out = tmp_path_factory.mktemp("ckpt")
     paths = [
-        train(default_config("mlp", 2, "synthetic", s, epochs=2), out, "cpu", progress=False, dataset=synthetic)
+        train(
+            default_config("mlp", 2, "synthetic", s, base_width=32, epochs=2),
+            out,
+            "cpu",
+            progress=False,
+            dataset=synthetic,
+        )
         for s in (0, 1)
     ]
     return paths

@@ -149,11 +149,11 @@ def test_condition_images_follow_a_coordinate_budget():
         stats.observe_endpoints(0, records, records)
         return stats.condition_images
 
-    assert chosen("mlp", 64, (1, 28, 28)) == capture.DEFAULT_CONDITION_IMAGES  # MLP ×64: 2,048 units
-    assert chosen("mlp", 256, (1, 28, 28)) == 2**22 // (256 * 32)  # 8,192 units: 512 images
+    assert chosen("mlp", 4, (1, 28, 28)) == capture.DEFAULT_CONDITION_IMAGES  # MLP ×4: 2,048 units
+    assert chosen("mlp", 16, (1, 28, 28)) == 2**22 // (16 * 512)  # ×16, 8,192 units: 512 images
     assert chosen("resnet20", 1, (3, 32, 32)) == capture.MIN_CONDITION_IMAGES  # 16·32·32 units: 256
     assert chosen("resnet20", 2, (3, 32, 32)) == capture.MIN_CONDITION_IMAGES  # the floor
-    assert chosen("mlp", 16, (1, 28, 28), n_images=300) == 300  # never more than there are
+    assert chosen("mlp", 1, (1, 28, 28), n_images=300) == 300  # never more than there are
 
 
 def test_meta_memory_estimate_counts_what_the_sweep_keeps():

@@ -240,7 +240,7 @@ def test_bn_reestimation_of_an_unmerged_model_reproduces_its_accuracy(synthetic,
     from lewc.training.train import evaluate, train
 
     path = train(
-        default_config("mlp", 2, "synthetic", 0, epochs=3, norm="bn"),
+        default_config("mlp", 2, "synthetic", 0, base_width=32, epochs=3, norm="bn"),
         tmp_path,
         "cpu",
         progress=False,

@@ -26,6 +26,7 @@ n_test = 100
 [grid]
 width = [1, 2]
 epochs = [1]
+base_width = [32]
 """
 
 
@@ -44,7 +45,9 @@ def test_a_study_runs_in_process_lists_a_failed_cell_and_resumes(tmp_path, isola
     # the width-3 cell's endpoint is corrupt: that job fails, the others must not be lost
     from lewc.training.recipe import default_config
 
-    bad = default_config("mlp", 3, "synthetic", 0, epochs=1).checkpoint_path(isolated_data_home / "checkpoints")
+    bad = default_config("mlp", 3, "synthetic", 0, base_width=32, epochs=1).checkpoint_path(
+        isolated_data_home / "checkpoints"
+    )
     bad.parent.mkdir(parents=True)
     bad.with_suffix(".json").write_text("{not json")
     code, out, err = run([str(spec), "--executor", "inprocess"], capsys)

@@ -15,7 +15,7 @@ from lewc.training.recipe import default_config
 
 
 def cfg(seed=0, epochs=2, **kw):
-    return default_config("mlp", 1, "synthetic", seed, epochs=epochs, **kw)
+    return default_config("mlp", 1, "synthetic", seed, base_width=32, epochs=epochs, **kw)
 
 
 def sha(path):
@@ -82,7 +82,21 @@ def run_cli(args, env, **kw):
 @pytest.mark.slow
 def test_sigkill_mid_training_then_rerun_matches_uninterrupted(tmp_path):
     env = dict(os.environ, LEWC_DATA=str(tmp_path))
-    base = ["--model", "mlp", "--width", "4", "--dataset", "synthetic", "--epochs", "6", "--quiet", "--device", "cpu"]
+    base = [
+        "--model",
+        "mlp",
+        "--width",
+        "4",
+        "--base-width",
+        "32",
+        "--dataset",
+        "synthetic",
+        "--epochs",
+        "6",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     ref = run_cli(base + ["--out", str(tmp_path / "ref")], env)
     assert ref.returncode == 0, ref.stderr
     proc = subprocess.Popen(
@@ -105,7 +119,21 @@ def test_sigkill_mid_training_then_rerun_matches_uninterrupted(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu_writes_one_comparable_checkpoint(tmp_path):
     env = dict(os.environ, LEWC_DATA=str(tmp_path), OMP_NUM_THREADS="1")
-    base = ["--model", "mlp", "--width", "2", "--dataset", "synthetic", "--epochs", "3", "--quiet", "--device", "cpu"]
+    base = [
+        "--model",
+        "mlp",
+        "--width",
+        "2",
+        "--base-width",
+        "32",
+        "--dataset",
+        "synthetic",
+        "--epochs",
+        "3",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     single = run_cli(base + ["--out", str(tmp_path / "single")], env)
     assert single.returncode == 0, single.stderr
     ddp = subprocess.run(

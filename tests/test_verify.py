@@ -168,7 +168,11 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, traine
         return
     if case == "wider_b":
         wide = train(
-            default_config("mlp", 3, "synthetic", 1, epochs=1), tmp_path / "w", "cpu", progress=False, dataset=synthetic
+            default_config("mlp", 3, "synthetic", 1, base_width=32, epochs=1),
+            tmp_path / "w",
+            "cpu",
+            progress=False,
+            dataset=synthetic,
         )
         change = {"--ckpt-b": str(wide)}
     if case in ("corrupt", "nan"):
@@ -208,7 +212,7 @@ def test_width_sweep_and_paper_figures(tmp_path, isolated_data_home, synthetic, 
     for w in (1, 2):
         for s in range(4):
             train(
-                default_config("mlp", w, "synthetic", s, epochs=2),
+                default_config("mlp", w, "synthetic", s, base_width=32, epochs=2),
                 isolated_data_home / "checkpoints",
                 "cpu",
                 progress=False,
@@ -224,6 +228,8 @@ def test_width_sweep_and_paper_figures(tmp_path, isolated_data_home, synthetic, 
             "0,1,2,3",
             "--epochs",
             "2",
+            "--base-width",
+            "32",
             "--lams",
             "0,0.5,1",
             "--n-test",
