@@ -83,10 +83,10 @@ def run_cli(args, env, **kw):
 def test_sigkill_mid_training_then_rerun_matches_uninterrupted(tmp_path):
     env = dict(os.environ, LEWC_DATA=str(tmp_path))
     base = ["--model", "mlp", "--width", "4", "--dataset", "synthetic", "--epochs", "6", "--quiet", "--device", "cpu"]
-    ref = run_cli(base + ["--out", str(tmp_path / "ref")], env)
+    ref = run_cli(base + ["--ckpt-dir", str(tmp_path / "ref")], env)
     assert ref.returncode == 0, ref.stderr
     proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments.train", *base, "--out", str(tmp_path / "cut")],
+        [sys.executable, "-m", "experiments.train", *base, "--ckpt-dir", str(tmp_path / "cut")],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -97,7 +97,7 @@ def test_sigkill_mid_training_then_rerun_matches_uninterrupted(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not list((tmp_path / "cut").glob("*.json")), "killed too late to test resumption"
-    again = run_cli(base + ["--out", str(tmp_path / "cut")], env)
+    again = run_cli(base + ["--ckpt-dir", str(tmp_path / "cut")], env)
     assert again.returncode == 0, again.stderr
     assert sha(ref.stdout.strip().splitlines()[-1]) == sha(again.stdout.strip().splitlines()[-1])
 
@@ -106,7 +106,7 @@ def test_sigkill_mid_training_then_rerun_matches_uninterrupted(tmp_path):
 def test_torchrun_two_processes_on_cpu_writes_one_comparable_checkpoint(tmp_path):
     env = dict(os.environ, LEWC_DATA=str(tmp_path), OMP_NUM_THREADS="1")
     base = ["--model", "mlp", "--width", "2", "--dataset", "synthetic", "--epochs", "3", "--quiet", "--device", "cpu"]
-    single = run_cli(base + ["--out", str(tmp_path / "single")], env)
+    single = run_cli(base + ["--ckpt-dir", str(tmp_path / "single")], env)
     assert single.returncode == 0, single.stderr
     ddp = subprocess.run(
         [
@@ -119,7 +119,7 @@ def test_torchrun_two_processes_on_cpu_writes_one_comparable_checkpoint(tmp_path
             "-m",
             "experiments.train",
             *base,
-            "--out",
+            "--ckpt-dir",
             str(tmp_path / "ddp"),
         ],
         env=env,
