@@ -61,10 +61,9 @@ import logging
 import os
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import tomllib
 
 from lewc.core import logs
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main

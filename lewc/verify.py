@@ -120,7 +120,7 @@ def verify_checkpoints(
         "command": command_line(),
         "checkpoint_a": str(paths[0]),
         "checkpoint_b": str(paths[1]),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "seeds": [meta_a["seed"], meta_b["seed"]],
         "device": str(device),
         "threads": torch.get_num_threads(),

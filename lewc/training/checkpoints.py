@@ -83,7 +83,7 @@ def save(model: torch.nn.Module, path: str | os.PathLike, meta: dict[str, Any]) 
             "sha256": sha256_file(wpath),
             "lewc_version": lewc.__version__,
             "torch_version": torch.__version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
     )
     write_json_atomic(sidecar_path(wpath), full)
