@@ -283,48 +283,28 @@ def submit_array(jobs, executor, threads: int | None, verbosity: int) -> list:
     return submitted
 
 
-def _descendants(pid: int) -> list[int]:
-    """Child processes of ``pid``, recursively (Linux /proc; empty elsewhere)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = entry.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
 def _terminate_tree(pid: int, grace_s: float = 3.0) -> None:
     """Stop a local job and everything it started (submitit's cancel only interrupts the parent).
 
     SIGTERM first; submitit's worker ignores it (on SLURM it means "requeue"), so whatever is still
     alive after ``grace_s`` gets SIGKILL — safe, since training snapshots and results are atomic.
     """
-    import signal
+    import psutil
 
-    pids = [pid, *_descendants(pid)]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for p in pids:
-            try:
-                os.kill(p, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + grace_s
-        while time.time() < deadline and any(_alive(p) for p in pids):
-            time.sleep(0.1)
-
-
-def _alive(pid: int) -> bool:
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for sig in ("terminate", "kill"):
+        for proc in procs:
+            try:
+                getattr(proc, sig)()
+            except psutil.NoSuchProcess:
+                pass
+        _, procs = psutil.wait_procs(procs, timeout=grace_s)
+        if not procs:
+            return
 
 
 def _collect(
