@@ -68,9 +68,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"lewc: error: unknown subcommand {name!r}; choose from {', '.join(COMMANDS)}\n")
         sys.exit(2)
     module = COMMANDS[name][0]
+    import signal
+
+    from lewc.core import errors
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # Ctrl-C during torch's import: one line
+        signal.signal(signal.SIGINT, errors._exit_on_interrupt)  # the command's cli_main restores Python's
     try:
         command = import_command(module)
     except LookupError:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.stderr.write(
             f"lewc: error: 'lewc {name}' runs {module}, which is not here (the experiment drivers live in a "
             "clone of the lewc repository: pip install -e . there)\n"
