@@ -8,15 +8,22 @@ number verify would not. Jobs run on an existing engine, submitit:
 
 * ``--executor local`` (default): each job a subprocess on this machine, at most ``--parallel`` at a
   time (default from the spec, else 1), the CPU threads split between them;
-* ``--executor slurm``: a job array (partition, GPUs per job, time limit and array parallelism from
-  the spec's ``[slurm]`` table or the flags); a job that asks for several GPUs trains with torchrun;
+* ``--executor slurm``: a job array; every key of the spec's ``[slurm]`` table goes to submitit's
+  ``update_parameters`` (its generic names such as ``timeout_min``, ``mem_gb``, ``cpus_per_task``, or
+  any ``SlurmExecutor`` name such as ``account``, ``qos``, ``mem``, ``constraint``,
+  ``additional_parameters``, with or without the ``slurm_`` prefix; an unknown key is an error that
+  lists submitit's names); ``--partition``, ``--gpus-per-job``, ``--timeout-min`` and
+  ``--array-parallelism`` override the spec;
 * ``--executor inprocess``: jobs one after another in this process (tests, debugging).
 
 When the jobs are done, ``study.nc`` holds every cell's barriers (raw and calibrated, with and
 without alignment), β at λ = ½ and every claim's value, with one named dimension per axis plus
 ``pair`` and ``align``; ``study.md`` lists the verdicts per cell (combined over pairs) and every
 failed job with its error — a failure never hides the other cells. Rerunning the same spec does only
-what is missing (finished analyses are reused, interrupted training resumes from its snapshot).
+what is missing: jobs whose analysis is on disk are skipped before anything is submitted, and
+interrupted training resumes from its snapshot. ``--status`` prints every job's state from disk
+(done, failed, submitted, missing); with SLURM, ``--detach`` exits once the array is submitted
+(job ids in ``submitted.json``) and a later ``--collect`` writes study.nc from what is on disk.
 
 Spec format (TOML)::
 
@@ -35,11 +42,15 @@ Spec format (TOML)::
     wd = [1e-4, 3e-3]
     bias = [true, false]
 
-    [slurm]                        # optional, for --executor slurm
+    [slurm]                        # optional, for --executor slurm: submitit's parameter names
     partition = "gpu"
-    gpus_per_job = 1
+    gpus_per_node = 1              # (gpus_per_job, lewc's older name, is accepted too)
     timeout_min = 120
     array_parallelism = 32
+    account = "my-project"
+    qos = "normal"
+    mem_gb = 32
+    additional_parameters = { reservation = "lmc" }
 """
 
 from __future__ import annotations
@@ -47,16 +58,19 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
 import os
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomllib
-
+from lewc.core import logs
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.reporting.results import STUDY_SCHEMA
+
+log = logging.getLogger("experiments.study")  # not __name__: that is "__main__" under python -m
 
 AXES = {  # grid axis → (verify flag, value type)
     "width": ("--width", int),
@@ -69,7 +83,15 @@ AXES = {  # grid axis → (verify flag, value type)
     "base_width": ("--base-width", int),
 }
 STUDY_KEYS = {"name", "model", "dataset", "recipe", "pairs", "align", "n_test", "controls", "lams", "parallel"}
-SLURM_KEYS = {"partition", "gpus_per_job", "timeout_min", "array_parallelism", "cpus_per_job"}
+# lewc's older [slurm] names → submitit's; every other key is one of submitit's own (see slurm_parameters)
+SLURM_ALIASES = {"gpus_per_job": "gpus_per_node", "cpus_per_job": "cpus_per_task"}
+SLURM_DEFAULTS = {"timeout_min": 120, "gpus_per_node": 1, "slurm_array_parallelism": 32}
+SLURM_FLAGS = {  # study flags that override the spec → submitit's name
+    "partition": "slurm_partition",
+    "gpus_per_job": "gpus_per_node",
+    "array_parallelism": "slurm_array_parallelism",
+    "timeout_min": "timeout_min",
+}
 
 
 @dataclass
@@ -123,10 +145,11 @@ def load_spec(path: Path) -> StudySpec:
     if unknown_tables:
         raise LewcError(f"unknown table(s) {sorted(unknown_tables)} in {path}; use [study], [grid], [slurm]")
     study, grid, slurm = raw.get("study", {}), raw.get("grid", {}), raw.get("slurm", {})
-    for table, allowed, label in ((study, STUDY_KEYS, "[study]"), (slurm, SLURM_KEYS, "[slurm]")):
+    for table, allowed, label in ((study, STUDY_KEYS, "[study]"),):
         bad = set(table) - allowed
         if bad:
             raise LewcError(f"unknown key(s) {sorted(bad)} in {label}; allowed: {', '.join(sorted(allowed))}")
+    slurm = slurm_parameters(slurm)
     bad_axes = set(grid) - set(AXES)
     if bad_axes:
         raise LewcError(f"unknown grid axis {sorted(bad_axes)}; axes: {', '.join(AXES)}")
@@ -192,12 +215,18 @@ def check_cells(spec: StudySpec) -> None:
 # --- jobs -----------------------------------------------------------------------------------------------
 
 
-def run_job(argv: list[str], threads: int | None = None) -> str:
-    """One (cell, pair): train if needed, verify, return the results folder. Runs in the worker."""
+def run_job(argv: list[str], threads: int | None = None, verbosity: int | None = None) -> str:
+    """One (cell, pair): train if needed, verify, return the results folder. Runs in the worker.
+
+    A submitit worker is a fresh process: logging is set up here, so its log (a SLURM ``.out``)
+    keeps a line per epoch and per stage.
+    """
     import torch
 
     from lewc.verify import verify_pair
 
+    if verbosity is not None:  # None: in this process, whose logging the driver already set up
+        logs.setup_logging(verbosity)
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -225,7 +254,9 @@ def run_inprocess(jobs: list[tuple[dict, int, list[str]]], progress) -> list[Out
     return outcomes
 
 
-def run_submitit(jobs, executor, max_parallel: int, progress, as_array: bool = False) -> list[Outcome]:
+def run_submitit(
+    jobs, executor, max_parallel: int, progress, as_array: bool = False, threads: int | None = None, verbosity: int = 0
+) -> list[Outcome]:
     """Submit through a submitit executor, at most ``max_parallel`` running at once; collect results.
 
     With ``as_array`` (SLURM) everything is submitted at once as one job array and the scheduler
@@ -235,11 +266,9 @@ def run_submitit(jobs, executor, max_parallel: int, progress, as_array: bool = F
     running: list = []
     outcomes: list[Outcome] = []
     if as_array:
-        with executor.batch():
-            submitted = [(cell, pair, executor.submit(run_job, argv)) for cell, pair, argv in pending]
-        running, pending = submitted, []
+        running, pending = submit_array(pending, executor, threads, verbosity), []
     try:
-        _collect(pending, running, outcomes, executor, max_parallel, progress)
+        _collect(pending, running, outcomes, executor, max_parallel, progress, threads, verbosity)
     except BaseException:  # Ctrl-C or SIGTERM: cancel the jobs in flight (their training resumes next run)
         for _, _, job in running:
             process = getattr(job, "_process", None)  # submitit's local job: a process tree on this machine
@@ -251,21 +280,12 @@ def run_submitit(jobs, executor, max_parallel: int, progress, as_array: bool = F
     return outcomes
 
 
-def _descendants(pid: int) -> list[int]:
-    """Child processes of ``pid``, recursively (Linux /proc; empty elsewhere)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = entry.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+def submit_array(jobs, executor, threads: int | None, verbosity: int) -> list:
+    """Everything as one job array; the job ids go to ``submitted.json`` (for ``--status`` and ``--collect``)."""
+    with executor.batch():
+        submitted = [(cell, pair, executor.submit(run_job, argv, threads, verbosity)) for cell, pair, argv in jobs]
+    record_submitted(Path(executor.folder).parent, [(cell, pair, job.job_id) for cell, pair, job in submitted])
+    return submitted
 
 
 def _terminate_tree(pid: int, grace_s: float = 3.0) -> None:
@@ -274,33 +294,33 @@ def _terminate_tree(pid: int, grace_s: float = 3.0) -> None:
     SIGTERM first; submitit's worker ignores it (on SLURM it means "requeue"), so whatever is still
     alive after ``grace_s`` gets SIGKILL — safe, since training snapshots and results are atomic.
     """
-    import signal
+    import psutil
 
-    pids = [pid, *_descendants(pid)]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for p in pids:
-            try:
-                os.kill(p, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + grace_s
-        while time.time() < deadline and any(_alive(p) for p in pids):
-            time.sleep(0.1)
-
-
-def _alive(pid: int) -> bool:
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for sig in ("terminate", "kill"):
+        for proc in procs:
+            try:
+                getattr(proc, sig)()
+            except psutil.NoSuchProcess:
+                pass
+        _, procs = psutil.wait_procs(procs, timeout=grace_s)
+        if not procs:
+            return
 
 
-def _collect(pending, running, outcomes, executor, max_parallel: int, progress) -> None:
+def _collect(
+    pending, running, outcomes, executor, max_parallel: int, progress, threads: int | None = None, verbosity: int = 0
+) -> None:
     """Keep up to ``max_parallel`` jobs running; record each as it finishes (``running`` is updated in place)."""
     while pending or running:
         while pending and len(running) < max_parallel:
             cell, pair, argv = pending.pop(0)
-            running.append((cell, pair, executor.submit(run_job, argv, executor_threads(max_parallel))))
+            job_threads = threads or executor_threads(max_parallel)
+            running.append((cell, pair, executor.submit(run_job, argv, job_threads, verbosity)))
         time.sleep(0.5)
         still = []
         for cell, pair, job in running:
@@ -329,15 +349,55 @@ def make_executor(kind: str, folder: Path, spec: StudySpec, args: argparse.Names
         executor.update_parameters(timeout_min=args.timeout_min or 24 * 60)
         return executor
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
-    slurm = spec.slurm | {k: v for k, v in vars(args).items() if k in SLURM_KEYS and v is not None}
-    params = {"timeout_min": slurm.get("timeout_min", 120), "gpus_per_node": slurm.get("gpus_per_job", 1)}
-    if "partition" in slurm:
-        params["slurm_partition"] = slurm["partition"]
-    if "cpus_per_job" in slurm:
-        params["cpus_per_task"] = slurm["cpus_per_job"]
-    params["slurm_array_parallelism"] = slurm.get("array_parallelism", 32)
-    executor.update_parameters(**params)
+    params = slurm_submission(spec, args)
+    try:
+        executor.update_parameters(**params)
+    except (NameError, AssertionError, ValueError, TypeError) as err:  # submitit's own checks of names and types
+        raise LewcError(f"submitit refused the [slurm] parameters {params}: {str(err).splitlines()[0]}") from None
     return executor
+
+
+# --- SLURM parameters: the spec's [slurm] table, checked against submitit's own lists ------------------------
+
+
+def submitit_parameter_names() -> tuple[set[str], set[str]]:
+    """(generic, slurm-specific) parameter names, asked from submitit itself (never a hand copy)."""
+    import submitit
+
+    return set(submitit.AutoExecutor._valid_parameters()), set(submitit.SlurmExecutor._valid_parameters())
+
+
+def slurm_parameters(table: dict) -> dict:
+    """``[slurm]`` → ``AutoExecutor.update_parameters`` keywords; an unknown key is one line naming the valid ones.
+
+    A key is one of submitit's generic names (``timeout_min``, ``mem_gb``, ``cpus_per_task``, …), a
+    ``SlurmExecutor`` name with or without its ``slurm_`` prefix (``account``, ``qos``, ``mem``,
+    ``constraint``, ``additional_parameters``, …), or one of lewc's older aliases (``gpus_per_job``,
+    ``cpus_per_job``).
+    """
+    generic, specific = submitit_parameter_names()
+    out, bad = {}, []
+    for key, value in table.items():
+        name = SLURM_ALIASES.get(key, key)
+        bare = name.removeprefix("slurm_")
+        if name in generic:
+            out[name] = value
+        elif bare in specific or bare in generic:
+            out[f"slurm_{bare}"] = value
+        else:
+            bad.append(key)
+    if bad:
+        raise LewcError(
+            f"unknown [slurm] key(s) {sorted(bad)}; submitit accepts {', '.join(sorted(generic))} and "
+            f"(optionally prefixed slurm_) {', '.join(sorted(specific - generic))}"
+        )
+    return out
+
+
+def slurm_submission(spec: StudySpec, args: argparse.Namespace) -> dict:
+    """What ``update_parameters`` gets: lewc's defaults, then the spec's ``[slurm]``, then the study's flags."""
+    flags = {SLURM_FLAGS[k]: v for k, v in vars(args).items() if k in SLURM_FLAGS and v is not None}
+    return SLURM_DEFAULTS | spec.slurm | flags
 
 
 # --- combining --------------------------------------------------------------------------------------------
@@ -462,6 +522,130 @@ def write_outputs(spec: StudySpec, folder: Path, outcomes: list[Outcome], comman
     return folder / "study.md"
 
 
+# --- the grid's state on disk: finished jobs, --status, --detach and --collect ------------------------------
+
+SUBMITTED = "submitted.json"
+STATES = ("done", "failed", "submitted", "missing")
+
+
+def finished_folder(spec: StudySpec, cell: dict, pair: int, parser=None) -> Path | None:
+    """The results folder of a (cell, pair) whose verify finished (report.json on disk), else None.
+
+    The folder is the one verify itself would reuse: named by the endpoints' sidecars and the
+    analysis options, so nothing is loaded or run to find it.
+    """
+    from lewc.pipeline.endpoints import checkpoint_folder
+    from lewc.pipeline.folders import results_folder
+    from lewc.training import checkpoints
+    from lewc.training.recipe import config_from_args
+    from lewc.verify import build_parser, validate
+
+    args = (parser or build_parser()).parse_args(spec.argv(cell, pair))
+    options, _, seeds = validate(args)
+    paths = [config_from_args(args, args.width, s).checkpoint_path(checkpoint_folder(args.ckpt_dir)) for s in seeds]
+    try:
+        metas = [checkpoints.read_meta(p) for p in paths]
+    except LewcError:  # missing or unreadable sidecar: not finished
+        return None
+    folder = results_folder(metas[0], metas[1], options)
+    return folder if (folder / "report.json").is_file() else None
+
+
+def record_submitted(folder: Path, submitted: list[tuple[dict, int, str]]) -> None:
+    from lewc.core.io import write_json_atomic
+
+    rows = [{"cell": cell, "pair": pair, "job_id": str(job_id)} for cell, pair, job_id in submitted]
+    write_json_atomic(folder / SUBMITTED, rows)
+
+
+def submitted_result(jobs_folder: Path, job_id: str) -> tuple[str, object] | None:
+    """submitit's result file of a job: ("success", folder) or ("error", traceback); None while it runs."""
+    from submitit.core.utils import JobPaths, pickle_load
+
+    path = JobPaths(jobs_folder, job_id).result_pickle
+    if not path.is_file():
+        return None
+    try:
+        return pickle_load(path)  # submitit's own file, the one job.result() reads
+    except Exception:  # noqa: BLE001 - a half-written pickle: the job is still finishing
+        return None
+
+
+def _first_error_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "failed")
+
+
+def job_states(spec: StudySpec, folder: Path) -> list[tuple[dict, int, str, str]]:
+    """(cell, pair, state, detail) of every job, from disk only: done, failed, submitted or missing."""
+    from lewc.verify import build_parser
+
+    parser = build_parser()
+    submitted = {}
+    if (folder / SUBMITTED).is_file():
+        submitted = {
+            (json.dumps(r["cell"]), r["pair"]): r["job_id"] for r in json.loads((folder / SUBMITTED).read_text())
+        }
+    errors = {}
+    if (folder / "outcomes.json").is_file():
+        rows = json.loads((folder / "outcomes.json").read_text())
+        errors = {(json.dumps(r["cell"]), r["pair"]): r["error"] for r in rows if r.get("error")}
+    states = []
+    for cell in spec.cells():
+        for pair in range(spec.pairs):
+            key = (json.dumps(cell), pair)
+            done = finished_folder(spec, cell, pair, parser)
+            if done is not None:
+                states.append((cell, pair, "done", str(done)))
+                continue
+            job_id = submitted.get(key)
+            result = submitted_result(folder / "jobs", job_id) if job_id else None
+            if result is not None and result[0] == "error":
+                states.append((cell, pair, "failed", f"job {job_id}: {_first_error_line(result[1])}"))
+            elif job_id and result is None:
+                states.append((cell, pair, "submitted", f"job {job_id}, no result yet"))
+            elif key in errors:
+                states.append((cell, pair, "failed", errors[key]))
+            else:
+                states.append((cell, pair, "missing", ""))
+    return states
+
+
+def print_status(spec: StudySpec, folder: Path) -> None:
+    """``--status``: one line per job on stdout, then the counts."""
+    states = job_states(spec, folder)
+    for cell, pair, state, detail in states:
+        print(f"{state:<9} {json.dumps(cell)} pair {pair}" + (f": {detail}" if detail else ""))
+    counts = {s: sum(1 for row in states if row[2] == s) for s in STATES}
+    print(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(states)} job(s)")
+
+
+def outcomes_from_disk(spec: StudySpec, folder: Path) -> list[Outcome]:
+    """``--collect``: every job's outcome from what is on disk (unfinished ones are listed as errors)."""
+    out = []
+    for cell, pair, state, detail in job_states(spec, folder):
+        if state == "done":
+            out.append(Outcome(cell, pair, folder=detail))
+        else:
+            out.append(Outcome(cell, pair, error=f"{state}: {detail}" if detail else state))
+    return out
+
+
+def split_finished(spec: StudySpec, jobs: list) -> tuple[list[Outcome], list]:
+    """(outcomes of the jobs already finished on disk, the jobs still to run): nothing finished is resubmitted."""
+    from lewc.verify import build_parser
+
+    parser = build_parser()
+    done, todo = [], []
+    for cell, pair, argv in jobs:
+        folder = finished_folder(spec, cell, pair, parser)
+        if folder is None:
+            todo.append((cell, pair, argv))
+        else:
+            done.append(Outcome(cell, pair, folder=str(folder)))
+    return done, todo
+
+
 # --- command line -----------------------------------------------------------------------------------------
 
 
@@ -515,40 +699,73 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["cpu", "cuda"],
         help="device the cost estimate assumes (default: cuda for slurm or when a GPU is here, else cpu)",
     )
+    add_state_arguments(p)
+    logs.add_common_arguments(p)
     return p
+
+
+def add_state_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("state on disk (a driver need not outlive its jobs)")
+    g.add_argument(
+        "--status", action="store_true", help="print every job's state from disk (done/failed/…), run nothing"
+    )
+    g.add_argument("--detach", action="store_true", help="slurm: exit once the job array is submitted")
+    g.add_argument("--collect", action="store_true", help="combine study.nc from what is on disk, submit nothing")
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    logs.start(args)
     spec = load_spec(args.spec)
     from lewc.training.data import data_home
 
     folder = args.out or data_home() / "studies" / spec.name
     jobs = [(cell, pair, spec.argv(cell, pair)) for cell in spec.cells() for pair in range(spec.pairs)]
+    command = "python -m experiments.study " + " ".join(sys.argv[1:] if argv is None else argv)
+    if sum((args.status, args.collect, args.detach, args.dry_run)) > 1:
+        raise LewcError("--status, --collect, --detach and --dry-run exclude each other")
+    if args.detach and args.executor != "slurm":
+        raise LewcError("--detach needs --executor slurm (local jobs need their driver to start the next ones)")
+    if args.status:
+        print_status(spec, folder)
+        return
+    if args.collect:
+        finish(spec, folder, outcomes_from_disk(spec, folder), command)
+        return
     import torch
 
     target = args.estimate_for or ("cuda" if args.executor == "slurm" or torch.cuda.is_available() else "cpu")
     seconds, missing = estimate_seconds(spec, target)
-    print(
-        f"{len(spec.cells())} cell(s) × {spec.pairs} pair(s) = {len(jobs)} job(s); {missing} endpoint(s) to train, "
-        f"≈ {seconds / 3600:.1f} {'GPU' if target == 'cuda' else 'CPU'}-hours of training by a FLOP estimate "
-        "(verify adds roughly one forward pass over the test set per λ and alignment)",
-        file=sys.stderr,
+    log.info(
+        "%d cell(s) × %d pair(s) = %d job(s); %d endpoint(s) to train, ≈ %.1f %s-hours of training by a FLOP "
+        "estimate (verify adds roughly one forward pass over the test set per λ and alignment)",
+        len(spec.cells()),
+        spec.pairs,
+        len(jobs),
+        missing,
+        seconds / 3600,
+        "GPU" if target == "cuda" else "CPU",
     )
+    if args.executor == "slurm":
+        log.info(
+            "slurm: update_parameters(%s)", ", ".join(f"{k}={v!r}" for k, v in slurm_submission(spec, args).items())
+        )
     if args.dry_run:
         for cell, pair, job_argv in jobs:
             print(f"{json.dumps(cell)} pair {pair}: python -m lewc.verify {' '.join(job_argv)}")
         return
     if args.parallel is not None and args.parallel < 1:
         raise LewcError(f"--parallel must be positive, got {args.parallel}")
+    finished, todo = split_finished(spec, jobs)
+    log.info("%d of %d job(s) finished on disk (skipped); %d to run", len(finished), len(jobs), len(todo))
     folder.mkdir(parents=True, exist_ok=True)
-    done = [0]
+    done = [len(finished)]
 
     def progress(o: Outcome) -> None:
         done[0] += 1
         status = "ok" if not o.error else f"FAILED: {o.error}"
-        print(f"[{done[0]}/{len(jobs)}] {json.dumps(o.cell)} pair {o.pair}: {status}", file=sys.stderr, flush=True)
+        log.info("[%d/%d] %s pair %d: %s", done[0], len(jobs), json.dumps(o.cell), o.pair, status)
 
     import signal
 
@@ -556,16 +773,30 @@ def main(argv: list[str] | None = None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)  # a killed study cancels its jobs instead of orphaning them
+    verbosity = logs.verbosity(args)
     if args.executor == "inprocess":
-        outcomes = run_inprocess(jobs, progress)
+        ran = run_inprocess(todo, progress)
+    elif args.detach:
+        submitted = submit_array(todo, make_executor("slurm", folder / "jobs", spec, args), args.threads, verbosity)
+        log.info("submitted %d job(s); follow with --status, combine with --collect", len(submitted))
+        print(folder / SUBMITTED)
+        return
     else:
         executor = make_executor(args.executor, folder / "jobs", spec, args)
         parallel = args.parallel or spec.parallel
-        outcomes = run_submitit(jobs, executor, parallel, progress, as_array=args.executor == "slurm")
-    command = "python -m experiments.study " + " ".join(sys.argv[1:] if argv is None else argv)
+        as_array = args.executor == "slurm"
+        ran = run_submitit(todo, executor, parallel, progress, as_array, args.threads, verbosity)
+    order = {(json.dumps(cell), pair): i for i, (cell, pair, _) in enumerate(jobs)}
+    outcomes = sorted(finished + ran, key=lambda o: order[(json.dumps(o.cell), o.pair)])
+    finish(spec, folder, outcomes, command)
+
+
+def finish(spec: StudySpec, folder: Path, outcomes: list[Outcome], command: str) -> None:
+    """Write study.nc/study.md from the outcomes; the last line printed is study.nc's path."""
+    folder.mkdir(parents=True, exist_ok=True)
     md = write_outputs(spec, folder, outcomes, command)
     failed = sum(1 for o in outcomes if o.error)
-    print(f"{len(outcomes) - failed}/{len(outcomes)} job(s) ok; {md}", file=sys.stderr)
+    log.info("%d/%d job(s) ok; %s", len(outcomes) - failed, len(outcomes), md)
     print(folder / "study.nc")
 
 

@@ -11,6 +11,7 @@ import argparse
 from tqdm import tqdm
 
 from experiments.train import add_config_arguments, run_training
+from lewc.core import logs
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.training.recipe import config_from_args
 
@@ -34,11 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--widths", required=True, help="comma-separated width multipliers, e.g. 1,2,4,8,16")
     parser.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
     args = parser.parse_args(argv)
+    logs.start(args)
     widths, seeds = parse_ints(args.widths, "--widths"), parse_ints(args.seeds, "--seeds")
     grid = [(w, s) for w in widths for s in seeds]
     for w, s in grid:  # every cell's config is validated before anything is trained
         config_from_args(args, w, s)
-    for w, s in tqdm(grid, desc="sweep", unit="model", disable=args.quiet):
+    for w, s in tqdm(grid, desc="sweep", unit="model", disable=True if args.quiet else None):
         print(run_training(args, w, s), flush=True)
 
 

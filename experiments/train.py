@@ -10,20 +10,27 @@ printed is the checkpoint's path; ``--dry-run`` prints that path without trainin
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import sys
 from pathlib import Path
 
+from lewc.core import logs
 from lewc.core.errors import OneLineArgumentParser, cli_main
 from lewc.training import checkpoints
 from lewc.training.recipe import add_recipe_arguments, config_from_args
 from lewc.training.train import checkpoint_dir, train
 
+log = logging.getLogger("experiments.train")  # not __name__: that is "__main__" under python -m
+
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of how (not what) to train, shared by train, train_pair and sweep."""
     g = parser.add_argument_group("run")
-    g.add_argument("--out", type=Path, help="checkpoint folder (default data/checkpoints/)")
+    g.add_argument("--ckpt-dir", type=Path, help="checkpoint folder (default data/checkpoints/)")
+    g.add_argument("--out", dest="ckpt_dir", type=Path, help=argparse.SUPPRESS)  # before --ckpt-dir; same meaning
+    g.add_argument(
+        "--tensorboard", type=Path, metavar="DIR", help="write TensorBoard scalars per epoch under DIR/<checkpoint>/"
+    )
     g.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     g.add_argument("--data-root", help="folder searched first for the dataset files")
     g.add_argument("--force", action="store_true", help="retrain even if a finished checkpoint or snapshot exists")
@@ -31,7 +38,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--dry-run", action="store_true", help="print the checkpoint path(s) that would be written, train nothing"
     )
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    logs.add_common_arguments(parser)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,8 +50,17 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def run_training(args: argparse.Namespace, width: int, seed: int) -> Path:
     cfg = config_from_args(args, width, seed)
     if args.dry_run:
-        return cfg.checkpoint_path(args.out or checkpoint_dir())
-    return train(cfg, args.out, args.device, args.force, args.compile, args.data_root, progress=not args.quiet)
+        return cfg.checkpoint_path(args.ckpt_dir or checkpoint_dir())
+    return train(
+        cfg,
+        args.ckpt_dir,
+        args.device,
+        args.force,
+        args.compile,
+        args.data_root,
+        progress=not args.quiet,
+        tensorboard=args.tensorboard,
+    )
 
 
 @cli_main
@@ -56,11 +72,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=int, required=True, help="width multiplier (positive integer)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default 0)")
     args = parser.parse_args(argv)
+    logs.start(args)
     path = run_training(args, args.width, args.seed)
     if int(os.environ.get("RANK", "0")) == 0:
         if not args.dry_run:
             meta = checkpoints.read_meta(path)
-            print(f"test accuracy {meta['test_acc']:.4f}, test loss {meta['test_loss']:.4f}", file=sys.stderr)
+            log.info("test accuracy %.4f, test loss %.4f", meta["test_acc"], meta["test_loss"])
         print(path)
 
 

@@ -1,4 +1,4 @@
-"""Train both endpoints of a pair: ``python -m experiments.train_pair --model mlp --width 16 --seeds 0 1``.
+"""Train both endpoints of a pair: ``python -m experiments.train_pair --model mlp --width 16 --seeds 0,1``.
 
 Each endpoint is an independent ``experiments.train`` run (own initialisation and data order);
 finished checkpoints are reused. Prints the two checkpoint paths, one per line.
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 
+from experiments.sweep import parse_ints
 from experiments.train import add_config_arguments, run_training
+from lewc.core import logs
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 
 
@@ -21,13 +23,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     add_config_arguments(parser)
     parser.add_argument("--width", type=int, required=True, help="width multiplier (positive integer)")
-    parser.add_argument(
-        "--seeds", type=int, nargs=2, default=[0, 1], metavar=("A", "B"), help="the two seeds (default 0 1)"
-    )
+    parser.add_argument("--seeds", default="0,1", help="the two seeds, comma-separated as everywhere (default 0,1)")
     args = parser.parse_args(argv)
-    if args.seeds[0] == args.seeds[1]:
+    logs.start(args)
+    seeds = parse_ints(args.seeds, "--seeds")
+    if len(seeds) != 2:
+        raise LewcError(f"--seeds takes the pair's two seeds, e.g. 0,1; got {args.seeds!r}")
+    if seeds[0] == seeds[1]:
         raise LewcError("the two seeds must differ: a pair of one seed is not independently trained")
-    for seed in args.seeds:
+    for seed in seeds:
         print(run_training(args, args.width, seed))
 
 

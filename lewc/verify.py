@@ -21,13 +21,16 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import logging
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from lewc.core import logs
 from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
 from lewc.core.device import resolve_device
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
@@ -44,6 +47,7 @@ from lewc.training.data import data_home, load_dataset
 from lewc.training.recipe import TrainConfig, add_recipe_arguments, config_from_args
 
 MIN_TEST_IMAGES = 10
+log = logging.getLogger("lewc.verify")  # not __name__: that is "__main__" under python -m lewc.verify
 
 
 def parse_list(text: str, kind=float) -> list:
@@ -91,21 +95,32 @@ def verify_checkpoints(
     meta_a, meta_b = checkpoints.read_meta(paths[0]), checkpoints.read_meta(paths[1])
     out_dir = out_dir or results_folder(meta_a, meta_b, options)
     if (out_dir / "report.json").is_file() and not args.force and args.out is None:
-        print(f"reusing {out_dir} (same pair, same analysis; --force redoes it)", file=sys.stderr)
+        log.info("reusing %s (same pair, same analysis; --force redoes it)", out_dir)
         return (
             out_dir / "report.json",
             json.loads((out_dir / "report.json").read_text()),
             open_results(out_dir / "results.nc").load(),
         )
+    t0 = time.perf_counter()
     model_a, meta_a = checkpoints.load(paths[0], device)
     model_b, meta_b = checkpoints.load(paths[1], device)
     pair = Pair(model_a, model_b, meta_a, meta_b)
     ds = load_dataset(meta_a["dataset"], device, args.data_root, meta_a.get("train_config", {}).get("n_calib"))
+    log.info(
+        "load: %s and %s, %s (%d train, %d test images) on %s, %.1f s",
+        paths[0].name,
+        paths[1].name,
+        ds.info.name,
+        len(ds.train),
+        len(ds.test),
+        device,
+        time.perf_counter() - t0,
+    )
     provenance = {
         "command": command_line(),
         "checkpoint_a": str(paths[0]),
         "checkpoint_b": str(paths[1]),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "seeds": [meta_a["seed"], meta_b["seed"]],
         "device": str(device),
         "threads": torch.get_num_threads(),
@@ -171,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", type=Path, help="output folder (default data/results/<pair>_a<analysis hash>/)")
     g.add_argument("--force", action="store_true", help="redo an analysis whose results folder already exists")
     g.add_argument("--json", action="store_true", help="print report.json to stdout instead of the table")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    logs.add_common_arguments(p)
     return p
 
 
@@ -250,6 +265,7 @@ def verify_pair(argv: list[str]) -> Path:
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    logs.start(args)
     options, widths, seeds = validate(args)
     device = resolve_device(args.device)
     if args.ckpt_a:
@@ -270,9 +286,8 @@ def main(argv: list[str] | None = None) -> None:
             paths = trained(plans[(w, p)], args, device)
             out = args.out / f"w{w}_p{p}" if args.out else None
             path, rep, res = verify_checkpoints(paths, args, options, device, out)
-            print(
-                f"width {w}, seeds {seed_pair}: " + ", ".join(f"{c['id']} {c['verdict']}" for c in rep["claims"]),
-                file=sys.stderr,
+            log.info(
+                "width %d, seeds %s: %s", w, seed_pair, ", ".join(f"{c['id']} {c['verdict']}" for c in rep["claims"])
             )
             results[(w, p)] = res
             report_paths[f"w{w}_p{p}"] = str(path)

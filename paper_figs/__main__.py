@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 from collections import defaultdict
 from pathlib import Path
 
+from lewc.core import logs
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.reporting import plots
 from lewc.reporting.results import RESULTS_SCHEMA, STUDY_SCHEMA, SWEEP_SCHEMA, for_alignment, open_results
 from lewc.reporting.study_plots import study_figures
 from lewc.training.data import data_home
+
+log = logging.getLogger("paper_figs")  # not __name__: that is "__main__" under python -m paper_figs
 
 
 def _published(path: Path, root: Path) -> bool:
@@ -108,13 +111,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--results", type=Path, default=None, help="folder scanned for results (default data/results)")
     p.add_argument("--out", type=Path, default=None, help="figure folder (default data/figures)")
+    logs.add_common_arguments(p)
     args = p.parse_args(argv)
+    logs.start(args)
     results_dir = args.results or data_home() / "results"
     out_dir = args.out or data_home() / "figures"
     if out_dir.exists() and not out_dir.is_dir():
         raise LewcError(f"--out {out_dir} is a file")
     made = make_figures(results_dir, out_dir)
-    print(f"{len(made)} figures written to {out_dir}", file=sys.stderr)
+    log.info("%d figures written to %s", len(made), out_dir)
     print(out_dir / "index.md")
 
 

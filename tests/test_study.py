@@ -64,11 +64,21 @@ def test_a_study_runs_in_process_lists_a_failed_cell_and_resumes(tmp_path, isola
     for stem in ("study_barrier_vs_width", "study_beta_vs_width", "study_magnitude_vs_depth"):
         assert (nc.parent / f"{stem}.png").is_file() and f"({stem}.png)" in md
     assert ds.magnitude_mid.sizes["ell"] == 4 and float(ds.total_depth.sel(width=1)[0, 0]) == 4
-    # rerun: the finished cells are reused, not recomputed, and give the same numbers
+    # --status reads the grid's state from disk
+    code, out, err = run([str(spec), "--status"], capsys)
+    assert code == 0 and out.strip().splitlines()[-1] == "2 done, 1 failed, 0 submitted, 0 missing of 3 job(s)"
+    assert out.count("failed    {") == 1 and "LewcError" in out
+    # rerun: the finished cells are skipped before anything runs, and give the same numbers
     before = ds.barrier.sel(width=[1, 2]).values.copy()
     code, out, err = run([str(spec), "--executor", "inprocess"], capsys)
-    assert code == 0 and err.count("reusing") == 2
+    assert code == 0 and "2 of 3 job(s) finished on disk (skipped); 1 to run" in err and "reusing" not in err
     assert (open_results(nc).barrier.sel(width=[1, 2]).values == before).all()
+    # --collect combines the same study.nc from disk alone
+    nc.unlink()
+    code, out, err = run([str(spec), "--collect"], capsys)
+    assert code == 0 and Path(out.strip().splitlines()[-1]) == nc
+    again = open_results(nc).load()
+    assert (again.barrier.sel(width=[1, 2]).values == before).all() and again.error.sel(width=3, pair=0).item()
 
 
 @pytest.mark.slow
@@ -100,6 +110,7 @@ BAD_SPECS = {
     "bad_alignment": ('[grid]\nwidth = [1]\n[study]\nname="x"\nmodel="mlp"\nalign="none,weight"', "unknown alignment"),
     "conflicting_depth": ('[grid]\ndepth = [2]\n[study]\nname="x"\nmodel="resnet20"', "depth"),
     "not_toml": ("[grid\nwidth=", "not valid TOML"),
+    "unknown_slurm_key": ('[grid]\nwidth = [1]\n[slurm]\nacount = "x"', "submitit accepts"),
 }
 
 
@@ -119,6 +130,32 @@ def test_dry_run_prints_every_job_and_trains_nothing(tmp_path, isolated_data_hom
     assert code == 0 and len(out.strip().splitlines()) == 2 and "2 job(s)" in err
     assert all("python -m lewc.verify" in line for line in out.strip().splitlines())
     assert not (isolated_data_home / "checkpoints").exists()
+
+
+def test_every_slurm_parameter_of_submitit_passes_through_the_spec(tmp_path, isolated_data_home, capsys):
+    """account, qos, mem, constraint, additional_parameters: submitit's names, generic or slurm_-prefixed."""
+    import submitit
+
+    slurm = '[slurm]\naccount = "x"\nqos = "high"\nmem = "16G"\nslurm_constraint = "a100"\nmem_gb = 8\n'
+    slurm += 'gpus_per_job = 2\nadditional_parameters = { reservation = "r" }\n'
+    spec = write(tmp_path, SPEC + slurm)
+    code, out, err = run([str(spec), "--dry-run", "--executor", "slurm", "--partition", "gpu"], capsys)
+    assert code == 0, err
+    assert len(out.strip().splitlines()) == 2 and not (isolated_data_home / "studies").exists()
+    for shown in ("slurm_account='x'", "slurm_qos='high'", "slurm_constraint='a100'", "gpus_per_node=2"):
+        assert shown in err
+    params = study.slurm_submission(study.load_spec(spec), study.build_parser().parse_args([str(spec)]))
+    generic, specific = set(submitit.AutoExecutor._valid_parameters()), submitit.SlurmExecutor._valid_parameters()
+    assert all(k in generic or k.removeprefix("slurm_") in specific for k in params)
+    assert params["slurm_additional_parameters"] == {"reservation": "r"} and params["mem_gb"] == 8
+
+
+def test_status_of_a_fresh_grid_is_all_missing_and_detach_needs_slurm(tmp_path, capsys):
+    spec = write(tmp_path, SPEC)
+    code, out, _ = run([str(spec), "--status"], capsys)
+    assert code == 0 and out.strip().splitlines()[-1] == "0 done, 0 failed, 0 submitted, 2 missing of 2 job(s)"
+    code, _, err = run([str(spec), "--detach"], capsys)
+    assert code == 2 and "--detach needs --executor slurm" in err
 
 
 def test_spec_flags_are_exactly_verify_flags(tmp_path):
@@ -144,7 +181,7 @@ def test_a_killed_study_cancels_its_jobs_and_a_rerun_completes_it(tmp_path):
     cmd = [sys.executable, "-m", "experiments.study", str(spec), "--parallel", "1"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     for line in proc.stderr:
-        if line.startswith("[1/2]"):
+        if " INFO [1/2] " in line:
             break
     time.sleep(1.0)  # the second job is now running
     proc.send_signal(signal.SIGTERM)

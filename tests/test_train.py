@@ -82,25 +82,12 @@ def run_cli(args, env, **kw):
 @pytest.mark.slow
 def test_sigkill_mid_training_then_rerun_matches_uninterrupted(tmp_path):
     env = dict(os.environ, LEWC_DATA=str(tmp_path))
-    base = [
-        "--model",
-        "mlp",
-        "--width",
-        "4",
-        "--base-width",
-        "32",
-        "--dataset",
-        "synthetic",
-        "--epochs",
-        "6",
-        "--quiet",
-        "--device",
-        "cpu",
-    ]
-    ref = run_cli(base + ["--out", str(tmp_path / "ref")], env)
+    base = ["--model", "mlp", "--width", "4", "--base-width", "32", "--dataset", "synthetic", "--epochs", "6"]
+    base += ["--quiet", "--device", "cpu"]
+    ref = run_cli(base + ["--ckpt-dir", str(tmp_path / "ref")], env)
     assert ref.returncode == 0, ref.stderr
     proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments.train", *base, "--out", str(tmp_path / "cut")],
+        [sys.executable, "-m", "experiments.train", *base, "--ckpt-dir", str(tmp_path / "cut")],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -111,7 +98,7 @@ def test_sigkill_mid_training_then_rerun_matches_uninterrupted(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not list((tmp_path / "cut").glob("*.json")), "killed too late to test resumption"
-    again = run_cli(base + ["--out", str(tmp_path / "cut")], env)
+    again = run_cli(base + ["--ckpt-dir", str(tmp_path / "cut")], env)
     assert again.returncode == 0, again.stderr
     assert sha(ref.stdout.strip().splitlines()[-1]) == sha(again.stdout.strip().splitlines()[-1])
 
@@ -119,22 +106,8 @@ def test_sigkill_mid_training_then_rerun_matches_uninterrupted(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu_writes_one_comparable_checkpoint(tmp_path):
     env = dict(os.environ, LEWC_DATA=str(tmp_path), OMP_NUM_THREADS="1")
-    base = [
-        "--model",
-        "mlp",
-        "--width",
-        "2",
-        "--base-width",
-        "32",
-        "--dataset",
-        "synthetic",
-        "--epochs",
-        "3",
-        "--quiet",
-        "--device",
-        "cpu",
-    ]
-    single = run_cli(base + ["--out", str(tmp_path / "single")], env)
+    base = ["--model", "mlp", "--width", "2", "--dataset", "synthetic", "--epochs", "3", "--quiet", "--device", "cpu"]
+    single = run_cli(base + ["--ckpt-dir", str(tmp_path / "single")], env)
     assert single.returncode == 0, single.stderr
     ddp = subprocess.run(
         [
@@ -147,7 +120,7 @@ def test_torchrun_two_processes_on_cpu_writes_one_comparable_checkpoint(tmp_path
             "-m",
             "experiments.train",
             *base,
-            "--out",
+            "--ckpt-dir",
             str(tmp_path / "ddp"),
         ],
         env=env,

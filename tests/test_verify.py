@@ -266,7 +266,8 @@ def test_two_analyses_of_one_pair_leave_two_folders_and_a_rerun_reuses(tmp_path,
     first, second = out1.strip().splitlines()[-1], out2.strip().splitlines()[-1]
     assert first != second
     before = (tmp_path / "x").exists() or open(first).read()
-    code3, out3, err3 = run(base + ["--lams", "0,0.5,1", "--n-test", "200"], capsys)
+    loud = [a for a in base if a != "--quiet"]  # -q/--quiet keeps warnings only; "reusing" is an INFO line
+    code3, out3, err3 = run(loud + ["--lams", "0,0.5,1", "--n-test", "200"], capsys)
     assert code3 == 0 and out3.strip().splitlines()[-1] == first and "reusing" in err3
     assert open(first).read() == before
 

@@ -6,6 +6,8 @@ runs the model again.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,6 +23,8 @@ from lewc.sweep.capture import GRAM_TERMS, RO_TERMS, WA_TERMS
 from lewc.sweep.merge import Pair
 from lewc.sweep.path import SweepOptions, SweepResult, accuracy_and_loss, sweep
 from lewc.training.data import DeviceDataset
+
+log = logging.getLogger(__name__)
 
 BARRIER_NAMES = ("acc_mid", "acc_max", "loss_mid_raw", "loss_max_raw", "loss_mid_cal", "loss_max_cal")
 
@@ -121,6 +125,22 @@ def ensemble_dataset(result: SweepResult, betas: np.ndarray, depth: int) -> xr.D
     return xr.Dataset(data, coords={"kind": list(ensemble.KINDS), "lam": result.lams})
 
 
+def _label(provenance: dict | None) -> str:
+    """Which sweep a log line belongs to: the alignment, or the control."""
+    provenance = provenance or {}
+    if "control" in provenance:
+        return f"{provenance['control']} control"
+    return f"align {provenance.get('alignment', 'none')}"
+
+
+def log_passes(path_ds: xr.Dataset, label: str, seconds: float) -> None:
+    """One line per λ-pass (test accuracy and loss at that λ), then the sweep's total."""
+    test = path_ds.sel(split="test")
+    for lam, acc, loss in zip(test.lam.values, test.acc.values, test.loss.values, strict=True):
+        log.info("sweep %s: λ %.3g acc %.4f loss %.4f", label, lam, acc, loss)
+    log.info("sweep %s: %d λ, %.1f s", label, path_ds.sizes["lam"], seconds)
+
+
 def analyze(
     pair: Pair,
     ds: DeviceDataset,
@@ -131,8 +151,10 @@ def analyze(
 ) -> xr.Dataset:
     """Sweep the pair once and return the complete results Dataset of issue 4 and 5."""
     options = options or SweepOptions()
+    t0 = time.perf_counter()
     result = sweep(pair, ds, lams, options)
     path_ds, _ = path_dataset(result, n_boot)
+    log_passes(path_ds, _label(provenance), time.perf_counter() - t0)
     parts = [path_ds]
     if result.layer_stats is not None:
         parts.append(layer_dataset(result, [s.depth for s in pair.layers], [s.name for s in pair.layers]))

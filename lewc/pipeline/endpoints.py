@@ -5,7 +5,7 @@ Configs come in already resolved (``lewc.training.recipe``); nothing here reads 
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from lewc.training.recipe import TrainConfig
 CPU_FLOPS = 5e10  # sustained FLOP/s assumed for a CPU when estimating training cost
 GPU_FLOPS = 2e14  # one data-centre GPU in bf16
 SLOW_SECONDS = 1800
+log = logging.getLogger(__name__)
 
 
 def checkpoint_folder(ckpt_dir: Path | None = None) -> Path:
@@ -78,6 +79,6 @@ def ensure_trained(
     for cfg in configs:
         path = cfg.checkpoint_path(folder)
         if not checkpoints.sidecar_path(path).exists():
-            print(f"training missing endpoint {path.name} (seed {cfg.seed})", file=sys.stderr)
+            log.info("train: missing endpoint %s (seed %d)", path.name, cfg.seed)
         paths.append(train(cfg, folder, str(device), data_root=data_root, progress=progress))
     return paths

@@ -21,6 +21,7 @@ from lewc.training.data import data_home
 from lewc.training.recipe import TrainConfig, units_slug
 
 TMP_PREFIX = ".tmp-"
+LOCK_NAME = ".publish.lock"  # one per parent folder (readers skip dot files)
 
 
 @dataclass(frozen=True)
@@ -74,14 +75,16 @@ def publish(tmp: Path, final: Path) -> None:
     """Make the finished folder ``tmp`` visible as ``final`` by renames (the old one, if any, goes).
 
     Readers see either the old complete folder or the new one; concurrent runs into one folder are
-    serialised by an advisory lock, and the last to finish wins.
+    serialised by a ``filelock`` lock, and the last to finish wins. The lock is one file per parent
+    folder (``.publish.lock``), not one per results folder: filelock keeps the file after release on
+    purpose (unlinking a lock file that another process is waiting on lets two holders in at once), so
+    one shared file is the least litter. Holding it across folders costs nothing: a publish is two renames.
     """
-    import fcntl
+    from filelock import FileLock
 
     for path in [tmp, *tmp.iterdir()]:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
-    with open(final.parent / f".lock-{final.name}", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(final.parent / LOCK_NAME):
         old = None
         if final.exists():
             old = final.with_name(f"{TMP_PREFIX}old-{final.name}-{os.getpid()}")

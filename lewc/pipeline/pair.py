@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
-import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from lewc.reporting.results import for_alignment, stack_alignments, write_netcdf
 from lewc.stats.claims import Claim, evaluate_claims, evaluate_verdicts
 from lewc.sweep.merge import Pair
 from lewc.sweep.path import SweepOptions
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,15 +58,17 @@ def run_controls(pair: Pair, ds, options: AnalysisOptions, sweep_options: SweepO
         "negative": lambda: controls.self_pair(pair.model_a, pair.meta_a),
     }
     for name, build in builders.items():
+        t0 = time.perf_counter()
         try:
             a, b, meta_a, meta_b, note = build()
         except LewcError as err:
-            print(f"warning: no {name} control: {err}", file=sys.stderr)
+            log.warning("no %s control: %s", name, err)
             continue
         res = analyze(Pair(a, b, meta_a, meta_b), ds, list(options.lams), sweep_options, {"control": name})
         res.attrs["control"] = name
         res.attrs["control_note"] = note
         out[name] = res
+        log.info("controls: %s control done, %.1f s", name, time.perf_counter() - t0)
     return out
 
 
@@ -81,10 +86,14 @@ def aligned_endpoint(method: str, pair: Pair, ds, settings: RunSettings, device:
         folder, method, pair.model_a, pair.model_b, pair.meta_a, pair.meta_b, batches, device
     )
     info = meta["alignment"]
-    print(
-        f"{'reusing' if cached else 'aligned'} B to A by {method}: objective {info['objective_before']:.4g} → "
-        f"{info['objective_after']:.4g} ({info['passes']} pass(es), {info['seconds']:.1f} s)",
-        file=sys.stderr,
+    log.info(
+        "align: %s B to A by %s, objective %.4g → %.4g (%s pass(es), %.1f s)",
+        "reusing" if cached else "aligned",
+        method,
+        info["objective_before"],
+        info["objective_after"],
+        info["passes"],
+        info["seconds"],
     )
     return model, meta
 
@@ -92,7 +101,7 @@ def aligned_endpoint(method: str, pair: Pair, ds, settings: RunSettings, device:
 def warn_degenerate(claims: list[Claim]) -> None:
     notes = {c.note.split(" — ")[0] for c in claims if c.note.startswith("degenerate pair")}
     for note in sorted(notes):
-        print(f"warning: {note}; the claims that need A and B apart are INCONCLUSIVE", file=sys.stderr)
+        log.warning("%s; the claims that need A and B apart are INCONCLUSIVE", note)
 
 
 def analyse_pair(
@@ -129,6 +138,7 @@ def write_folder(out_dir: Path, result: PairResult, command: str) -> dict:
     """Build the whole folder privately, then publish it with one rename; returns report.json's content."""
     from lewc.reporting import plots
 
+    t0 = time.perf_counter()
     tmp = private_folder(out_dir)
     try:
         write_netcdf(result.results, tmp / "results.nc")
@@ -152,8 +162,16 @@ def write_folder(out_dir: Path, result: PairResult, command: str) -> dict:
         )
         (tmp / "report.md").write_text(report.markdown(rep, figures))
         (tmp / "report.json").write_text(report.dumps(rep))
+        size = sum(f.stat().st_size for f in tmp.iterdir() if f.is_file())
         publish(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    log.info(
+        "write: %s (%d files, %.1f MB), %.1f s",
+        out_dir,
+        len(files["figures"]) + 3 + len(result.controls),
+        size / 1e6,
+        time.perf_counter() - t0,
+    )
     return rep

@@ -84,7 +84,7 @@ class MergedStates:
         images = reestimation_images(ds, n_images)
         template = bn_templates(self.pair)
         names = [n for n in self.pair.state_a if n.endswith(("running_mean", "running_var", "num_batches_tracked"))]
-        for i in tqdm(range(len(self.lams)), desc="BN re-estimation", disable=not progress, leave=False):
+        for i in tqdm(range(len(self.lams)), desc="BN re-estimation", disable=None if progress else True, leave=False):
             new = reestimate(self.pair, self[i], images, ds, batch_size, template)
             self.buffers[i] = {n: new[n] for n in names}
             if self.cache is not None:
@@ -172,7 +172,7 @@ def logits_pass(
     for x, _ in tqdm(
         ds.batches(split, batch_size, n),
         desc=f"{split} pass",
-        disable=not progress,
+        disable=None if progress else True,
         leave=False,
         total=-(-len(ds.split(split).head(n)) // batch_size),
     ):
@@ -214,7 +214,7 @@ def sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepOp
                 ds.batches("test", opt.batch_size, opt.n_test),
                 total=n_batches,
                 desc="test pass (with layer capture)",
-                disable=not opt.progress,
+                disable=None if opt.progress else True,
                 leave=False,
             )
         ):

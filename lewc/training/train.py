@@ -16,6 +16,7 @@ CUDA) and only rank 0 writes. ``experiments.train`` is the command-line front en
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -33,6 +34,8 @@ from lewc.models import CapturingModel, build, get_family
 from lewc.training import checkpoints
 from lewc.training.data import DeviceDataset, data_home, load_dataset
 from lewc.training.recipe import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 def checkpoint_dir() -> Path:
@@ -110,6 +113,37 @@ def build_model(cfg: TrainConfig, ds: DeviceDataset) -> CapturingModel:
     )
 
 
+def log_epoch(row: dict, epochs: int, lr: float, board=None) -> None:
+    """One plain line per epoch (kept by any log file), and the same numbers as TensorBoard scalars."""
+    log.info(
+        "epoch %d/%d loss %.4f acc %.4f lr %.4g %.1f s",
+        row["epoch"],
+        epochs,
+        row["train_loss"],
+        row["train_acc"],
+        lr,
+        row["seconds"],
+    )
+    if board is not None:
+        for key, value in (
+            ("train/loss", row["train_loss"]),
+            ("train/acc", row["train_acc"]),
+            ("lr", lr),
+            ("images_per_s", row["images_per_s"]),
+        ):
+            board.add_scalar(key, value, row["epoch"])
+        board.flush()
+
+
+def summary_writer(folder: Path, name: str):
+    """``torch.utils.tensorboard.SummaryWriter`` under ``folder/name`` (tensorboard is an optional extra)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise LewcError("--tensorboard needs the tensorboard package: pip install 'lewc[tensorboard]'") from None
+    return SummaryWriter(log_dir=str(Path(folder) / name))
+
+
 def train(
     cfg: TrainConfig,
     out_dir: Path | None = None,
@@ -120,11 +154,14 @@ def train(
     progress: bool = True,
     stop_after_epoch: int | None = None,
     dataset: DeviceDataset | None = None,
+    tensorboard: Path | None = None,
 ) -> Path:
     """Train (or reuse, or resume) the checkpoint of ``cfg``; returns its ``.safetensors`` path.
 
     ``stop_after_epoch`` simulates an interruption (for tests): training stops after that many
-    epochs with the snapshot written and no checkpoint.
+    epochs with the snapshot written and no checkpoint. ``tensorboard`` names a folder that gets
+    TensorBoard scalars per epoch (``train/loss``, ``train/acc``, ``lr``, ``images_per_s``) and the
+    final ``test/acc`` and ``test/loss``, in a subfolder per checkpoint name.
     """
     cfg.validate()
     dev = resolve_device(device)
@@ -176,13 +213,14 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
         if dev.type == "cpu" and state.get("threads") not in (None, torch.get_num_threads()):
-            print(
-                f"warning: the snapshot was written with {state['threads']} CPU threads, this run uses "
-                f"{torch.get_num_threads()}: the result will not be bit-identical to an uninterrupted run",
-                file=sys.stderr,
+            log.warning(
+                "the snapshot was written with %s CPU threads, this run uses %s: the result will not be "
+                "bit-identical to an uninterrupted run (--threads sets the count)",
+                state["threads"],
+                torch.get_num_threads(),
             )
-        if dist.is_main and progress:
-            print(f"resuming {cfg.name} from epoch {start_epoch}/{cfg.epochs}", file=sys.stderr)
+        if dist.is_main:
+            log.info("resuming %s from epoch %d/%d", cfg.name, start_epoch, cfg.epochs)
     net = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else model
     step_net = torch.compile(net) if compile_model else net
     use_bf16 = dev.type == "cuda"
@@ -198,15 +236,26 @@ def train(
         scheduler.step()
         return loss.detach(), (logits.argmax(1) == y).sum()
 
+    board = summary_writer(tensorboard, cfg.name) if tensorboard is not None and dist.is_main else None
     bar = tqdm(
         total=total,
         initial=start_epoch * steps_per_epoch,
         desc=cfg.name,
         unit="step",
-        disable=not (progress and dist.is_main),
+        disable=None if progress and dist.is_main else True,  # None: a bar on a terminal only
         file=sys.stderr,
         dynamic_ncols=True,
     )
+    if dist.is_main:
+        log.info(
+            "training %s: %d epoch(s) of %d steps, batch %d, %s, %d thread(s)",
+            cfg.name,
+            cfg.epochs,
+            steps_per_epoch,
+            cfg.batch_size,
+            dev,
+            torch.get_num_threads(),
+        )
     model.train()
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -248,6 +297,7 @@ def train(
                 }
             )
             if dist.is_main:
+                log_epoch(history[-1], cfg.epochs, scheduler.get_last_lr()[0], board)
                 state = {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -261,12 +311,30 @@ def train(
                     torch.save(state, tmp)
             dist.barrier()
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.epochs:
+                if board is not None:
+                    board.close()
                 return snap
+    except BaseException:
+        if board is not None:
+            board.close()
+        raise
     finally:
         bar.close()
     if dist.is_main:
         train_acc, train_loss = evaluate(model, ds, "train")
         test_acc, test_loss = evaluate(model, ds, "test")
+        log.info(
+            "%s: test acc %.4f loss %.4f, train acc %.4f loss %.4f",
+            cfg.name,
+            test_acc,
+            test_loss,
+            train_acc,
+            train_loss,
+        )
+        if board is not None:
+            board.add_scalar("test/acc", test_acc, cfg.epochs)
+            board.add_scalar("test/loss", test_loss, cfg.epochs)
+            board.close()
         meta = {
             "model": cfg.model,
             "width": cfg.width,
