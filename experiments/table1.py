@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from lewc.core import logs
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 
 
@@ -49,6 +50,7 @@ ROWS = {
     "vgg11": Row("vgg11", 16, "cifar10", (1.308, 0.066), (7.000, 0.177)),
     "resnet20": Row("resnet20", 32, "cifar10", (2.694, 0.087), (5.135, 0.173)),
 }
+log = logging.getLogger("experiments.table1")  # not __name__: that is "__main__" under python -m
 SMOKE_FLAGS = ["--dataset", "synthetic", "--base-width", "4", "--epochs", "2", "--batch-size", "64", "--n-test", "200"]
 SMOKE_FLAGS += ["--no-controls"]
 SMOKE_FLAGS += ["--lams", "0,0.5,1", "--bn-images", "64"]
@@ -148,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="where table1.md and table1.json go (default data/results/table1/)")
     p.add_argument("--smoke", action="store_true", help="tiny networks on synthetic data on the CPU, in seconds")
     p.add_argument("--dry-run", action="store_true", help="print the cost estimate and the verify commands only")
+    logs.add_common_arguments(p)
     return p
 
 
@@ -158,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     from lewc.verify import verify_pair
 
     args = build_parser().parse_args(argv)
+    logs.start(args)
     names = [n for n in args.rows.replace(" ", "").split(",") if n]
     unknown = [n for n in names if n not in ROWS]
     if unknown or not names:
@@ -167,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke and args.device is None:
         args.device = "cpu"
     rows = [ROWS[n] for n in names]
-    print(cost_line(rows, args), file=sys.stderr)
+    log.info(cost_line(rows, args))
     if args.dry_run:
         for name, row in zip(names, rows, strict=True):
             for pair in range(args.pairs):
@@ -178,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         for pair in range(args.pairs):
             folder = verify_pair(row_argv(row, pair, args))
             results.setdefault(name, []).append(json.loads((folder / "report.json").read_text()))
-            print(f"{name} pair {pair}: {folder}", file=sys.stderr)
+            log.info("%s pair %d: %s", name, pair, folder)
     text = table(results, args.smoke)
     out = args.out or data_home() / "results" / ("table1_smoke" if args.smoke else "table1")
     out.mkdir(parents=True, exist_ok=True)

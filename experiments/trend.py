@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from lewc.core import logs
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 
 METRICS = {  # barrier name in study.nc → (label, unit, LMC tolerance)
@@ -263,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("studies", nargs="+", type=Path, help="study folders (or study.nc files) to combine")
     p.add_argument("--out", type=Path, help="output folder (default: the first study folder)")
+    logs.add_common_arguments(p)
     return p
 
 
@@ -271,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     from lewc.core.io import write_atomic, write_json_atomic
 
     args = build_parser().parse_args(argv)
+    logs.start(args)
     records = load_points(args.studies)
     rows = fit_table(records)
     out = args.out or (args.studies[0] if args.studies[0].is_dir() else args.studies[0].parent)

@@ -106,7 +106,8 @@ def test_sigkill_mid_training_then_rerun_matches_uninterrupted(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu_writes_one_comparable_checkpoint(tmp_path):
     env = dict(os.environ, LEWC_DATA=str(tmp_path), OMP_NUM_THREADS="1")
-    base = ["--model", "mlp", "--width", "2", "--dataset", "synthetic", "--epochs", "3", "--quiet", "--device", "cpu"]
+    base = ["--model", "mlp", "--width", "2", "--base-width", "32", "--dataset", "synthetic", "--epochs", "3"]
+    base += ["--quiet", "--device", "cpu"]
     single = run_cli(base + ["--ckpt-dir", str(tmp_path / "single")], env)
     assert single.returncode == 0, single.stderr
     ddp = subprocess.run(
