@@ -13,14 +13,14 @@ from typing import Any
 
 from lewc.core.errors import LewcError
 
-PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}")
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}")
 
 
 def check_plain_name(value: Any, what: str) -> str:
     """``value`` if it is a string usable as one path component (letters, digits, ``. _ + = -``)."""
     if not isinstance(value, str) or not PLAIN_NAME.fullmatch(value) or ".." in value:
         raise LewcError(
-            f"{what} must be a plain name (letters, digits, '._+=-', at most 128, not starting with a dot), "
+            f"{what} must be a plain name (letters, digits, '._+=-', at most 200, not starting with a dot), "
             f"got {short(value, 60)}"
         )
     return value
