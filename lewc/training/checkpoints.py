@@ -272,6 +272,9 @@ def validate_meta(meta: dict[str, Any]) -> None:
         for key in SHARED_WITH_TRAIN_CONFIG:
             if key in cfg and key in meta and cfg[key] != meta[key]:
                 raise LewcError(f"says {key} {short(meta[key])} but its train_config says {short(cfg[key])}")
+        from lewc.training.recipe import TrainConfig
+
+        TrainConfig.from_dict(cfg).validate()  # complete, no unknown keys, values the recipe accepts
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[CapturingModel, dict[str, Any]]:
