@@ -158,6 +158,7 @@ def load_spec(path: Path) -> StudySpec:
     for key in ("name", "model"):
         if not isinstance(study.get(key), str) or not study.get(key):
             raise LewcError(f"[study] needs a {key} (a string)")
+    check_study_values(study, slurm)
     clean: dict[str, list] = {}
     for axis, values in grid.items():
         if not isinstance(values, list) or not values:
@@ -173,11 +174,9 @@ def load_spec(path: Path) -> StudySpec:
             raise LewcError(f"weight decay cannot be negative, got {values!r}")
         clean[axis] = [kind(v) for v in values]
     pairs = study.get("pairs", 1)
-    if not isinstance(pairs, int) or pairs < 1:
-        raise LewcError(f"[study] pairs must be a positive integer, got {pairs!r}")
     parallel = study.get("parallel", 1)
-    if not isinstance(parallel, int) or parallel < 1:
-        raise LewcError(f"[study] parallel must be a positive integer, got {parallel!r}")
+    align = study.get("align", "none,weights")
+    lams = study.get("lams")
     spec = StudySpec(
         name=study["name"],
         model=study["model"],
@@ -185,15 +184,54 @@ def load_spec(path: Path) -> StudySpec:
         recipe=study.get("recipe"),
         pairs=pairs,
         grid=clean,
-        align=study.get("align", "none,weights"),
+        align=",".join(align) if isinstance(align, list) else align,
         n_test=study.get("n_test"),
-        controls=bool(study.get("controls", False)),
-        lams=study.get("lams"),
+        controls=study.get("controls", False),
+        lams=",".join(repr(float(v)) for v in lams) if isinstance(lams, list) else lams,
         parallel=parallel,
         slurm=slurm,
     )
     check_cells(spec)
     return spec
+
+
+MAX_PAIRS = 1000
+
+
+def check_study_values(study: dict, slurm: dict) -> None:
+    """[study] and [slurm] values by type and range (booleans are booleans, counts ≥ 1, λ lists, names)."""
+    from lewc.align.methods import check_methods
+    from lewc.core.validate import check_bool, check_int, check_number, check_plain_name, short
+    from lewc.models import get_family
+    from lewc.training.data import dataset_info
+    from lewc.verify import MAX_COUNT, MIN_TEST_IMAGES
+
+    check_plain_name(study["name"], "[study] name")
+    get_family(check_plain_name(study["model"], "[study] model"))
+    if "dataset" in study:
+        dataset_info(check_plain_name(study["dataset"], "[study] dataset"))
+    check_int(study.get("pairs", 1), "[study] pairs", 1, MAX_PAIRS)
+    check_int(study.get("parallel", 1), "[study] parallel", 1, 1024)
+    if "n_test" in study:
+        check_int(study["n_test"], "[study] n_test", MIN_TEST_IMAGES, MAX_COUNT)
+    check_bool(study.get("controls", False), "[study] controls")
+    align = study.get("align", "none,weights")
+    if isinstance(align, list) and all(isinstance(a, str) for a in align) and align:
+        align = ",".join(align)
+    if not isinstance(align, str):
+        raise LewcError(f"[study] align must be a string like 'none,weights' or a list of names, got {short(align)}")
+    check_methods(align)
+    lams = study.get("lams")
+    if lams is not None and not isinstance(lams, str):  # a string is verify's --lams text, checked per cell
+        if not isinstance(lams, list) or not lams:
+            raise LewcError(f"[study] lams must be a non-empty list of numbers in [0, 1], got {short(lams)}")
+        for v in lams:
+            check_number(v, "[study] lams value", 0.0, 1.0)
+    for key in ("gpus_per_job", "timeout_min", "array_parallelism", "cpus_per_job"):
+        if key in slurm:
+            check_int(slurm[key], f"[slurm] {key}", 1, 10**6)
+    if "partition" in slurm:
+        check_plain_name(slurm["partition"], "[slurm] partition")
 
 
 def check_cells(spec: StudySpec) -> None:
@@ -339,6 +377,13 @@ def _collect(
 
 def executor_threads(parallel: int) -> int:
     return max(1, (os.cpu_count() or 1) // parallel)
+
+
+def slurm_available() -> bool:
+    """SLURM's commands are on PATH (submitit's own check fails later, after folders exist)."""
+    import shutil
+
+    return shutil.which("sbatch") is not None and shutil.which("srun") is not None
 
 
 def make_executor(kind: str, folder: Path, spec: StudySpec, args: argparse.Namespace):
@@ -718,6 +763,14 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logs.start(args)
     spec = load_spec(args.spec)
+    if args.parallel is not None and args.parallel < 1:
+        raise LewcError(f"--parallel must be positive, got {args.parallel}")
+    if args.executor == "slurm" and not args.dry_run and not slurm_available():
+        raise LewcError(
+            "--executor slurm, but SLURM is not available here (no sbatch/srun on PATH); "
+            "use --executor local, or run on a SLURM login node"
+        )
+    from lewc.pipeline.folders import check_writable
     from lewc.training.data import data_home
 
     folder = args.out or data_home() / "studies" / spec.name
@@ -755,10 +808,9 @@ def main(argv: list[str] | None = None) -> None:
         for cell, pair, job_argv in jobs:
             print(f"{json.dumps(cell)} pair {pair}: python -m lewc.verify {' '.join(job_argv)}")
         return
-    if args.parallel is not None and args.parallel < 1:
-        raise LewcError(f"--parallel must be positive, got {args.parallel}")
     finished, todo = split_finished(spec, jobs)
     log.info("%d of %d job(s) finished on disk (skipped); %d to run", len(finished), len(jobs), len(todo))
+    check_writable(folder)
     folder.mkdir(parents=True, exist_ok=True)
     done = [len(finished)]
 

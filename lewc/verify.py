@@ -19,7 +19,9 @@ Exit codes: 0 ran (whatever the verdicts), 2 bad input (one line, nothing writte
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import logging
 import shlex
@@ -34,7 +36,9 @@ from lewc.core import logs
 from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
 from lewc.core.device import resolve_device
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
-from lewc.pipeline.endpoints import checkpoint_folder, ensure_trained, plan_pair
+from lewc.core.validate import check_int, check_plain_name
+from lewc.models.registry import MAX_BASE_WIDTH, MAX_WIDTH
+from lewc.pipeline.endpoints import check_endpoints, checkpoint_folder, ensure_trained, plan_pair
 from lewc.pipeline.folders import AnalysisOptions, check_writable, results_folder
 from lewc.pipeline.pair import PairResult, RunSettings, analyse_pair, write_folder
 from lewc.pipeline.widths import write_sweep
@@ -43,11 +47,14 @@ from lewc.reporting.results import json_attr, open_results
 from lewc.stats.claims import evaluate_verdicts
 from lewc.sweep.merge import Pair, check_lams
 from lewc.training import checkpoints
+from lewc.training.checkpoints import MAX_SEED
 from lewc.training.data import data_home, load_dataset
 from lewc.training.recipe import TrainConfig, add_recipe_arguments, config_from_args
 
 MIN_TEST_IMAGES = 10
 log = logging.getLogger("lewc.verify")  # not __name__: that is "__main__" under python -m lewc.verify
+MAX_COUNT = 10**8  # images, epochs, batch sizes: far above any dataset here, far below an overflow
+MAX_SEEDS = 1000
 
 
 def parse_list(text: str, kind=float) -> list:
@@ -88,24 +95,63 @@ def trained(configs: list[TrainConfig], args: argparse.Namespace, device: torch.
     return ensure_trained(configs, checkpoint_folder(args.ckpt_dir), device, args.data_root, not args.quiet)
 
 
+def used_options(options: AnalysisOptions, n_test_images: int) -> AnalysisOptions:
+    """The options as run: an ``--n-test`` at or above the test set's size is all of it (recorded as such)."""
+    if options.n_test is not None and options.n_test >= n_test_images:
+        if options.n_test > n_test_images:
+            print(
+                f"note: --n-test {options.n_test} exceeds the {n_test_images} test images; using all {n_test_images}",
+                file=sys.stderr,
+            )
+        return dataclasses.replace(options, n_test=None)
+    return options
+
+
+def reusable(out_dir: Path, meta_a: dict, meta_b: dict, data_id: str) -> bool:
+    """A published folder whose results were computed from exactly these weights and this dataset."""
+    if not (out_dir / "report.json").is_file() or not (out_dir / "results.nc").is_file():
+        return False
+    attrs = open_results(out_dir / "results.nc").attrs
+    return (
+        attrs.get("sha256_a") == meta_a["sha256"]
+        and attrs.get("sha256_b") == meta_b["sha256"]
+        and attrs.get("dataset_identity") == data_id
+    )
+
+
 def verify_checkpoints(
     paths: list[Path], args: argparse.Namespace, options: AnalysisOptions, device: torch.device, out_dir: Path | None
 ) -> tuple[Path, dict, object]:
-    """Verify one pair of checkpoints into its folder (reused when it exists): (report.json, report, results)."""
+    """Verify one pair of checkpoints into its folder (reused when it exists): (report.json, report, results).
+
+    The folder is named by content (both weights' sha256 and the dataset's identity), and the
+    endpoints' accuracies are measured before any analysis: chance-level endpoints are refused.
+    """
     meta_a, meta_b = checkpoints.read_meta(paths[0]), checkpoints.read_meta(paths[1])
-    out_dir = out_dir or results_folder(meta_a, meta_b, options)
-    if (out_dir / "report.json").is_file() and not args.force and args.out is None:
-        log.info("reusing %s (same pair, same analysis; --force redoes it)", out_dir)
+    t0 = time.perf_counter()
+    n_calib = (meta_a.get("train_config") or {}).get("n_calib")
+    ds = load_dataset(meta_a["dataset"], device, args.data_root, n_calib)
+    options = used_options(options, len(ds.test))
+    out_dir = out_dir or results_folder(meta_a, meta_b, options, ds.identity)
+    if not args.force and args.out is None and reusable(out_dir, meta_a, meta_b, ds.identity):
+        log.info(
+            "reusing %s: the same weights (A sha256 %s, B %s), dataset %s (identity %s) and analysis (%s); "
+            "--force redoes it",
+            out_dir,
+            meta_a["sha256"][:16],
+            meta_b["sha256"][:16],
+            meta_a["dataset"],
+            ds.identity,
+            options.key(),
+        )
         return (
             out_dir / "report.json",
             json.loads((out_dir / "report.json").read_text()),
             open_results(out_dir / "results.nc").load(),
         )
-    t0 = time.perf_counter()
     model_a, meta_a = checkpoints.load(paths[0], device)
     model_b, meta_b = checkpoints.load(paths[1], device)
     pair = Pair(model_a, model_b, meta_a, meta_b)
-    ds = load_dataset(meta_a["dataset"], device, args.data_root, meta_a.get("train_config", {}).get("n_calib"))
     log.info(
         "load: %s and %s, %s (%d train, %d test images) on %s, %.1f s",
         paths[0].name,
@@ -115,6 +161,14 @@ def verify_checkpoints(
         len(ds.test),
         device,
         time.perf_counter() - t0,
+    )
+    check_endpoints(
+        {"a": model_a, "b": model_b},
+        {"a": meta_a, "b": meta_b},
+        {"a": paths[0], "b": paths[1]},
+        ds,
+        options.n_test,
+        args.batch_size_eval,
     )
     provenance = {
         "command": command_line(),
@@ -126,6 +180,7 @@ def verify_checkpoints(
         "threads": torch.get_num_threads(),
         "analysis_options": json_attr(options.__dict__),
         "analysis_key": options.key(),
+        "dataset_identity": ds.identity,
     }
     result: PairResult = analyse_pair(pair, ds, options, settings_from_args(args), device, provenance)
     rep = write_folder(out_dir, result, command_line())
@@ -196,8 +251,8 @@ def validate(args: argparse.Namespace) -> tuple[AnalysisOptions, list[int], list
     if not any(np.isclose(lams, 0.5)):
         raise LewcError("the λ grid must contain 0.5 (barriers and verdicts are taken at λ = ½)")
     widths = parse_list(args.widths, int) if args.widths else [args.width]
-    if any(w <= 0 for w in widths):
-        raise LewcError(f"widths must be positive, got {widths}")
+    for w in widths:
+        check_int(w, "width", 1, MAX_WIDTH)
     seeds = parse_list(args.seeds, int)
     if len(seeds) < 2 or len(seeds) % 2:
         raise LewcError(f"--seeds needs an even number (≥ 2) of seeds, got {seeds}")
@@ -209,10 +264,20 @@ def validate(args: argparse.Namespace) -> tuple[AnalysisOptions, list[int], list
         raise LewcError("--ckpt-a/--ckpt-b name one pair; they cannot be combined with --widths or --seeds")
     if args.n_test is not None and args.n_test < MIN_TEST_IMAGES:
         raise LewcError(f"--n-test must be at least {MIN_TEST_IMAGES} (bootstrap intervals need images)")
+    if args.n_test is not None:  # above the test set's size it is clamped to all of it (used_options)
+        check_int(args.n_test, "--n-test", MIN_TEST_IMAGES, MAX_COUNT)
     if args.bn_images < 2:
         raise LewcError(f"--bn-images must be at least 2 (BatchNorm statistics need a batch), got {args.bn_images}")
+    check_int(args.bn_images, "--bn-images", 2, MAX_COUNT)
     if args.batch_size_eval <= 0:
         raise LewcError(f"--batch-size-eval must be positive, got {args.batch_size_eval}")
+    check_int(args.batch_size_eval, "--batch-size-eval", 1, MAX_COUNT)
+    for flag in ("epochs", "batch_size", "base_width", "depth"):
+        value = getattr(args, flag)
+        if value is not None:
+            check_int(value, f"--{flag.replace('_', '-')}", 1, MAX_BASE_WIDTH if flag == "base_width" else MAX_COUNT)
+    if len(seeds) > MAX_SEEDS or any(s < 0 or s > MAX_SEED for s in seeds):
+        raise LewcError(f"--seeds takes at most {MAX_SEEDS} seeds in [0, {MAX_SEED}]")
     if args.out is not None:
         check_writable(args.out)
     check_writable(data_home() / "results")
@@ -229,8 +294,7 @@ def check_checkpoint_pair(path_a: Path, path_b: Path, args: argparse.Namespace) 
     for path in (path_a, path_b):
         if checkpoints.weights_path(path) != Path(path) and Path(path).suffix not in ("", ".json"):
             raise LewcError(f"checkpoint {path} is not a .safetensors file (lewc never unpickles .pt files)")
-        if not checkpoints.weights_path(path).is_file():
-            raise LewcError(f"checkpoint {path} does not exist")
+        checkpoints.check_file(checkpoints.weights_path(path), "checkpoint")
     model_a, meta_a = checkpoints.load(path_a, "cpu")
     model_b, meta_b = checkpoints.load(path_b, "cpu")
     Pair(model_a, model_b, meta_a, meta_b)  # architecture, dataset, names and shapes agree
@@ -284,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     for w in widths:
         for p, seed_pair in enumerate(pairs):
             paths = trained(plans[(w, p)], args, device)
-            out = args.out / f"w{w}_p{p}" if args.out else None
+            out = args.out / check_plain_name(f"w{w}_p{p}", "--out subfolder") if args.out else None
             path, rep, res = verify_checkpoints(paths, args, options, device, out)
             log.info(
                 "width %d, seeds %s: %s", w, seed_pair, ", ".join(f"{c['id']} {c['verdict']}" for c in rep["claims"])
@@ -294,6 +358,10 @@ def main(argv: list[str] | None = None) -> None:
         combined[w] = evaluate_verdicts([results[(w, p)] for p in range(len(pairs))])
     dataset = args.dataset or results[(widths[0], 0)].attrs["dataset"]
     name = f"{dataset}_{args.model}_sweep_w{'-'.join(map(str, widths))}_s{'-'.join(map(str, seeds))}_a{options.key()}"
+    if len(name) > 200:  # many widths or seeds: their list is hashed instead of spelled out
+        digest = hashlib.sha256(f"{widths}/{seeds}".encode()).hexdigest()[:12]
+        name = f"{dataset}_{args.model}_sweep_{len(widths)}w-{len(seeds)}s-{digest}_a{options.key()}"
+    check_plain_name(name, "sweep folder name")
     write_sweep(
         args.out or data_home() / "results" / name, results, widths, pairs, report_paths, combined, command_line()
     )
@@ -304,11 +372,12 @@ def finish(path: Path, rep: dict, args: argparse.Namespace) -> None:
         print(report.dumps(rep), end="")
         print(path, file=sys.stderr)
         return
-    a, b = rep["pair"]["a"], rep["pair"]["b"]
+    a = rep["pair"]["a"]
     label = rep.get("width_label") or f"{a['model']} ×{a['width']}"
+    ends = rep["endpoint_test_acc"]  # measured: the λ = 0 and λ = 1 slices of this sweep, never the sidecar
     print(
-        f"{label} on {a['dataset']}: endpoint test accuracy "
-        f"{a.get('test_acc', float('nan')):.4f} / {b.get('test_acc', float('nan')):.4f}"
+        f"{label} on {a['dataset']}: endpoint test accuracy (measured) "
+        f"{ends['a']:.4f} / {ends['b']:.4f}"
     )
     print(report.verdict_table(rep["claims"], rep.get("controls", {})))
     table = report.alignment_table(rep)

@@ -111,6 +111,17 @@ BAD_SPECS = {
     "conflicting_depth": ('[grid]\ndepth = [2]\n[study]\nname="x"\nmodel="resnet20"', "depth"),
     "not_toml": ("[grid\nwidth=", "not valid TOML"),
     "unknown_slurm_key": ('[grid]\nwidth = [1]\n[slurm]\nacount = "x"', "submitit accepts"),
+    # issue 23: values checked by type and range, names that become paths are plain names
+    "controls_string": ('[grid]\nwidth = [1]\n[study]\nname="x"\nmodel="mlp"\ncontrols="no"', "true or false"),
+    "n_test_zero": ('[grid]\nwidth = [1]\n[study]\nname="x"\nmodel="mlp"\nn_test=0', "n_test must be in"),
+    "align_int": ('[grid]\nwidth = [1]\n[study]\nname="x"\nmodel="mlp"\nalign=5', "align must be"),
+    "lams_scalar": ('[grid]\nwidth = [1]\n[study]\nname="x"\nmodel="mlp"\nlams=0.5', "lams must be"),
+    "lams_outside": ('[grid]\nwidth = [1]\n[study]\nname="x"\nmodel="mlp"\nlams=[0, 0.5, 2]', "lams value"),
+    "name_escapes": ('[grid]\nwidth = [1]\n[study]\nname="../../../x"\nmodel="mlp"', "plain name"),
+    "pairs_zero": ('[grid]\nwidth = [1]\n[study]\nname="x"\nmodel="mlp"\npairs=0', "pairs must be"),
+    "huge_width": ("[grid]\nwidth = [1000000000]", "width must be in"),
+    "huge_pairs": ('[grid]\nwidth = [1]\n[study]\nname="x"\nmodel="mlp"\npairs=' + "9" * 30, "pairs must be"),
+    "slurm_gpus_string": ('[grid]\nwidth = [1]\n[slurm]\ngpus_per_job="two"', "gpus_per_job must be"),
 }
 
 
@@ -227,3 +238,11 @@ def test_beta_against_depth_is_drawn_when_depth_is_an_axis(tmp_path):
     made = dict(study_figures(ds, tmp_path, "s"))
     assert "s_beta_vs_depth" in made and (tmp_path / "s_beta_vs_depth.png").is_file()
     assert "2^(L−1)" in made["s_beta_vs_depth"]
+
+
+def test_slurm_without_slurm_is_exit_2_before_creating_anything(tmp_path, isolated_data_home, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no sbatch, no srun
+    out = tmp_path / "study-out"
+    code, _, err = run([str(write(tmp_path, SPEC)), "--executor", "slurm", "--out", str(out)], capsys)
+    assert code == 2 and "SLURM is not available" in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() and not (isolated_data_home / "studies").exists()

@@ -16,6 +16,12 @@ from lewc.core.errors import LewcError
 from lewc.models.common import CapturingModel, check_norm
 
 # builder(in_shape, num_classes, width, base_width, depth, norm, bias) -> model
+
+# Range limits, so an absurd size is one line here instead of an overflow in torch: ×4096 of a
+# 512-unit MLP is 2M units per layer (4·10^12 weights), beyond any single device.
+MAX_WIDTH = 4096
+MAX_BASE_WIDTH = 65536
+MAX_DEPTH = 1024
 Builder = Callable[[tuple[int, ...], int, int, int, "int | None", str, bool], CapturingModel]
 
 
@@ -90,16 +96,19 @@ def build(
     depth: int | None = None,
 ) -> CapturingModel:
     """Build a model of family ``name``; ``None`` arguments take the family's defaults."""
+    from lewc.core.validate import check_int
+
     family = get_family(name)
-    if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
-        raise LewcError(f"width must be a positive integer, got {width!r}")
-    if base_width is not None and (not isinstance(base_width, int) or base_width <= 0):
-        raise LewcError(f"base width must be a positive integer, got {base_width!r}")
+    check_int(width, "width", 1, MAX_WIDTH)
+    if base_width is not None:
+        check_int(base_width, "base width", 1, MAX_BASE_WIDTH)
     if depth is not None:
         if family.default_depth is None:
-            raise LewcError(f"{name} has a fixed depth; --depth applies to families with a depth knob")
-        if not isinstance(depth, int) or depth <= 0:
-            raise LewcError(f"depth must be a positive integer, got {depth!r}")
+            raise LewcError(
+                f"{name} has a fixed depth, but a depth of {depth!r} was given (only families with a "
+                "depth knob take one)"
+            )
+        check_int(depth, "depth", 1, MAX_DEPTH)
     norm = family.default_norm if norm is None else norm
     check_norm(norm)
     depth = family.default_depth if depth is None else depth

@@ -6,6 +6,7 @@ Configs come in already resolved (``lewc.training.recipe``); nothing here reads 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -82,3 +83,70 @@ def ensure_trained(
             log.info("train: missing endpoint %s (seed %d)", path.name, cfg.seed)
         paths.append(train(cfg, folder, str(device), data_root=data_root, progress=progress))
     return paths
+
+
+# --- the endpoints' accuracy, measured (a sidecar's number is never trusted) ---------------------------
+
+CHANCE_MARGIN = 0.05  # 5 pp above chance at least
+SIDECAR_TOLERANCE = 0.01  # 1 pp between the sidecar's test accuracy and the measured one
+
+
+def chance_threshold(num_classes: int, n_images: int) -> float:
+    """Accuracy at or below which an endpoint counts as at chance: 1/K + max(5 pp, 3 binomial s.e.).
+
+    The s.e. is that of a chance-level classifier on ``n_images``: a trained network reaching less is
+    indistinguishable from guessing (a wrong dataset, or untrained weights), and its "connectivity"
+    says nothing about the claim.
+    """
+    p = 1.0 / num_classes
+    return p + max(CHANCE_MARGIN, 3.0 * math.sqrt(p * (1 - p) / max(n_images, 1)))
+
+
+@torch.no_grad()
+def measure_test_accuracy(model: torch.nn.Module, ds, n_test: int | None, batch_size: int = 500) -> tuple[float, int]:
+    """(top-1 accuracy, images) of ``model`` on the first ``n_test`` test images (all when None)."""
+    correct, n = 0, 0
+    for x, y in ds.batches("test", batch_size, n_test):
+        correct += int((model(x).argmax(-1) == y).sum())
+        n += len(y)
+    return correct / max(n, 1), n
+
+
+def check_endpoints(models: dict, metas: dict, paths: dict, ds, n_test: int | None, batch_size: int) -> dict:
+    """Measure both endpoints on the test split; refuse chance-level ones; warn on a lying sidecar.
+
+    Returns ``{"a": accuracy, "b": accuracy}``. Raises ``LewcError`` (one line) when an endpoint is at
+    chance; prints a ``WARNING`` when the sidecar's ``test_acc`` is off by more than 1 pp (or, on a
+    subset of the test set, by more than 3 binomial standard errors of the subset, if that is larger).
+    """
+    measured = {}
+    for end in ("a", "b"):
+        acc, n = measure_test_accuracy(models[end], ds, n_test, batch_size)
+        claimed = metas[end].get("test_acc")  # validated by the sidecar schema: a number in [0, 1] or absent
+        claimed = None if claimed is None else float(claimed)
+        said = f"; its sidecar claims {claimed:.4f}" if claimed is not None else ""
+        limit = chance_threshold(ds.info.num_classes, n)
+        if acc <= limit:
+            raise LewcError(
+                f"endpoint {end.upper()} ({paths[end]}) reaches {acc:.4f} on {n} {ds.info.name} test images{said}: "
+                f"at chance (≤ 1/{ds.info.num_classes} + max(5 pp, 3 s.e.) = {limit:.4f}); these weights were "
+                "not trained on this dataset, or not trained — nothing to verify"
+            )
+        if claimed is not None:
+            tolerance = SIDECAR_TOLERANCE
+            if n < len(ds.test):
+                tolerance = max(tolerance, 3.0 * math.sqrt(max(acc * (1 - acc), 1e-4) / n))
+            if abs(claimed - acc) > tolerance:
+                log.warning(
+                    "endpoint %s (%s): its sidecar says test accuracy %.4f, measured %.4f on %d %s test images "
+                    "(differ by more than %.1f pp); the measured value is used",
+                    end.upper(),
+                    paths[end],
+                    claimed,
+                    acc,
+                    n,
+                    ds.info.name,
+                    100 * tolerance,
+                )
+        measured[end] = acc
+    return measured

@@ -10,12 +10,15 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from lewc.core.errors import LewcError
+from lewc.core.validate import check_plain_name
 from lewc.reporting.results import RESULTS_SCHEMA
 from lewc.training.data import data_home
 from lewc.training.recipe import TrainConfig, units_slug
@@ -39,23 +42,32 @@ class AnalysisOptions:
         return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
-def pair_name(meta_a: dict, meta_b: dict) -> str:
-    """``<dataset>_<model>_w<width>-<units>_<recipe>_s<seed A>-<seed B>_<recipe hash>``."""
+def content_key(meta_a: dict, meta_b: dict, data_id: str) -> str:
+    """What an analysis reads, by content: both weights' sha256 (short) and the dataset's identity."""
+    return f"{meta_a['sha256'][:8]}-{meta_b['sha256'][:8]}_d{data_id[:8]}"
+
+
+def pair_name(meta_a: dict, meta_b: dict, data_id: str) -> str:
+    """``<dataset>_<model>_w<width>-<units>_<recipe>_s<A>-<B>_<recipe hash>_<content key>``, a plain name.
+
+    The readable part says what the pair is (the width in units, the training preset); the weights'
+    hashes and the dataset's identity are part of the name, so a replaced checkpoint or dataset file
+    can never reuse an analysis of other content.
+    """
     cfg = meta_a.get("train_config")
     if isinstance(cfg, dict):
         config = TrainConfig.from_dict(cfg)
         suffix, recipe = config.hash_without_seed(), config.recipe
     else:
-        suffix, recipe = meta_a["sha256"][:8], "external"
+        suffix, recipe = "norecipe", "external"
     units = units_slug(meta_a["model"], int(meta_a["width"]), meta_a.get("base_width"), meta_a.get("depth"))
-    return (
-        f"{meta_a['dataset']}_{meta_a['model']}_w{meta_a['width']}-{units}_{recipe}"
-        f"_s{meta_a['seed']}-{meta_b['seed']}_{suffix}"
-    )
+    readable = f"{meta_a['dataset']}_{meta_a['model']}_w{meta_a['width']}-{units}_{recipe}"
+    readable += f"_s{meta_a['seed']}-{meta_b['seed']}"
+    return check_plain_name(f"{readable}_{suffix}_{content_key(meta_a, meta_b, data_id)}", "results folder name")
 
 
-def results_folder(meta_a: dict, meta_b: dict, options: AnalysisOptions) -> Path:
-    return data_home() / "results" / f"{pair_name(meta_a, meta_b)}_a{options.key()}"
+def results_folder(meta_a: dict, meta_b: dict, options: AnalysisOptions, data_id: str) -> Path:
+    return data_home() / "results" / f"{pair_name(meta_a, meta_b, data_id)}_a{options.key()}"
 
 
 def check_writable(folder: Path) -> None:
@@ -87,25 +99,57 @@ def publish(tmp: Path, final: Path) -> None:
     with FileLock(final.parent / LOCK_NAME):
         old = None
         if final.exists():
-            old = final.with_name(f"{TMP_PREFIX}old-{final.name}-{os.getpid()}")
+            old = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}old-{final.name}-{owner_tag()}-", dir=final.parent))
+            os.rmdir(old)
             os.replace(final, old)
         os.replace(tmp, final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def owner_tag() -> str:
+    """``pid<N>@<host>``: which process owns a private folder, so later runs know when it is debris."""
+    return f"pid{os.getpid()}@{socket.gethostname()}"
+
+
+OWNER = re.compile(r"-pid(?P<pid>[0-9]+)@(?P<host>.+)-[a-z0-9_]+$")
+STALE_SECONDS = 86400  # folders whose owner cannot be checked (another host, an old name) go after a day
+
+
+def _owner_gone(name: str) -> bool | None:
+    """True if the folder's owning process (on this host) has ended, False if it runs, None if unknown."""
+    match = OWNER.search(name)
+    if match is None or match["host"] != socket.gethostname():
+        return None
+    try:
+        os.kill(int(match["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
+
 def clean_stale(parent: Path) -> None:
-    """Remove leftovers of killed runs (``.tmp-*`` folders) older than a day; readers ignore the rest."""
+    """Remove leftovers of killed runs (``.tmp-*`` folders): at once when their owning process on this
+    host has ended, after a day when the owner cannot be checked (another host sharing the folder)."""
     if not parent.is_dir():
         return
     now = _dt.datetime.now().timestamp()
     for path in parent.glob(f"{TMP_PREFIX}*"):
-        if path.is_dir() and now - path.stat().st_mtime > 86400:
-            shutil.rmtree(path, ignore_errors=True)
+        try:
+            if not path.is_dir() or path.is_symlink():
+                continue
+            gone = _owner_gone(path.name)
+            if gone or (gone is None and now - path.stat().st_mtime > STALE_SECONDS):
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def private_folder(out_dir: Path) -> Path:
-    """A fresh ``.tmp-`` folder beside ``out_dir`` to build it in (stale ones of killed runs go first)."""
+    """A fresh ``.tmp-<name>-pid<N>@<host>-*`` folder beside ``out_dir`` to build it in (debris of killed
+    runs goes first)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(out_dir.parent)
-    return Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{out_dir.name}-", dir=out_dir.parent))
+    return Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{out_dir.name}-{owner_tag()}-", dir=out_dir.parent))

@@ -18,6 +18,7 @@ import numpy as np
 import xarray as xr
 
 from lewc.core.errors import LewcError
+from lewc.core.interrupts import deferred_interrupts
 from lewc.core.io import atomic_path
 
 RESULTS_SCHEMA = "lewc.results/2"
@@ -120,7 +121,11 @@ def _encoding(ds: xr.Dataset, compression: str) -> dict[str, dict]:
 
 
 def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, compression: str = "zstd") -> Path:
-    """Write ``ds`` to netCDF4 atomically; an interrupted write leaves no file at ``path``."""
+    """Write ``ds`` to netCDF4 atomically; an interrupted write leaves no file at ``path``.
+
+    Ctrl-C during the C-level write is delivered when it returns (``lewc.core.interrupts``), so it
+    always ends the command instead of deadlocking on xarray's netCDF lock.
+    """
     path = Path(path)
     clean = document(ds.copy())
     for name, var in clean.data_vars.items():  # netCDF has no bool
@@ -130,11 +135,13 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, compression: str = "zs
     with atomic_path(path) as tmp:
         try:
             try:
-                clean.to_netcdf(tmp, engine="netcdf4", encoding=_encoding(clean, compression))
+                with deferred_interrupts():  # Ctrl-C inside xarray's netCDF lock would deadlock its close
+                    clean.to_netcdf(tmp, engine="netcdf4", encoding=_encoding(clean, compression))
             except (ValueError, RuntimeError) as err:
                 if compression != "zstd" or ("zstd" not in str(err).lower() and "filter" not in str(err).lower()):
                     raise
-                clean.to_netcdf(tmp, engine="netcdf4", encoding=_encoding(clean, "zlib"))
+                with deferred_interrupts():
+                    clean.to_netcdf(tmp, engine="netcdf4", encoding=_encoding(clean, "zlib"))
         except RuntimeError as err:
             if "HDF" not in str(err) and "NetCDF" not in str(err):
                 raise

@@ -9,8 +9,10 @@ name, shape and dtype before a single number is used.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,9 @@ import torch
 import lewc
 from lewc.core.errors import LewcError
 from lewc.core.io import atomic_path, sha256_file, write_json_atomic
+from lewc.core.validate import check_bool, check_int, check_number, check_plain_name, check_str, short
 from lewc.models import CapturingModel, build
+from lewc.models.registry import MAX_BASE_WIDTH, MAX_DEPTH, MAX_WIDTH
 
 SIDECAR_SCHEMA = "lewc.checkpoint/1"
 ARCH_KEYS = ("model", "width", "base_width", "depth", "norm", "bias", "num_classes", "in_shape")
@@ -89,27 +93,196 @@ def save(model: torch.nn.Module, path: str | os.PathLike, meta: dict[str, Any]) 
     return wpath
 
 
+def check_file(path: Path, what: str) -> None:
+    """A regular file at ``path``, or a one-line error saying what is there instead."""
+    if path.is_file():
+        return
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:  # Python < 3.13 reports a loop this way
+            raise LewcError(f"{what} {path} is a symlink loop") from None
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise LewcError(f"{what} {path} is a symlink loop") from None
+            raise LewcError(f"{what} {path} is a broken symlink (its target does not exist)") from None
+    if path.is_dir():
+        raise LewcError(f"{what} {path} is a directory, not a file")
+    if path.exists():
+        raise LewcError(f"{what} {path} is not a regular file")
+    raise LewcError(f"{what} {path} does not exist")
+
+
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and sanity-check a sidecar (one-line errors for missing or corrupt ones)."""
+    """Read a sidecar and validate every field by type and range (one-line errors, ``SIDECAR_FIELDS``)."""
     side = sidecar_path(path)
-    if not side.is_file():
+    if not side.exists() and not side.is_symlink():
         raise LewcError(f"checkpoint sidecar {side} is missing (was the checkpoint written by lewc?)")
+    check_file(side, "checkpoint sidecar")
+    if side.stat().st_size > MAX_SIDECAR_BYTES:
+        raise LewcError(f"checkpoint sidecar {side} is {side.stat().st_size} bytes; a sidecar is at most 64 MiB")
     try:
         meta = json.loads(side.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise LewcError(f"checkpoint sidecar {side} is not valid JSON ({err})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:  # ValueError: also ints over 4,300 digits
+        raise LewcError(f"checkpoint sidecar {side} is not valid JSON ({short_error(err)})") from None
     if not isinstance(meta, dict) or meta.get("schema") != SIDECAR_SCHEMA:
         schema = meta.get("schema") if isinstance(meta, dict) else None
-        raise LewcError(f"checkpoint sidecar {side} has an unknown schema {schema!r}")
+        raise LewcError(f"checkpoint sidecar {side} has an unknown schema {short(schema)}")
+    try:
+        validate_meta(meta)
+    except LewcError as err:
+        raise LewcError(f"checkpoint sidecar {side}: {err}") from None
     return meta
+
+
+def short_error(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+# --- the sidecar's schema: every field a number, name or path depends on, by type and range -----------
+
+MAX_SIDECAR_BYTES = 64 << 20
+MAX_SEED = 2**63 - 1
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _opt(check):
+    return lambda v, what: None if v is None else check(v, what)
+
+
+def _in_shape(value: Any, what: str) -> list[int]:
+    if not isinstance(value, list) or not 1 <= len(value) <= 4:
+        raise LewcError(f"{what} must be a list of 1 to 4 positive integers, got {short(value)}")
+    return [check_int(v, f"{what}[{i}]", 1, 4096) for i, v in enumerate(value)]
+
+
+def _sha256(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not SHA256.fullmatch(value):
+        raise LewcError(f"{what} must be 64 lowercase hex digits, got {short(value)}")
+    return value
+
+
+def _norm(value: Any, what: str) -> str:
+    from lewc.models.common import NORMS
+
+    if value not in NORMS:
+        raise LewcError(f"{what} must be one of {', '.join(NORMS)}, got {short(value)}")
+    return value
+
+
+def _dict(value: Any, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise LewcError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, what: str) -> list:
+    if not isinstance(value, list):
+        raise LewcError(f"{what} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _fraction(value: Any, what: str) -> float:
+    return check_number(value, what, 0.0, 1.0)
+
+
+def _nonneg(value: Any, what: str) -> float:
+    return check_number(value, what, 0.0, 1e300)
+
+
+def _count(hi: int):
+    return lambda v, what: check_int(v, what, 1, hi)
+
+
+SIDECAR_FIELDS: dict[str, tuple[bool, Any]] = {  # field → (required, check(value, what))
+    "model": (True, lambda v, what: check_plain_name(v, what)),
+    "width": (True, lambda v, what: check_int(v, what, 1, MAX_WIDTH)),
+    "base_width": (False, _opt(lambda v, what: check_int(v, what, 1, MAX_BASE_WIDTH))),
+    "depth": (False, _opt(lambda v, what: check_int(v, what, 1, MAX_DEPTH))),
+    "norm": (True, _norm),
+    "bias": (True, check_bool),
+    "num_classes": (True, lambda v, what: check_int(v, what, 2, 100_000)),
+    "in_shape": (True, _in_shape),
+    "dataset": (True, lambda v, what: check_plain_name(v, what)),
+    "seed": (True, lambda v, what: check_int(v, what, 0, MAX_SEED)),
+    "sha256": (True, _sha256),
+    "weights_file": (False, _opt(lambda v, what: check_plain_name(v, what))),
+    "train_config": (False, _opt(_dict)),
+    "alignment": (False, _opt(_dict)),
+    "history": (False, _opt(_list)),
+    "test_acc": (False, _opt(_fraction)),
+    "train_acc": (False, _opt(_fraction)),
+    "test_loss": (False, _opt(_nonneg)),
+    "train_loss": (False, _opt(_nonneg)),
+    "epochs": (False, _opt(_count(10**6))),
+    "world_size": (False, _opt(_count(10**6))),
+    "threads": (False, _opt(_count(10**6))),
+    "parameters": (False, _opt(lambda v, what: check_int(v, what, 0, 10**15))),
+    "bf16_autocast": (False, _opt(check_bool)),
+    **{k: (False, _opt(check_str)) for k in ("lewc_version", "torch_version", "created", "device", "optimizer")},
+    **{k: (False, _opt(check_str)) for k in ("schedule", "determinism")},
+}
+TRAIN_CONFIG_FIELDS: dict[str, Any] = {  # train_config field → check (its keys are TrainConfig's)
+    "model": lambda v, what: check_plain_name(v, what),
+    "width": lambda v, what: check_int(v, what, 1, MAX_WIDTH),
+    "dataset": lambda v, what: check_plain_name(v, what),
+    "seed": lambda v, what: check_int(v, what, 0, MAX_SEED),
+    "epochs": _count(10**6),
+    "lr": lambda v, what: check_number(v, what, 0.0, 1e6),
+    "wd": lambda v, what: check_number(v, what, 0.0, 1e6),
+    "momentum": lambda v, what: check_number(v, what, 0.0, 1.0),
+    "batch_size": _count(10**8),
+    "warmup_epochs": lambda v, what: check_number(v, what, 0.0, 1e6),
+    "norm": _norm,
+    "bias": check_bool,
+    "base_width": lambda v, what: check_int(v, what, 1, MAX_BASE_WIDTH),
+    "depth": _opt(lambda v, what: check_int(v, what, 1, MAX_DEPTH)),
+    "n_calib": lambda v, what: check_int(v, what, 0, 10**8),
+    "extra": _dict,
+}
+SHARED_WITH_TRAIN_CONFIG = ("model", "width", "dataset", "seed", "norm", "bias", "base_width", "depth")
+
+
+def validate_meta(meta: dict[str, Any]) -> None:
+    """Every known field of a sidecar by type and range; the dataset it names against its tensors' shapes.
+
+    Unknown extra fields are allowed (later versions may add some) but never used.
+    """
+    from lewc.training.data import dataset_info
+
+    for key, (required, check) in SIDECAR_FIELDS.items():
+        if key not in meta:
+            if required:
+                raise LewcError(f"lacks field '{key}'")
+            continue
+        check(meta[key], f"field '{key}'")
+    info = dataset_info(meta["dataset"])
+    if list(meta["in_shape"]) != list(info.in_shape) or meta["num_classes"] != info.num_classes:
+        raise LewcError(
+            f"names dataset {meta['dataset']} ({info.num_classes} classes of {list(info.in_shape)}) but the "
+            f"weights take {meta['num_classes']} classes of {meta['in_shape']}"
+        )
+    cfg = meta.get("train_config")
+    if cfg is not None:
+        for key, check in TRAIN_CONFIG_FIELDS.items():
+            if key in cfg:
+                check(cfg[key], f"train_config field '{key}'")
+        for key in SHARED_WITH_TRAIN_CONFIG:
+            if key in cfg and key in meta and cfg[key] != meta[key]:
+                raise LewcError(f"says {key} {short(meta[key])} but its train_config says {short(cfg[key])}")
+        from lewc.training.recipe import TrainConfig
+
+        TrainConfig.from_dict(cfg).validate()  # complete, no unknown keys, values the recipe accepts
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[CapturingModel, dict[str, Any]]:
     """Rebuild the model of a checkpoint, verify it, and return ``(model in eval mode, metadata)``."""
     wpath = weights_path(path)
     meta = read_meta(wpath)
-    if not wpath.is_file():
+    if not wpath.exists() and not wpath.is_symlink():
         raise LewcError(f"checkpoint weights {wpath} are missing")
+    check_file(wpath, "checkpoint weights")
     digest = sha256_file(wpath)
     if digest != meta.get("sha256"):
         raise LewcError(f"checkpoint {wpath} does not match its sidecar's sha256 (corrupt or replaced file)")
@@ -130,7 +303,10 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[C
     if isinstance(meta.get("train_config"), dict):
         from lewc.training.recipe import TrainConfig
 
-        TrainConfig.from_dict(meta["train_config"])  # unknown or missing keys are one-line errors
+        try:  # unknown or missing keys, values the recipe refuses: one-line errors
+            TrainConfig.from_dict(meta["train_config"]).validate()
+        except LewcError as err:
+            raise LewcError(f"checkpoint sidecar {sidecar_path(wpath)}: {err}") from None
     expected = model.state_dict()
     extra = sorted(set(state) - set(expected))
     absent = sorted(set(expected) - set(state))

@@ -16,6 +16,7 @@ download into ``data/datasets``.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import pickle
@@ -209,16 +210,71 @@ def _find_cifar(name: str, roots: list[Path]) -> Path | None:
 
 
 def _download(name: str, root: Path) -> None:
-    """Fetch with torchvision's own downloader (verifies MD5s); our readers then parse the files."""
+    """Fetch with torchvision's own downloader (verifies MD5s); our readers then parse the files.
+
+    A failed download removes every folder it created (torchvision makes ``MNIST/raw`` first), so a
+    later lookup never finds a half-filled dataset folder.
+    """
+    import shutil
+
     import torchvision.datasets as tvd
 
     cls = {"fashion-mnist": tvd.FashionMNIST, "mnist": tvd.MNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[
         name
     ]
     target = root / name if name in _CIFAR_DIR else root
+    candidates = [root, target] + ([target / _TORCHVISION_DIR[name]] if name in _TORCHVISION_DIR else [])
+    made = [p for p in dict.fromkeys(candidates) if not p.exists()]
     target.mkdir(parents=True, exist_ok=True)
-    for train in (True, False):
-        cls(str(target), train=train, download=True)
+    try:
+        for train in (True, False):
+            cls(str(target), train=train, download=True)
+    except BaseException:
+        for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def dataset_files(name: str, data_root: str | os.PathLike | None = None) -> list[Path]:
+    """The files ``load_arrays`` reads for ``name`` (empty for synthetic; ``LewcError`` if not found)."""
+    if name == "synthetic":
+        return []
+    dataset_info(name)
+    roots = _roots(name, data_root)
+    if name in _IDX_NAMES_DATASETS:
+        files = _find_idx(name, roots)
+        if files is None:
+            raise LewcError(f"dataset {name} not found (looked in {', '.join(map(str, roots))})")
+        return [files[k] for k in sorted(files)]
+    folder = _find_cifar(name, roots)
+    if folder is None:
+        raise LewcError(f"dataset {name} not found (looked in {', '.join(map(str, roots))})")
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def dataset_identity(name: str, data_root: str | os.PathLike | None = None, n_calib: int | None = None) -> str:
+    """A short content hash of exactly what an analysis reads: the dataset files' bytes and the splits.
+
+    Content, not names or times: a replaced file changes it, a copy elsewhere does not. Each file is
+    hashed once per process and state (path, size, mtime), so a sweep pays it once — about 0.1 s for
+    Fashion-MNIST's 30 MB. The calibration split (size and seed) is part of it, as is the generator
+    of the synthetic set.
+    """
+    from lewc.core.io import sha256_file
+
+    digest = hashlib.sha256(f"{name}/calib={n_calib}/split_seed={SPLIT_SEED}".encode())
+    if name == "synthetic":
+        digest.update(b"synthetic_arrays(3000, 1000, seed 0)/v1")
+    for path in dataset_files(name, data_root):
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _FILE_DIGESTS:
+            _FILE_DIGESTS[key] = sha256_file(path)
+        digest.update(f"{path.name}:{_FILE_DIGESTS[key]};".encode())
+    return digest.hexdigest()[:12]
 
 
 def _roots(name: str, data_root: str | os.PathLike | None) -> list[Path]:
@@ -361,6 +417,7 @@ class DeviceDataset:
     calib: Split
     test: Split
     device: torch.device
+    identity: str = ""  # dataset_identity: content hash of the files and splits (names results folders)
 
     def split(self, name: str) -> Split:
         if name not in ("train", "calib", "test"):
@@ -433,5 +490,10 @@ def load_dataset(
         return Split(torch.from_numpy(np.array(x, copy=True)).to(dev), torch.from_numpy(np.array(y, copy=True)).to(dev))
 
     return DeviceDataset(
-        info, to_split(train_x[tr], train_y[tr]), to_split(train_x[ca], train_y[ca]), to_split(test_x, test_y), dev
+        info,
+        to_split(train_x[tr], train_y[tr]),
+        to_split(train_x[ca], train_y[ca]),
+        to_split(test_x, test_y),
+        dev,
+        dataset_identity(name, data_root, n_calib),
     )

@@ -111,8 +111,10 @@ class TrainConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 problems.append(f"{key.replace('_', ' ')} must be a positive integer (got {value!r})")
-        if self.depth is not None and (family.default_depth is None or self.depth <= 0):
-            problems.append(f"depth must be positive and applies only to families with a depth knob (got {self.depth})")
+        if self.depth is not None and family.default_depth is None:
+            problems.append(f"{self.model} has a fixed depth, but a depth of {self.depth} was given")
+        elif self.depth is not None and self.depth <= 0:
+            problems.append(f"depth must be positive (got {self.depth})")
         if not self.lr > 0:
             problems.append(f"learning rate must be positive (got {self.lr})")
         if not self.wd >= 0:
