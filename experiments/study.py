@@ -144,12 +144,12 @@ def load_spec(path: Path) -> StudySpec:
     unknown_tables = set(raw) - {"study", "grid", "slurm"}
     if unknown_tables:
         raise LewcError(f"unknown table(s) {sorted(unknown_tables)} in {path}; use [study], [grid], [slurm]")
-    study, grid, slurm = raw.get("study", {}), raw.get("grid", {}), raw.get("slurm", {})
+    study, grid, raw_slurm = raw.get("study", {}), raw.get("grid", {}), raw.get("slurm", {})
     for table, allowed, label in ((study, STUDY_KEYS, "[study]"),):
         bad = set(table) - allowed
         if bad:
             raise LewcError(f"unknown key(s) {sorted(bad)} in {label}; allowed: {', '.join(sorted(allowed))}")
-    slurm = slurm_parameters(slurm)
+    slurm = slurm_parameters(raw_slurm)
     bad_axes = set(grid) - set(AXES)
     if bad_axes:
         raise LewcError(f"unknown grid axis {sorted(bad_axes)}; axes: {', '.join(AXES)}")
@@ -158,7 +158,7 @@ def load_spec(path: Path) -> StudySpec:
     for key in ("name", "model"):
         if not isinstance(study.get(key), str) or not study.get(key):
             raise LewcError(f"[study] needs a {key} (a string)")
-    check_study_values(study, slurm)
+    check_study_values(study, raw_slurm)
     clean: dict[str, list] = {}
     for axis, values in grid.items():
         if not isinstance(values, list) or not values:
@@ -582,6 +582,7 @@ def finished_folder(spec: StudySpec, cell: dict, pair: int, parser=None) -> Path
     from lewc.pipeline.endpoints import checkpoint_folder
     from lewc.pipeline.folders import results_folder
     from lewc.training import checkpoints
+    from lewc.training.data import dataset_identity
     from lewc.training.recipe import config_from_args
     from lewc.verify import build_parser, validate
 
@@ -592,7 +593,12 @@ def finished_folder(spec: StudySpec, cell: dict, pair: int, parser=None) -> Path
         metas = [checkpoints.read_meta(p) for p in paths]
     except LewcError:  # missing or unreadable sidecar: not finished
         return None
-    folder = results_folder(metas[0], metas[1], options)
+    n_calib = (metas[0].get("train_config") or {}).get("n_calib")
+    try:
+        data_id = dataset_identity(metas[0]["dataset"], args.data_root, n_calib)
+    except LewcError:  # the dataset is not here: nothing of it can be finished
+        return None
+    folder = results_folder(metas[0], metas[1], options, data_id)
     return folder if (folder / "report.json").is_file() else None
 
 

@@ -99,10 +99,7 @@ def used_options(options: AnalysisOptions, n_test_images: int) -> AnalysisOption
     """The options as run: an ``--n-test`` at or above the test set's size is all of it (recorded as such)."""
     if options.n_test is not None and options.n_test >= n_test_images:
         if options.n_test > n_test_images:
-            print(
-                f"note: --n-test {options.n_test} exceeds the {n_test_images} test images; using all {n_test_images}",
-                file=sys.stderr,
-            )
+            log.warning("--n-test %d exceeds the %d test images; using all of them", options.n_test, n_test_images)
         return dataclasses.replace(options, n_test=None)
     return options
 

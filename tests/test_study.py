@@ -54,7 +54,8 @@ def test_a_study_runs_in_process_lists_a_failed_cell_and_resumes(tmp_path, isola
     assert code == 0, err
     nc = Path(out.strip().splitlines()[-1])
     ds = open_results(nc).load()
-    assert dict(ds.barrier.sizes) == {"width": 3, "epochs": 1, "pair": 1, "align": 2, "barrier_name": 3}
+    sizes = {"width": 3, "epochs": 1, "base_width": 1, "pair": 1, "align": 2, "barrier_name": 3}
+    assert dict(ds.barrier.sizes) == sizes
     assert ds.error.sel(width=3, pair=0).item().startswith("LewcError")
     assert ds.error.sel(width=1, pair=0).item() == ""
     assert np.isfinite(ds.barrier.sel(width=[1, 2]).values).all()
@@ -63,7 +64,7 @@ def test_a_study_runs_in_process_lists_a_failed_cell_and_resumes(tmp_path, isola
     assert "Failed jobs (1)" in md and "permutation_gap" in md
     for stem in ("study_barrier_vs_width", "study_beta_vs_width", "study_magnitude_vs_depth"):
         assert (nc.parent / f"{stem}.png").is_file() and f"({stem}.png)" in md
-    assert ds.magnitude_mid.sizes["ell"] == 4 and float(ds.total_depth.sel(width=1)[0, 0]) == 4
+    assert ds.magnitude_mid.sizes["ell"] == 4 and float(ds.total_depth.sel(width=1).squeeze()) == 4
     # --status reads the grid's state from disk
     code, out, err = run([str(spec), "--status"], capsys)
     assert code == 0 and out.strip().splitlines()[-1] == "2 done, 1 failed, 0 submitted, 0 missing of 3 job(s)"
