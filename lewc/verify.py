@@ -283,10 +283,11 @@ def finish(path: Path, rep: dict, args: argparse.Namespace) -> None:
         print(report.dumps(rep), end="")
         print(path, file=sys.stderr)
         return
-    a, b = rep["pair"]["a"], rep["pair"]["b"]
+    a = rep["pair"]["a"]
+    acc_a, acc_b = report.endpoint_accuracies(rep)
     print(
         f"{a['model']} ×{a['width']} on {a['dataset']}: endpoint test accuracy "
-        f"{a.get('test_acc', float('nan')):.4f} / {b.get('test_acc', float('nan')):.4f}"
+        f"{acc_a:.4f} / {acc_b:.4f} (measured, {rep['split_sizes']['test']} images)"
     )
     print(report.verdict_table(rep["claims"], rep.get("controls", {})))
     table = report.alignment_table(rep)

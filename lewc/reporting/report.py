@@ -216,6 +216,16 @@ def verdict_table(claims: list[dict], controls: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+def _fmt_acc(value) -> str:
+    return "nan" if value is None else f"{value:.4f}"
+
+
+def endpoint_accuracies(report: dict) -> tuple[float, float]:
+    """A's and B's test accuracy as measured in this analysis (λ = 0 and 1), never a sidecar's number."""
+    acc = report["metrics"]["acc"]
+    return acc[0], acc[-1]
+
+
 def markdown(report: dict, figures: list[tuple[str, str]]) -> str:
     a, b = report["pair"]["a"], report["pair"]["b"]
     lams = report["lams"]
@@ -224,8 +234,9 @@ def markdown(report: dict, figures: list[tuple[str, str]]) -> str:
         "",
         f"Command: `{report['command']}`",
         "",
-        f"λ convention: {report['lam_convention']}. Endpoint test accuracy: A {a.get('test_acc', float('nan')):.4f}, "
-        f"B {b.get('test_acc', float('nan')):.4f}. Splits: {report['split_sizes']}. "
+        f"λ convention: {report['lam_convention']}. Endpoint test accuracy (measured on the "
+        f"{report['split_sizes']['test']} test images): A {_fmt_acc(report['metrics']['acc'][0])}, "
+        f"B {_fmt_acc(report['metrics']['acc'][-1])}. Splits: {report['split_sizes']}. "
         f"BN re-estimated: {report['bn_reestimated']} ({report['bn_images']} images).",
         "",
         "## Verdicts",

@@ -435,3 +435,18 @@ def load_dataset(
     return DeviceDataset(
         info, to_split(train_x[tr], train_y[tr]), to_split(train_x[ca], train_y[ca]), to_split(test_x, test_y), dev
     )
+
+
+@dataclass
+class FloatDeviceDataset(DeviceDataset):
+    """A dataset given as already-prepared float inputs (``lewc.verify_pair``): used exactly as given.
+
+    ``normalize`` only casts (no mean/std of lewc's own), ``augment`` is the identity, so BatchNorm
+    re-estimation, calibration and the test pass all see the caller's tensors.
+    """
+
+    def normalize(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return x.to(dtype)
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return x
