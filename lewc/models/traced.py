@@ -118,7 +118,8 @@ def _untraceable(module: nn.Module, err: Exception) -> LewcError:
     frames = [f for f in traceback.extract_tb(err.__traceback__) if "/torch/" not in f.filename.replace("\\", "/")]
     if frames:
         f = frames[-1]
-        where = f" at {f.filename.rsplit('/', 1)[-1]}:{f.lineno} ({(f.line or '').strip()})"
+        code = (f.line or "").split("  #")[0].strip()
+        where = f" at {f.filename.rsplit('/', 1)[-1]}:{f.lineno} ({code})"
     first = str(err).splitlines()[0] if str(err) else ""
     return LewcError(
         f"torch.fx cannot trace {type(module).__name__}{where}: {type(err).__name__}: {first}"
@@ -312,7 +313,7 @@ def state_sha256(module: nn.Module) -> str:
     for name, t in sorted(module.state_dict().items()):
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
