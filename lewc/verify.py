@@ -48,7 +48,7 @@ from lewc.stats.claims import evaluate_verdicts
 from lewc.sweep.merge import Pair, check_lams
 from lewc.training import checkpoints
 from lewc.training.checkpoints import MAX_SEED
-from lewc.training.data import data_home, load_dataset
+from lewc.training.data import data_home, dataset_info, load_dataset
 from lewc.training.recipe import TrainConfig, add_recipe_arguments, config_from_args
 
 MIN_TEST_IMAGES = 10
@@ -184,6 +184,49 @@ def verify_checkpoints(
     return out_dir / "report.json", rep, result.results
 
 
+def verify_state_dicts(args: argparse.Namespace, options: AnalysisOptions, device: torch.device) -> tuple[Path, dict]:
+    """``--arch`` with plain state dicts: build, load strictly, trace if foreign, verify on ``--dataset``."""
+    from lewc.models import get_family
+    from lewc.pipeline import interop
+
+    if not args.ckpt_a:
+        raise LewcError("--arch describes the checkpoints given by --ckpt-a and --ckpt-b; give both")
+    arch = interop.parse_arch(args.arch, args.arch_kwargs)
+    if arch.family is None and not args.dataset:
+        raise LewcError("--arch module:factory needs --dataset (the data to evaluate the models on)")
+    dataset = args.dataset or get_family(arch.family).default_dataset
+    info = dataset_info(dataset)
+    ds = load_dataset(dataset, device, args.data_root)
+    endpoints = [
+        interop.foreign_endpoint(arch, Path(p), tag, dataset, info.num_classes, info.in_shape)
+        for p, tag in ((args.ckpt_a, "A"), (args.ckpt_b, "B"))
+    ]
+    (model_a, meta_a), (model_b, meta_b) = endpoints
+    if meta_a["sha256"] == meta_b["sha256"]:
+        raise LewcError("--ckpt-a and --ckpt-b are the same weights (identical sha256)")
+    with torch.no_grad():
+        classes = model_a(ds.normalize(ds.test.x[:2])).shape[1]
+    if classes < info.num_classes:
+        raise LewcError(f"the models have {classes} outputs but {dataset} has {info.num_classes} classes")
+    pair = Pair(model_a.to(device), model_b.to(device), meta_a, meta_b)
+    name = f"{dataset}_{arch.label}_{meta_a['sha256'][:8]}-{meta_b['sha256'][:8]}_a{options.key()}"
+    out_dir = args.out or data_home() / "results" / name
+    provenance = {
+        "command": command_line(),
+        "checkpoint_a": str(args.ckpt_a),
+        "checkpoint_b": str(args.ckpt_b),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "seeds": ["A", "B"],
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "analysis_options": json_attr(options.__dict__),
+        "analysis_key": options.key(),
+    }
+    settings = RunSettings(batch_size_eval=args.batch_size_eval, progress=not args.quiet, align_cache=None)
+    result = analyse_pair(pair, ds, options, settings, device, provenance)
+    return out_dir / "report.json", write_folder(out_dir, result, command_line())
+
+
 # --- command line --------------------------------------------------------------------------------------
 
 
@@ -202,9 +245,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--widths", help="comma-separated widths for a sweep, e.g. 1,4,16 (overrides --width)")
     g.add_argument("--seeds", default="0,1", help="seeds, comma-separated; consecutive seeds form pairs (default 0,1)")
-    g.add_argument("--ckpt-a", type=Path, help="checkpoint of endpoint A (.safetensors); skips lookup/training")
+    g.add_argument(
+        "--ckpt-a", type=Path, help="checkpoint of endpoint A (.safetensors; with --arch also .pt/.pth); skips training"
+    )
     g.add_argument("--ckpt-b", type=Path, help="checkpoint of endpoint B (.safetensors)")
     g.add_argument("--ckpt-dir", type=Path, help="checkpoint folder (default data/checkpoints/)")
+    g.add_argument(
+        "--arch",
+        help="architecture of plain state-dict checkpoints (--ckpt-a/--ckpt-b as .pt/.pth/.safetensors without a "
+        "lewc sidecar): a lewc family with options, e.g. mlp:width=16,depth=3, or package.module:factory, e.g. "
+        "torchvision.models:resnet18 (evaluated on --dataset, default: the family's)",
+    )
+    g.add_argument("--arch-kwargs", help="keyword arguments of an --arch factory, e.g. num_classes=10,weights=none")
     g.add_argument("--no-train", action="store_true", help="never train: fail if a checkpoint is missing")
     g.add_argument("--allow-slow", action="store_true", help="train even when the cost estimate is large here")
     g = p.add_argument_group("analysis (these options name the results folder)")
@@ -329,6 +381,10 @@ def main(argv: list[str] | None = None) -> None:
     logs.start(args)
     options, widths, seeds = validate(args)
     device = resolve_device(args.device)
+    if args.arch:
+        path, rep = verify_state_dicts(args, options, device)
+        finish(path, rep, args)
+        return
     if args.ckpt_a:
         check_checkpoint_pair(args.ckpt_a, args.ckpt_b, args)
         path, rep, _ = verify_checkpoints([args.ckpt_a, args.ckpt_b], args, options, device, args.out)
@@ -372,10 +428,7 @@ def finish(path: Path, rep: dict, args: argparse.Namespace) -> None:
     a = rep["pair"]["a"]
     label = rep.get("width_label") or f"{a['model']} ×{a['width']}"
     ends = rep["endpoint_test_acc"]  # measured: the λ = 0 and λ = 1 slices of this sweep, never the sidecar
-    print(
-        f"{label} on {a['dataset']}: endpoint test accuracy (measured) "
-        f"{ends['a']:.4f} / {ends['b']:.4f}"
-    )
+    print(f"{label} on {a['dataset']}: endpoint test accuracy (measured) {ends['a']:.4f} / {ends['b']:.4f}")
     print(report.verdict_table(rep["claims"], rep.get("controls", {})))
     table = report.alignment_table(rep)
     if table:

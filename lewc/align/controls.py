@@ -71,11 +71,15 @@ def disjoint_block_pair(
     Raises ``LewcError`` when the family's layout does not allow it (the embedded endpoints would
     not compute A and B).
     """
+    from lewc.models.traced import TracedModel
+
     wide_meta = dict(meta_a, width=2 * int(meta_a["width"]))
     models = []
     with torch.no_grad():
         for half, small in enumerate((model_a, model_b)):
-            wide = build_from_meta(wide_meta).to(probe.device).eval()
+            # a foreign (traced) model has no family to rebuild at 2× width: its graph is widened instead
+            wide = small.widened() if isinstance(small, TracedModel) else build_from_meta(wide_meta)
+            wide = wide.to(probe.device).eval()
             state = {name: _embed(t, wide.state_dict()[name], half, name) for name, t in small.state_dict().items()}
             wide.load_state_dict(state)
             bias_free = copy.deepcopy(small)

@@ -38,23 +38,24 @@ from lewc.core.errors import LewcError
 
 Axis = tuple[str, int]  # (state-dict key, dimension)
 
+_ACTIVATION_MODULES = (nn.ReLU, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid)
 _CHANNELWISE_MODULES = (
-    nn.ReLU,
+    *_ACTIVATION_MODULES,
     nn.Identity,
     nn.MaxPool2d,
     nn.AvgPool2d,
     nn.AdaptiveAvgPool2d,
     nn.Dropout,
 )
+_ACTIVATION_FUNCTIONS = {torch.relu, F.relu, F.gelu, F.silu, F.leaky_relu, torch.tanh, torch.sigmoid}
+_ACTIVATION_METHODS = ("relu", "tanh", "sigmoid")
 _CHANNELWISE_FUNCTIONS = {
-    torch.relu,
-    F.relu,
+    *_ACTIVATION_FUNCTIONS,
     F.adaptive_avg_pool2d,
     F.max_pool2d,
     F.avg_pool2d,
     F.dropout,
 }
-_RELU = {torch.relu, F.relu}
 _ADD = {operator.add, operator.iadd, torch.add}
 
 
@@ -222,11 +223,19 @@ def derive_spec(model: nn.Module, example: torch.Tensor) -> PermutationSpec:
 
 
 def _is_relu(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """A nonlinearity's output: a site of activation matching (ReLU in lewc's families; GELU etc. too)."""
     if node.op == "call_function":
-        return node.target in _RELU
+        return node.target in _ACTIVATION_FUNCTIONS
     if node.op == "call_module":
-        return isinstance(modules[node.target], nn.ReLU)
-    return node.op == "call_method" and node.target == "relu"
+        return isinstance(modules[node.target], _ACTIVATION_MODULES)
+    return node.op == "call_method" and node.target in _ACTIVATION_METHODS
+
+
+def _flattened(inp, src: torch.Tensor, start: int, end: int, unsupported) -> np.ndarray:
+    """Labels after flattening dims ``start..end`` of ``src``: each channel repeats over its positions."""
+    if inp is None or start != 1 or end not in (-1, src.ndim - 1):
+        raise unsupported("flatten other than of every dimension after the batch")
+    return np.repeat(inp, int(np.prod(src.shape[2:]))) if src.ndim > 2 else inp
 
 
 def _labels_of(node, value, interp, modules, uf: _UnionFind, labels, tie) -> np.ndarray | None:
@@ -272,10 +281,12 @@ def _labels_of(node, value, interp, modules, uf: _UnionFind, labels, tie) -> np.
             return inp
         if isinstance(mod, _CHANNELWISE_MODULES):
             return inp
+        if isinstance(mod, nn.Flatten):
+            return _flattened(inp, interp.env[node.args[0]], mod.start_dim, mod.end_dim, unsupported)
         raise unsupported(f"module {type(mod).__name__}")
     if node.op in ("call_function", "call_method"):
         target = node.target
-        if target in _CHANNELWISE_FUNCTIONS or target in ("relu", "contiguous"):
+        if target in _CHANNELWISE_FUNCTIONS or target in (*_ACTIVATION_METHODS, "contiguous"):
             return arg_labels()
         if target in _ADD or target == "add":
             parts = [labels.get(a.name) if isinstance(a, torch.fx.Node) else None for a in node.args[:2]]
@@ -291,12 +302,16 @@ def _labels_of(node, value, interp, modules, uf: _UnionFind, labels, tie) -> np.
         ):
             return next(labels.get(a.name) for a in node.args[:2] if isinstance(a, torch.fx.Node))
         if target in (torch.flatten, "flatten"):
-            inp = arg_labels()
-            src = interp.env[node.args[0]]
             start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-            if start != 1 or inp is None:
-                raise unsupported("flatten that does not start at dimension 1")
-            return np.repeat(inp, int(np.prod(src.shape[2:]))) if src.ndim > 2 else inp
+            end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+            return _flattened(arg_labels(), interp.env[node.args[0]], start, end, unsupported)
+        if target in ("view", "reshape") or target is torch.reshape:
+            src = interp.env[node.args[0]]
+            if value.ndim == 2 and src.ndim >= 2 and value.shape[0] == src.shape[0]:  # x.view(len(x), -1)
+                return _flattened(arg_labels(), src, 1, -1, unsupported)
+            if tuple(value.shape) == tuple(src.shape):
+                return arg_labels()
+            raise unsupported("a view/reshape other than flattening all but the batch dimension")
         if target is operator.getitem:
             idx = node.args[1]
             if isinstance(idx, tuple) and len(idx) > 1 and idx[1] != slice(None):

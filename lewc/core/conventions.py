@@ -23,6 +23,10 @@ BOOT_SEED = 0
 N_CALIB = 5000
 N_CALIB_SYNTHETIC = 500
 BN_IMAGES = 10_000
+# Per-image Gram terms of a layer's merged (m) and endpoint (a, b) outputs, in this order everywhere
+# (lewc.sweep.capture stores them, lewc.stats.fit reads them): one index for both.
+GRAM_TERMS: tuple[str, ...] = ("mm", "aa", "bb", "ma", "mb", "ab")
+MM, AA, BB, MA, MB, AB = range(len(GRAM_TERMS))
 LAM_CONVENTION = (
     "theta(lam) = (1-lam)*theta_A + lam*theta_B; lam = 0 is model A (the paper writes it the other way round)"
 )

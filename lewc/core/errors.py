@@ -19,8 +19,11 @@ from typing import NoReturn, TypeVar
 F = TypeVar("F", bound=Callable[..., object])
 
 
-class LewcError(Exception):
-    """A problem with the user's input or environment, reported as one line (exit code 2)."""
+class LewcError(ValueError):
+    """A problem with the user's input or environment, reported as one line (exit code 2).
+
+    A ``ValueError``, so library callers catch it like any bad argument.
+    """
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):

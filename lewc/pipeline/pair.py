@@ -45,13 +45,18 @@ class PairResult:
     controls: dict[str, xr.Dataset] = field(default_factory=dict)
     control_claims: dict[str, list[Claim]] = field(default_factory=dict)
     align_claims: dict[str, list[Claim]] = field(default_factory=dict)
+    absent_controls: dict[str, str] = field(default_factory=dict)  # control name → why it could not be built
 
 
-def run_controls(pair: Pair, ds, options: AnalysisOptions, sweep_options: SweepOptions) -> dict[str, xr.Dataset]:
-    """The positive and negative controls through the same pipeline (see lewc.align.controls)."""
+def run_controls(
+    pair: Pair, ds, options: AnalysisOptions, sweep_options: SweepOptions, absent: dict[str, str] | None = None
+) -> dict[str, xr.Dataset]:
+    """The positive and negative controls through the same pipeline (see lewc.align.controls); a control
+    that cannot be built is left out with its reason in ``absent``."""
     from lewc.align import controls
 
     out = {}
+    absent = {} if absent is None else absent
     probe = ds.normalize(ds.test.x[:64])
     builders = {
         "positive": lambda: controls.disjoint_block_pair(pair.model_a, pair.model_b, pair.meta_a, pair.meta_b, probe),
@@ -63,6 +68,7 @@ def run_controls(pair: Pair, ds, options: AnalysisOptions, sweep_options: SweepO
             a, b, meta_a, meta_b, note = build()
         except LewcError as err:
             log.warning("no %s control: %s", name, err)
+            absent[name] = str(err)
             continue
         res = analyze(Pair(a, b, meta_a, meta_b), ds, list(options.lams), sweep_options, {"control": name})
         res.attrs["control"] = name
@@ -121,7 +127,8 @@ def analyse_pair(
         model_b_aligned, meta_b_aligned = aligned_endpoint(method, pair, ds, settings, device)
         aligned = Pair(pair.model_a, model_b_aligned, pair.meta_a, meta_b_aligned)
         by_align[method] = analyze(aligned, ds, list(options.lams), sweep_options, provenance | {"alignment": method})
-    controls = run_controls(pair, ds, options, sweep_options) if options.controls else {}
+    absent: dict[str, str] = {}
+    controls = run_controls(pair, ds, options, sweep_options, absent) if options.controls else {}
     stacked = stack_alignments(by_align)
     claims = evaluate_verdicts([stacked])
     warn_degenerate(claims)
@@ -131,7 +138,30 @@ def analyse_pair(
         controls=controls,
         control_claims={name: evaluate_claims(c) for name, c in controls.items()},
         align_claims={m: evaluate_claims(r) for m, r in by_align.items() if m != "none"},
+        absent_controls=absent,
     )
+
+
+def report_dict(result: PairResult, command: str, figures: list[str]) -> dict:
+    """report.json's content for ``result`` (``figures``: the stems of the figure files beside it)."""
+    files = {
+        "results": "results.nc",
+        "controls": {name: f"control_{name}.nc" for name in result.controls},
+        "markdown": "report.md",
+        "figures": [f"{stem}.png" for stem in figures],
+    }
+    rep = report.build_report(
+        result.results,
+        result.claims,
+        files,
+        command,
+        result.controls,
+        result.control_claims,
+        result.align_claims,
+    )
+    for name, why in result.absent_controls.items():
+        rep["controls"][name] = {"note": f"absent: {why}", "claims": []}
+    return rep
 
 
 def write_folder(out_dir: Path, result: PairResult, command: str) -> dict:
@@ -145,21 +175,7 @@ def write_folder(out_dir: Path, result: PairResult, command: str) -> dict:
         for name, c in result.controls.items():
             write_netcdf(c, tmp / f"control_{name}.nc")
         figures = plots.pair_figures(for_alignment(result.results), tmp, result.results)
-        files = {
-            "results": "results.nc",
-            "controls": {name: f"control_{name}.nc" for name in result.controls},
-            "markdown": "report.md",
-            "figures": [f"{stem}.png" for stem, _ in figures],
-        }
-        rep = report.build_report(
-            result.results,
-            result.claims,
-            files,
-            command,
-            result.controls,
-            result.control_claims,
-            result.align_claims,
-        )
+        rep = report_dict(result, command, [stem for stem, _ in figures])
         (tmp / "report.md").write_text(report.markdown(rep, figures))
         (tmp / "report.json").write_text(report.dumps(rep))
         size = sum(f.stat().st_size for f in tmp.iterdir() if f.is_file())
@@ -170,7 +186,7 @@ def write_folder(out_dir: Path, result: PairResult, command: str) -> dict:
     log.info(
         "write: %s (%d files, %.1f MB), %.1f s",
         out_dir,
-        len(files["figures"]) + 3 + len(result.controls),
+        len(figures) + 3 + len(result.controls),
         size / 1e6,
         time.perf_counter() - t0,
     )

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-DEFAULT_BOOT = 1000
-BOOT_SEED = 0
+from lewc.core.conventions import BOOT_SEED, N_BOOT
+
+DEFAULT_BOOT = N_BOOT  # the bootstrap constants live in lewc.core.conventions
 
 
 def barrier_curve(lams: Sequence[float], values: np.ndarray, higher_is_better: bool) -> np.ndarray:

@@ -302,6 +302,12 @@ def stat_weak_additivity(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndar
     note = "cos (null) per ReLU layer: " + ", ".join(
         f"{n} {c:.4f} ({z:.4f})" for n, c, z in zip(res["layer"].values[relu], cos, null, strict=True)
     )
+    other = res["layer"].values[:-1][~relu[:-1]]  # hidden layers with another activation (the head is linear)
+    if len(other):
+        note += (
+            f"; not computed for {', '.join(map(str, other))}: the paper's weak additivity is stated for ReLU, "
+            "other activations (GELU, SiLU, LeakyReLU, …) are outside its theory"
+        )
     return values, note
 
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lewc.core.conventions import LEVEL, lewc_weights, llfc_weights
+from lewc.core.conventions import AA, AB, BB, LEVEL, MA, MB, MM, lewc_weights, llfc_weights  # the one Gram-term index
 
 # Per-(layer, λ) outputs of ``fit_layers``.
 LAYER_LAM_KEYS = (
@@ -37,8 +37,8 @@ LAYER_LAM_KEYS = (
     "pred_a_lewc",
     "pred_b_lewc",
 )
-# Index of each Gram term in the last axis of the per-image Gram array (see lewc.sweep.capture).
-MM, AA, BB, MA, MB, AB = range(6)
+# Index of each Gram term in the last axis of the per-image Gram array: lewc.core.conventions (AA, MM, …).
+
 COLLINEAR_COS = 1 - 1e-6  # endpoint outputs whose cosine exceeds this cannot be split into a and b
 
 

@@ -35,13 +35,12 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from lewc.core.conventions import lewc_weights
+from lewc.core.conventions import GRAM_TERMS, MA, MB, MM, lewc_weights
 from lewc.sweep.merge import Pair
 
-GRAM_TERMS = ("mm", "aa", "bb", "ma", "mb", "ab")
 WA_TERMS = ("uv", "uu", "vv", "uv_null", "uu_null", "vv_null")
 RO_TERMS = ("b_on_a", "a_on_a", "a_on_b", "b_on_b", "b_on_a_null", "a_on_b_null")
-MM_TERM, MA_TERM, MB_TERM = (GRAM_TERMS.index(t) for t in ("mm", "ma", "mb"))
+MM_TERM, MA_TERM, MB_TERM = MM, MA, MB
 DEFAULT_SAMPLE_IMAGES = 512
 DEFAULT_SAMPLE_UNITS = 256
 DEFAULT_CONDITION_IMAGES = 2048

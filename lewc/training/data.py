@@ -497,3 +497,18 @@ def load_dataset(
         dev,
         dataset_identity(name, data_root, n_calib),
     )
+
+
+@dataclass
+class FloatDeviceDataset(DeviceDataset):
+    """A dataset given as already-prepared float inputs (``lewc.verify_pair``): used exactly as given.
+
+    ``normalize`` only casts (no mean/std of lewc's own), ``augment`` is the identity, so BatchNorm
+    re-estimation, calibration and the test pass all see the caller's tensors.
+    """
+
+    def normalize(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return x.to(dtype)
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return x

@@ -1,0 +1,349 @@
+"""``lewc.verify_pair``: any two PyTorch models of one architecture, verified from Python.
+
+The models are traced with ``torch.fx`` (``lewc.models.traced``), deep-copied (the caller's modules
+are never touched: no ``.eval()``, no ``.to()``, no BN statistics written) and run through the same
+pipeline as ``python -m lewc.verify``: one λ sweep per alignment, the controls, the claims.
+
+Data is used as given: ``train`` and ``test`` are ``(x, y)`` tensors, a ``torch.utils.data.Dataset``
+of ``(input, label)`` items or a ``DataLoader`` of ``(inputs, labels)`` batches, already normalised the
+way the models expect (lewc applies no mean/std and no augmentation). ``test`` is evaluated whole, in
+the order given. The calibration split (temperature fits, ``loss_*_cal``) is carved from ``train``
+deterministically: ``n_calib`` = min(5,000, ⌊len(train)/10⌋) examples chosen by lewc's fixed split seed;
+the rest of ``train`` serves BatchNorm re-estimation (only when the model has BatchNorm) and
+activation matching.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+
+from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS, N_CALIB
+from lewc.core.device import resolve_device
+from lewc.core.errors import LewcError
+from lewc.models.common import CapturingModel
+from lewc.models.traced import TracedModel, graph_signature, state_sha256
+from lewc.pipeline.folders import AnalysisOptions
+from lewc.pipeline.pair import PairResult, RunSettings, analyse_pair, report_dict, write_folder
+from lewc.reporting import report as _report
+from lewc.reporting.results import for_alignment, json_attr
+from lewc.stats.claims import Claim
+from lewc.sweep.merge import Pair, check_lams
+from lewc.training.data import SPLIT_SEED, DatasetInfo, FloatDeviceDataset, Split, calib_indices
+
+MIN_TEST = 10
+API_COMMAND = "lewc.verify_pair(...)"
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """One claim: its verdict, the statistic's value and 95% interval, the threshold, the controls' verdicts."""
+
+    id: str
+    verdict: str
+    value: float
+    interval: tuple[float, float]
+    threshold: float
+    direction: str
+    units: str
+    note: str
+    controls: dict[str, str] = field(default_factory=dict)  # control name → its verdict on this claim
+
+
+@dataclass
+class PairReport:
+    """What ``verify_pair`` found. ``save`` writes the folder the command line writes."""
+
+    result: PairResult
+    command: str = API_COMMAND
+
+    @property
+    def results(self) -> xr.Dataset:
+        """The results Dataset (``align`` dimension: none, weights, …), as written to results.nc."""
+        return self.result.results
+
+    @property
+    def controls(self) -> dict[str, xr.Dataset]:
+        return self.result.controls
+
+    @property
+    def absent_controls(self) -> dict[str, str]:
+        """Controls that could not be built, with the reason (e.g. residual graphs: no positive control)."""
+        return dict(self.result.absent_controls)
+
+    @property
+    def verdicts(self) -> dict[str, str]:
+        """Claim id → "PASS" / "FAIL" / "INCONCLUSIVE"."""
+        return {c.id: c.verdict for c in self.result.claims}
+
+    @property
+    def claims(self) -> dict[str, ClaimResult]:
+        by_control = {name: {c.id: c for c in cs} for name, cs in self.result.control_claims.items()}
+        return {c.id: _claim_result(c, by_control) for c in self.result.claims}
+
+    @property
+    def barriers(self) -> dict[str, float]:
+        """Barrier name → value without alignment (keys as in report.json: ``acc_mid`` in pp, ``loss_mid_raw``,
+        ``loss_mid_cal``, ``acc_max``, …); ``acc_mid`` = mean endpoint accuracy − merged accuracy at λ = ½."""
+        res = for_alignment(self.results)
+        return {str(n): float(res.barrier.sel(barrier_name=n)) for n in res.barrier_name.values}
+
+    @property
+    def barrier_intervals(self) -> dict[str, tuple[float, float]]:
+        res = for_alignment(self.results)
+        return {
+            str(n): tuple(float(v) for v in res.barrier_ci.sel(barrier_name=n).values) for n in res.barrier_name.values
+        }
+
+    def report(self) -> dict:
+        """report.json's content (without the figure files, which only ``save`` draws)."""
+        return report_dict(self.result, self.command, [])
+
+    def to_json(self) -> str:
+        return _report.dumps(self.report())
+
+    def save(self, folder: str | Path) -> Path:
+        """Publish the folder ``python -m lewc.verify`` writes (results.nc, controls, figures, report.md/json)."""
+        folder = Path(folder)
+        write_folder(folder, self.result, self.command)
+        return folder
+
+
+def _claim_result(c: Claim, by_control: dict[str, dict[str, Claim]]) -> ClaimResult:
+    controls = {name: cs[c.id].verdict for name, cs in by_control.items() if c.id in cs}
+    lo, hi = (c.ci + [float("nan")] * 2)[:2]
+    return ClaimResult(c.id, c.verdict, c.value, (lo, hi), c.threshold, c.direction, c.units, c.note, controls)
+
+
+# --- inputs ----------------------------------------------------------------------------------------------
+
+
+def as_tensors(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` from tensors, a Dataset of (input, label) items or a DataLoader of batches, on the CPU."""
+    from torch.utils.data import DataLoader, Dataset
+
+    try:
+        if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+            x, y = data
+        elif isinstance(data, DataLoader):
+            batches = [(torch.as_tensor(bx), torch.as_tensor(by)) for bx, by in data]
+            if not batches:
+                raise LewcError(f"{what}: the DataLoader yields no batches")
+            x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1].reshape(-1) for b in batches])
+        elif isinstance(data, Dataset):
+            items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
+            if not items:
+                raise LewcError(f"{what}: the Dataset is empty")
+            x = torch.stack([torch.as_tensor(it[0]) for it in items])
+            y = torch.as_tensor([int(it[1]) for it in items])
+        else:
+            raise LewcError(
+                f"{what} must be (x, y) tensors, a torch Dataset of (input, label) items or a DataLoader, "
+                f"got {type(data).__name__}"
+            )
+    except (TypeError, IndexError, ValueError) as err:
+        if isinstance(err, LewcError):
+            raise
+        raise LewcError(f"{what}: items must be (input, label) pairs ({type(err).__name__}: {err})") from None
+    x, y = x.detach().cpu(), y.detach().cpu()
+    if y.ndim != 1 or len(y) != len(x):
+        raise LewcError(f"{what}: {len(x)} inputs but labels of shape {tuple(y.shape)}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise LewcError(f"{what}: labels must be integer class indices, got {y.dtype}")
+    if not x.is_floating_point():
+        raise LewcError(f"{what}: inputs must be floating point (already normalised), got {x.dtype}")
+    return x, y.long()
+
+
+def _check_labels(y: torch.Tensor, num_classes: int, what: str) -> None:
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= num_classes:
+        raise LewcError(
+            f"{what} labels span [{lo}, {hi}], outside the models' {num_classes} classes [0, {num_classes - 1}]"
+        )
+
+
+def _check_same_architecture(model_a: nn.Module, model_b: nn.Module) -> None:
+    """Same tensors (names, shapes, dtypes) in the same order; otherwise name the first that differs."""
+    sa, sb = model_a.state_dict(), model_b.state_dict()
+    for name in list(sa) + [k for k in sb if k not in sa]:
+        if name not in sb:
+            raise LewcError(f"the two models are different architectures: tensor {name} is only in model_a")
+        if name not in sa:
+            raise LewcError(f"the two models are different architectures: tensor {name} is only in model_b")
+        a, b = sa[name], sb[name]
+        if a.shape != b.shape or a.dtype != b.dtype:
+            raise LewcError(
+                f"the two models are different architectures: tensor {name} is {tuple(a.shape)} {a.dtype} in "
+                f"model_a but {tuple(b.shape)} {b.dtype} in model_b"
+            )
+
+
+def _num_classes(model: nn.Module, example: torch.Tensor) -> int:
+    with torch.no_grad():
+        out = model(example.to(_device_of(model)))
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise LewcError(f"{type(model).__name__} must return (batch, classes) logits")
+    return int(out.shape[1])
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def adapt(model: nn.Module, example: torch.Tensor) -> CapturingModel:
+    """A private copy of ``model`` with lewc's capture protocol: lewc's own families as they are, any
+    other module through its traced graph."""
+    if not isinstance(model, nn.Module):
+        raise LewcError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, CapturingModel):
+        return copy.deepcopy(model).eval()
+    return TracedModel(model, example.to(_device_of(model)))
+
+
+def endpoint_meta(model: CapturingModel, source: nn.Module, tag: str, info: DatasetInfo) -> dict:
+    """The sidecar-like description reports show for an endpoint that lewc did not train."""
+    return {
+        "model": type(source).__name__,
+        "width": 1,
+        "base_width": None,
+        "depth": None,
+        "norm": None,
+        "bias": None,
+        "num_classes": info.num_classes,
+        "in_shape": list(info.in_shape),
+        "seed": tag,
+        "dataset": info.name,
+        "sha256": state_sha256(source),
+        "source": "lewc.verify_pair",
+        "parameters": sum(p.numel() for p in source.parameters()),
+    }
+
+
+def check_grid(lams: Sequence[float] | None) -> tuple[float, ...]:
+    values = check_lams(DEFAULT_LAMS if lams is None else lams)
+    if not any(np.isclose(values, 0.5)):
+        raise LewcError("the λ grid must contain 0.5 (barriers and verdicts are taken at λ = ½)")
+    return tuple(values)
+
+
+def check_align(align: Sequence[str] | str) -> tuple[str, ...]:
+    from lewc.align.methods import check_methods
+
+    methods = check_methods(align if isinstance(align, str) else ",".join(align))
+    return tuple(["none"] + [m for m in methods if m != "none"])
+
+
+def device_dataset(
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    num_classes: int,
+    device: torch.device,
+    n_calib: int | None = None,
+    name: str = "tensors",
+) -> FloatDeviceDataset:
+    """The splits on ``device``: calib carved from train (seeded, see module docstring), test as given."""
+    (xtr, ytr), (xte, yte) = train, test
+    if tuple(xtr.shape[1:]) != tuple(xte.shape[1:]):
+        raise LewcError(f"train inputs are {tuple(xtr.shape[1:])} but test inputs {tuple(xte.shape[1:])}")
+    if len(xte) < MIN_TEST:
+        raise LewcError(f"test has {len(xte)} examples; bootstrap intervals need at least {MIN_TEST}")
+    if n_calib is None:
+        n_calib = min(N_CALIB, len(xtr) // 10)
+    if len(xtr) < 2 or not 1 <= n_calib < len(xtr):
+        raise LewcError(f"train has {len(xtr)} examples; a calibration split of {n_calib} needs at least {n_calib + 1}")
+    tr, ca = calib_indices(len(xtr), n_calib, SPLIT_SEED)
+    info = DatasetInfo(name, tuple(xtr.shape[1:]), num_classes, (0.0,), (1.0,), False, "given by the caller")
+
+    def split(x: torch.Tensor, y: torch.Tensor) -> Split:
+        return Split(x.to(device), y.to(device))
+
+    tr_t, ca_t = torch.as_tensor(tr), torch.as_tensor(ca)
+    return FloatDeviceDataset(info, split(xtr[tr_t], ytr[tr_t]), split(xtr[ca_t], ytr[ca_t]), split(xte, yte), device)
+
+
+# --- the call ----------------------------------------------------------------------------------------------
+
+
+def verify_pair(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    *,
+    train,
+    test,
+    lams: Sequence[float] | None = None,
+    align: Sequence[str] | str = ("none", "weights"),
+    controls: bool = True,
+    out: str | Path | None = None,
+    device: str | torch.device | None = None,
+    n_calib: int | None = None,
+    bn_images: int = BN_IMAGES,
+    batch_size: int = 500,
+    progress: bool = False,
+) -> PairReport:
+    """Verify LMC / LEWC for two models of one architecture (see the module docstring for the data).
+
+    Returns a ``PairReport``; with ``out`` the folder is also written there. Bad input raises
+    ``lewc.LewcError`` (a ``ValueError``) with one sentence. ``model_a`` and ``model_b`` are not changed.
+    """
+    for tag, m in (("model_a", model_a), ("model_b", model_b)):
+        if not isinstance(m, nn.Module):
+            raise LewcError(f"{tag} must be a torch.nn.Module, got {type(m).__name__}")
+    if model_a is model_b:
+        raise LewcError("model_a and model_b are the same object; the negative control already merges A with itself")
+    _check_same_architecture(model_a, model_b)
+    grid = check_grid(lams)
+    methods = check_align(align)
+    if bn_images < 2:
+        raise LewcError(f"bn_images must be at least 2, got {bn_images}")
+    if batch_size <= 0:
+        raise LewcError(f"batch_size must be positive, got {batch_size}")
+    train_t, test_t = as_tensors(train, "train"), as_tensors(test, "test")
+    dev = resolve_device(None if device is None else str(device))
+    example = test_t[0][:2]
+    adapted_a, adapted_b = adapt(model_a, example), adapt(model_b, example)
+    if isinstance(adapted_a, TracedModel):
+        sig_a, sig_b = graph_signature(adapted_a.net), graph_signature(adapted_b.net)
+        for i, (x, y) in enumerate(zip(sig_a, sig_b, strict=False)):
+            if x != y:
+                raise LewcError(
+                    f"the two models are different architectures: op {i} is {x} in model_a but {y} in model_b"
+                )
+        if len(sig_a) != len(sig_b):
+            raise LewcError(f"the two models are different architectures: {len(sig_a)} vs {len(sig_b)} ops")
+    num_classes = _num_classes(adapted_a, example)
+    for what, (_, y) in (("train", train_t), ("test", test_t)):
+        _check_labels(y, num_classes, what)
+    ds = device_dataset(train_t, test_t, num_classes, dev, n_calib)
+    meta_a = endpoint_meta(adapted_a, model_a, "A", ds.info)
+    meta_b = endpoint_meta(adapted_b, model_b, "B", ds.info)
+    if meta_a["sha256"] == meta_b["sha256"]:
+        raise LewcError("model_a and model_b have identical weights; a pair must be two different networks")
+    pair = Pair(adapted_a.to(dev), adapted_b.to(dev), meta_a, meta_b)
+    options = AnalysisOptions(grid, None, bn_images, controls, methods)
+    provenance = {
+        "command": API_COMMAND,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "seeds": ["A", "B"],
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "analysis_options": json_attr(options.__dict__),
+        "analysis_key": options.key(),
+        "layers": json.dumps([s.name for s in pair.layers]),
+    }
+    settings = RunSettings(batch_size_eval=batch_size, progress=progress, align_cache=None)
+    result = analyse_pair(pair, ds, options, settings, dev, provenance)
+    rep = PairReport(result)
+    if out is not None:
+        rep.save(out)
+    return rep
