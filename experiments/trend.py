@@ -37,6 +37,11 @@ METRICS = {  # barrier name in study.nc → (label, unit, LMC tolerance)
     "acc_mid": ("accuracy barrier at λ = ½", "pp", 3.0),
     "loss_mid_cal": ("calibrated loss barrier at λ = ½", "nats", 0.1),
 }
+MAPPED = {  # further per-pair values mapped (not fitted): study.nc variable → (selector, label)
+    "beta_mid": ("beta_mid", "β at λ = ½"),
+    "lewc_magnitude": ("claim_value", "lewc_magnitude statistic"),
+    "lewc_weighting": ("claim_value", "lewc_weighting statistic"),
+}
 REFERENCE_WIDTH = 512  # the field's MLP ×1: widths are fitted in units of it
 N_BOOT = 1000
 BOOT_SEED = 0
@@ -121,26 +126,43 @@ def load_points(folders: list[Path]) -> list[dict]:
             hidden = base * int(coords.get("width", 1))
             group = {"dataset": dataset, "epochs": coords.get("epochs"), "wd": coords.get("wd")}
             group["bias"] = coords.get("bias", True)
+            where = {a: coords[a] for a in cell_axes}
             for align in cell.align.values:
-                for metric in METRICS:
-                    for pair in cell.pair.values:
-                        value = float(cell.sel(align=align, barrier_name=metric, pair=pair))
-                        records.append(
-                            group
-                            | dict(
-                                align=str(align),
-                                metric=metric,
-                                width=hidden,
-                                pair=int(pair),
-                                value=value,
-                                study=str(path),
-                            )
-                        )
+                for pair in cell.pair.values:
+                    values = {m: float(cell.sel(align=align, barrier_name=m, pair=pair)) for m in METRICS}
+                    for name, (var, _) in MAPPED.items():
+                        if var == "beta_mid" and var in ds:
+                            values[name] = float(ds[var].sel(where).sel(align=align, pair=pair))
+                        elif var in ds and name in ds.claim.values:
+                            values[name] = float(ds[var].sel(where).sel(align=align, pair=pair, claim=name))
+                    for metric, value in values.items():
+                        row = dict(align=str(align), metric=metric, width=hidden, pair=int(pair), value=value)
+                        records.append(group | row | {"study": str(path)})
     return records
+
+
+def cell_table(records: list[dict]) -> list[dict]:
+    """Per (group, alignment, width, metric): pairs, mean and a 95% t-interval over pairs (n − 1 dof)."""
+    from scipy import stats
+
+    fields = (*GROUP_AXES, "align", "width", "metric")
+    keys = sorted({tuple(r[k] for k in fields) for r in records}, key=str)
+    rows = []
+    for key in keys:
+        v = np.array([r["value"] for r in records if tuple(r[k] for k in fields) == key])
+        v = v[np.isfinite(v)]
+        row = dict(zip(fields, key, strict=True)) | {"pairs": len(v)}
+        row["mean"] = float(v.mean()) if len(v) else float("nan")
+        half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+        row["ci"] = [row["mean"] - half, row["mean"] + half]
+        row["values"] = [float(x) for x in v]
+        rows.append(row)
+    return rows
 
 
 def fit_table(records: list[dict]) -> list[dict]:
     """One row per (group, alignment, metric): the floor c, a, α and w* with bootstrap intervals."""
+    records = [r for r in records if r["metric"] in METRICS]
     keys = sorted({tuple(r[k] for k in (*GROUP_AXES, "align", "metric")) for r in records}, key=str)
     rows = []
     for key in keys:
@@ -184,6 +206,31 @@ def _fmt_width(w: float) -> str:
     if not np.isfinite(w) or w >= 1e29:
         return "∞"
     return f"3×{w:,.0f}"
+
+
+def map_markdown(cells: list[dict]) -> list[str]:
+    """The map: one line per (group, width), every metric for each alignment, mean [95% t-CI over pairs]."""
+    metrics = [*METRICS, *MAPPED]
+    groups = sorted({tuple(c[k] for k in (*GROUP_AXES, "width")) for c in cells}, key=lambda g: (str(g[:-1]), g[-1]))
+    aligns = sorted({c["align"] for c in cells}, key=lambda a: (a != "none", a))
+    head = " | ".join(f"{m} ({a})" for m in metrics for a in aligns)
+    lines = ["", "## The map: mean over pairs [95% t-interval over pairs, n − 1 dof]", ""]
+    lines += [f"| dataset | epochs | wd | width | pairs | {head} |", "|" + "---|" * (5 + len(metrics) * len(aligns))]
+    index = {tuple(c[k] for k in (*GROUP_AXES, "width", "align", "metric")): c for c in cells}
+    for g in groups:
+        dataset, epochs, wd, _bias, width = g
+        parts, pairs = [], 0
+        for m in metrics:
+            for a in aligns:
+                c = index.get((*g, a, m))
+                if c is None or not c["pairs"]:
+                    parts.append("—")
+                    continue
+                pairs = max(pairs, c["pairs"])
+                lo, hi = c["ci"]
+                parts.append(f"{c['mean']:.3g}" + (f" [{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) else ""))
+        lines.append(f"| {dataset} | {epochs} | {wd:g} | 3×{width} | {pairs} | " + " | ".join(parts) + " |")
+    return lines
 
 
 def markdown(rows: list[dict], command: str) -> str:
@@ -276,12 +323,13 @@ def main(argv: list[str] | None = None) -> None:
     logs.start(args)
     records = load_points(args.studies)
     rows = fit_table(records)
+    cells = cell_table(records)
     out = args.out or (args.studies[0] if args.studies[0].is_dir() else args.studies[0].parent)
     out.mkdir(parents=True, exist_ok=True)
     command = "python -m experiments.trend " + " ".join(sys.argv[1:] if argv is None else argv)
-    md = markdown(rows, command)
+    md = markdown(rows, command) + "\n".join(map_markdown(cells)) + "\n"
     write_atomic(out / "trend.md", lambda p: p.write_text(md))
-    write_json_atomic(out / "trend.json", {"command": command, "rows": rows})
+    write_json_atomic(out / "trend.json", {"command": command, "fits": rows, "cells": cells})
     import csv
     import io
 
