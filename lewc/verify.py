@@ -68,6 +68,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         batch_size_eval=args.batch_size_eval,
         progress=not args.quiet,
         align_cache=checkpoint_folder(args.ckpt_dir) / "aligned",
+        keep_samples=args.keep_samples,
     )
 
 
@@ -90,7 +91,8 @@ def verify_checkpoints(
     """Verify one pair of checkpoints into its folder (reused when it exists): (report.json, report, results)."""
     meta_a, meta_b = checkpoints.read_meta(paths[0]), checkpoints.read_meta(paths[1])
     out_dir = out_dir or results_folder(meta_a, meta_b, options)
-    if (out_dir / "report.json").is_file() and not args.force and args.out is None:
+    samples_ok = not args.keep_samples or (out_dir / "samples.nc").is_file()
+    if (out_dir / "report.json").is_file() and samples_ok and not args.force and args.out is None:
         print(f"reusing {out_dir} (same pair, same analysis; --force redoes it)", file=sys.stderr)
         return (
             out_dir / "report.json",
@@ -113,7 +115,7 @@ def verify_checkpoints(
         "analysis_key": options.key(),
     }
     result: PairResult = analyse_pair(pair, ds, options, settings_from_args(args), device, provenance)
-    rep = write_folder(out_dir, result, command_line())
+    rep = write_folder(out_dir, result, command_line(), keep_samples=args.keep_samples)
     return out_dir / "report.json", rep, result.results
 
 
@@ -165,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", type=Path, help="output folder (default data/results/<pair>_a<analysis hash>/)")
     g.add_argument("--force", action="store_true", help="redo an analysis whose results folder already exists")
     g.add_argument("--json", action="store_true", help="print report.json to stdout instead of the table")
+    g.add_argument(
+        "--keep-samples",
+        action="store_true",
+        help="also write samples.nc: the per-image Gram terms, sampled coordinates, condition sums and logits "
+        "(tens of MB; results.nc keeps the summaries and the claims' bootstrap replicates)",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
