@@ -47,6 +47,7 @@ ALIGN_STYLE = {"none": "-", "weights": "--", "activations": "-.", "random": ":",
 ALIGN_MARKER = {"none": "o", "weights": "s", "activations": "^", "random": "v", "random_direction": "d"}
 
 
+ENSEMBLE_STYLE = (("lewc", (0, (5, 2)), "x", "black"), ("plain", (0, (1, 1.5)), "+", "C2"))
 ENSEMBLE_LABEL = {"lewc": "LEWC ensemble (1-λ)^L z_A + λ^L z_B", "plain": "plain ensemble (1-λ) z_A + λ z_B"}
 
 
@@ -141,11 +142,9 @@ def path(stacked: xr.Dataset):
                 ax.fill_between(lam, lo, hi, color=line.get_color(), alpha=0.25, lw=0)
             if "ens_acc" in res and method == "none":  # permuting B leaves its function, so the ensembles, unchanged
                 ens = res.ens_acc if var == "acc" else res.ens_loss_cal
-                for kind, ls, mk, color in (("lewc", (0, (5, 2)), "x", "black"), ("plain", (0, (1, 1.5)), "+", "C2")):
-                    name = (
-                        "LEWC ensemble (1-λ)^L z_A + λ^L z_B" if kind == "lewc" else "plain ensemble (1-λ) z_A + λ z_B"
-                    )
-                    ax.plot(lam, ens.sel(kind=kind), color=color, ls=ls, marker=mk, ms=6, lw=1.2, label=name)
+                for kind, ls, mk, ens_color in ENSEMBLE_STYLE:
+                    style = {"color": ens_color, "ls": ls, "marker": mk, "ms": 7, "lw": 1.2, "zorder": 4}
+                    ax.plot(lam, ens.sel(kind=kind), label=ENSEMBLE_LABEL[kind], **style)  # on top: may coincide
     axes[0].set_title("test accuracy (%)", fontsize=10)
     axes[1].set_title("test loss at the calibrated β (nats)", fontsize=10)
     axes[0].set_ylabel("%")
