@@ -55,7 +55,7 @@ def path_dataset(result: SweepResult, n_boot: int = barriers.DEFAULT_BOOT) -> tu
         "loss_cal": (("split", "lam"), loss_cal),
         "beta": (("lam",), betas),
         "correct": (("lam", "image"), correct),
-        "loss_cal_per_image": (("lam", "image"), per_sample["test"].astype(np.float32)),
+        "loss_cal_per_image": (("lam", "image"), per_sample["test"]),
         "logits_test": (("lam", "image", "class"), test.numpy()),
         "labels_test": (("image",), y.numpy()),
         "logits_calib": (("lam", "calib_image", "class"), result.logits["calib"].numpy()),

@@ -33,7 +33,7 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "loss_cal": ("calibrated cross-entropy", "nats", "mean cross-entropy of softmax(β·z), β fitted on calib"),
     "beta": ("inverse temperature", "1", "β minimising calib cross-entropy of softmax(β·z) at each λ"),
     "correct": ("correct top-1", "1", "per test image: 1 when the merged model's top-1 equals the label"),
-    "loss_cal_per_image": ("calibrated cross-entropy per image", "nats", "per test image, at the fitted β (float32)"),
+    "loss_cal_per_image": ("calibrated cross-entropy per image", "nats", "per test image, at the fitted β"),
     "acc_ci": ("test accuracy 95% interval", "%", "per λ, bootstrap over test images (the claims' resamples)"),
     "loss_cal_ci": ("calibrated test loss 95% interval", "nats", "per λ, bootstrap over test images"),
     "logits_test": ("logits on the test split", "1", "merged model's logits per λ and image"),
