@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from lewc.pipeline.analysis import analyze
+from lewc.reporting.results import barrier
 from lewc.sweep.batchnorm import is_bn
 from lewc.sweep.merge import Pair
 from lewc.sweep.path import SweepOptions, sweep
@@ -203,7 +204,7 @@ def main() -> None:
     print(f"a/b = {t_a / t_b:.2f}   (target ≤ 1.3)")
     print(f"a/c = {t_a / t_c:.2f}   (target ≤ 1: lewc no slower than the fair script, with its extra statistics)")
     for name in ("acc_mid", "loss_mid_raw", "loss_mid_cal"):
-        print(f"  {name:13s} lewc {float(res.barrier.sel(barrier_name=name)):.4f}   fair {fair[name]:.4f}")
+        print(f"  {name:13s} lewc {float(barrier(res, name)):.4f}   fair {fair[name]:.4f}")
     print(f"  β at ½        lewc {float(res.beta.sel(lam=0.5)):.3f}   fair {fair['beta'][LAMS.index(0.5)]:.3f}")
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "lewc.verify", "--ckpt-a", args.ckpt_a, "--ckpt-b", args.ckpt_b, "--out", tmp]

@@ -454,6 +454,7 @@ def combine(spec: StudySpec, outcomes: list[Outcome]):
     import xarray as xr
 
     from lewc.reporting.results import alignments, for_alignment, open_results
+    from lewc.reporting.results import barrier as results_barrier
     from lewc.stats.claims import evaluate_claims, evaluate_verdicts
 
     axes = list(spec.grid)
@@ -481,7 +482,7 @@ def combine(spec: StudySpec, outcomes: list[Outcome]):
             if method not in alignments(res):
                 continue
             r = for_alignment(res, method)
-            barrier[index + (j,)] = r.barrier.sel(barrier_name=barrier_names).values
+            barrier[index + (j,)] = [float(results_barrier(r, n)) for n in barrier_names]
             beta[index + (j,)] = float(r.beta.sel(lam=0.5, method="nearest"))
             values = {c.id: c.value for c in evaluate_claims(r)}
             claim_value[index + (j,)] = [values.get(n, np.nan) for n in claim_names]

@@ -79,6 +79,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         batch_size_eval=args.batch_size_eval,
         progress=not args.quiet,
         align_cache=checkpoint_folder(args.ckpt_dir) / "aligned",
+        keep_samples=args.keep_samples,
     )
 
 
@@ -130,7 +131,8 @@ def verify_checkpoints(
     ds = load_dataset(meta_a["dataset"], device, args.data_root, n_calib)
     options = used_options(options, len(ds.test))
     out_dir = out_dir or results_folder(meta_a, meta_b, options, ds.identity)
-    if not args.force and args.out is None and reusable(out_dir, meta_a, meta_b, ds.identity):
+    samples_ok = not args.keep_samples or (out_dir / "samples.nc").is_file()
+    if not args.force and args.out is None and samples_ok and reusable(out_dir, meta_a, meta_b, ds.identity):
         log.info(
             "reusing %s: the same weights (A sha256 %s, B %s), dataset %s (identity %s) and analysis (%s); "
             "--force redoes it",
@@ -180,7 +182,7 @@ def verify_checkpoints(
         "dataset_identity": ds.identity,
     }
     result: PairResult = analyse_pair(pair, ds, options, settings_from_args(args), device, provenance)
-    rep = write_folder(out_dir, result, command_line())
+    rep = write_folder(out_dir, result, command_line(), keep_samples=args.keep_samples)
     return out_dir / "report.json", rep, result.results
 
 
@@ -209,7 +211,7 @@ def verify_state_dicts(args: argparse.Namespace, options: AnalysisOptions, devic
     if classes < info.num_classes:
         raise LewcError(f"the models have {classes} outputs but {dataset} has {info.num_classes} classes")
     pair = Pair(model_a.to(device), model_b.to(device), meta_a, meta_b)
-    name = f"{dataset}_{arch.label}_{meta_a['sha256'][:8]}-{meta_b['sha256'][:8]}_a{options.key()}"
+    name = f"{dataset}_{arch.label}_{meta_a['sha256'][:8]}-{meta_b['sha256'][:8]}_d{ds.identity[:8]}_a{options.key()}"
     out_dir = args.out or data_home() / "results" / name
     provenance = {
         "command": command_line(),
@@ -221,10 +223,11 @@ def verify_state_dicts(args: argparse.Namespace, options: AnalysisOptions, devic
         "threads": torch.get_num_threads(),
         "analysis_options": json_attr(options.__dict__),
         "analysis_key": options.key(),
+        "dataset_identity": ds.identity,
     }
     settings = RunSettings(batch_size_eval=args.batch_size_eval, progress=not args.quiet, align_cache=None)
     result = analyse_pair(pair, ds, options, settings, device, provenance)
-    return out_dir / "report.json", write_folder(out_dir, result, command_line())
+    return out_dir / "report.json", write_folder(out_dir, result, command_line(), keep_samples=args.keep_samples)
 
 
 # --- command line --------------------------------------------------------------------------------------
@@ -290,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", type=Path, help="output folder (default data/results/<pair>_a<analysis hash>/)")
     g.add_argument("--force", action="store_true", help="redo an analysis whose results folder already exists")
     g.add_argument("--json", action="store_true", help="print report.json to stdout instead of the table")
+    g.add_argument(
+        "--keep-samples",
+        action="store_true",
+        help="also write samples.nc: the per-image Gram terms, sampled coordinates, condition sums and logits "
+        "(tens of MB; results.nc keeps the summaries and the claims' bootstrap replicates)",
+    )
     logs.add_common_arguments(p)
     return p
 

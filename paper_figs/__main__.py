@@ -17,7 +17,7 @@ from pathlib import Path
 from lewc.core import logs
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.reporting import plots
-from lewc.reporting.results import RESULTS_SCHEMA, STUDY_SCHEMA, SWEEP_SCHEMA, for_alignment, open_results
+from lewc.reporting.results import RESULTS_SCHEMA, STUDY_SCHEMA, SWEEP_SCHEMA, open_results
 from lewc.reporting.study_plots import study_figures
 from lewc.training.data import data_home
 
@@ -37,7 +37,7 @@ def collect_results(results_dir: Path, name: str = "results.nc") -> list[Path]:
 def group_pairs(files: list[Path]) -> dict[tuple[str, str], list]:
     groups = defaultdict(list)
     for f in files:
-        res = for_alignment(open_results(f, RESULTS_SCHEMA))  # per-pair figures: the unaligned path
+        res = open_results(f, RESULTS_SCHEMA)  # all alignments: each figure picks the ones it draws
         if "sidecar_a" not in res.attrs:
             raise LewcError(f"{f} has no sidecar_a attribute; rerun python -m lewc.verify")
         meta = json.loads(res.attrs["sidecar_a"])
@@ -68,6 +68,7 @@ def make_figures(results_dir: Path, out_dir: Path) -> list[dict]:
     for (dataset, model), results in sorted(pair_groups.items()):
         tag = f"{dataset}_{model}"
         widest = max(results, key=lambda r: json.loads(r.attrs["sidecar_a"])["width"])
+        emit(f"{tag}_path", plots.path(widest), [widest])
         emit(f"{tag}_accuracy_loss_vs_lambda", plots.accuracy_loss_vs_lambda(results), results)
         emit(f"{tag}_beta_vs_lambda", plots.beta_vs_lambda(results), results)
         emit(f"{tag}_ensemble_agreement", plots.ensemble_agreement(results), results)

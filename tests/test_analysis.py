@@ -43,7 +43,8 @@ def test_fits_recover_the_exact_lewc_weights(synthetic, depth, seed, kind):
         np.testing.assert_allclose(s.coef_b, lam**ell, atol=1e-4)
         np.testing.assert_allclose(s.coef_a_full, (1 - lam) ** ell, atol=1e-4)
         np.testing.assert_allclose(s.r2.sel(lam=[0.3, 0.5, 0.7]), 1.0, atol=1e-6)
-        assert float(s.exponent) == pytest.approx(ell, abs=1e-3)
+        assert float(s.k_coord) == pytest.approx(ell, abs=1e-3)
+        assert float(s.k_gram) == pytest.approx(ell, abs=1e-3)
         if ell >= 2:  # layer 1 reads the shared input x, so W_B x ≠ 0 there by construction
             assert float(s.ro_b_on_a) < 1e-6 and float(s.ro_a_on_b) < 1e-6
         if s.weak_additivity.notnull().any():

@@ -15,10 +15,11 @@ import torch
 import xarray as xr
 
 import lewc
-from lewc.core.conventions import LAM_CONVENTION
+from lewc.core.conventions import LAM_CONVENTION, LEVEL, percentile_interval
 from lewc.reporting.results import RESULTS_SCHEMA, json_attr
 from lewc.stats import barriers, conditions, ensemble, fit
 from lewc.stats.calibrate import cross_entropy_per_sample, fit_betas
+from lewc.stats.claims import claims_dataset
 from lewc.sweep.capture import GRAM_TERMS, RO_TERMS, WA_TERMS
 from lewc.sweep.merge import Pair
 from lewc.sweep.path import SweepOptions, SweepResult, accuracy_and_loss, sweep
@@ -26,11 +27,16 @@ from lewc.training.data import DeviceDataset
 
 log = logging.getLogger(__name__)
 
-BARRIER_NAMES = ("acc_mid", "acc_max", "loss_mid_raw", "loss_max_raw", "loss_mid_cal", "loss_max_cal")
+BARRIER_METRICS = ("acc", "loss_raw", "loss_cal")
+AT = ("mid", "max")
 
 
 def path_dataset(result: SweepResult, n_boot: int = barriers.DEFAULT_BOOT) -> tuple[xr.Dataset, dict]:
-    """Issue-4 path results: acc, loss, loss_cal over (split, lam), beta over lam; and the barriers."""
+    """Issue-4 path results: acc (%), loss, loss_cal over (split, lam), beta over lam; and the barriers.
+
+    Each barrier metric is its own variable in one unit (``barrier_acc`` in pp, ``barrier_loss_*``
+    in nats) over ``at`` (mid, max), its interval ``<name>_ci`` over (at, bound).
+    """
     lams = result.lams
     betas = fit_betas(result.logits["calib"], result.labels["calib"])
     splits = ("calib", "test")
@@ -47,26 +53,29 @@ def path_dataset(result: SweepResult, n_boot: int = barriers.DEFAULT_BOOT) -> tu
     correct = (test.argmax(-1) == y).numpy()
     raw = cross_entropy_per_sample(test, y, 1.0)
     barrier = barriers.summarize(lams, correct, raw, per_sample["test"], n_boot=n_boot)
-    ds = xr.Dataset(
-        {
-            "acc": (("split", "lam"), acc, {"long_name": "top-1 accuracy"}),
-            "loss": (("split", "lam"), loss, {"long_name": "mean cross-entropy at β = 1 (nats)"}),
-            "loss_cal": (("split", "lam"), loss_cal, {"long_name": "mean cross-entropy at the fitted β"}),
-            "beta": (("lam",), betas, {"long_name": "inverse temperature fitted on the calib split"}),
-            "correct": (("lam", "image"), correct),
-            "loss_cal_per_image": (("lam", "image"), per_sample["test"]),
-            "logits_test": (("lam", "image", "class"), test.numpy()),
-            "labels_test": (("image",), y.numpy()),
-            "logits_calib": (("lam", "calib_image", "class"), result.logits["calib"].numpy()),
-            "labels_calib": (("calib_image",), result.labels["calib"].numpy()),
-            "barrier": (("barrier_name",), [barrier[k]["value"] for k in BARRIER_NAMES]),
-            "barrier_ci": (("barrier_name", "bound"), [barrier[k]["ci"] for k in BARRIER_NAMES]),
-            "acc_barrier": (("lam",), barrier["curve_acc"]["value"], {"units": "percentage points"}),
-            "loss_barrier_raw": (("lam",), barrier["curve_loss_raw"]["value"]),
-            "loss_barrier_cal": (("lam",), barrier["curve_loss_cal"]["value"]),
-        },
-        coords={"lam": lams, "split": list(splits), "barrier_name": list(BARRIER_NAMES), "bound": ["lo", "hi"]},
-    )
+    data = {
+        "acc": (("split", "lam"), 100.0 * acc),
+        "loss": (("split", "lam"), loss),
+        "loss_cal": (("split", "lam"), loss_cal),
+        "beta": (("lam",), betas),
+        "correct": (("lam", "image"), correct),
+        "loss_cal_per_image": (("lam", "image"), per_sample["test"]),
+        "logits_test": (("lam", "image", "class"), test.numpy()),
+        "labels_test": (("image",), y.numpy()),
+        "logits_calib": (("lam", "calib_image", "class"), result.logits["calib"].numpy()),
+        "labels_calib": (("calib_image",), result.labels["calib"].numpy()),
+    }
+    counts = barriers.image_counts(correct.shape[-1], n_boot)  # the claims' resamples
+    for name, per_image in (("acc_ci", 100.0 * correct), ("loss_cal_ci", per_sample["test"])):
+        reps = barriers.bootstrap_means(per_image, n_boot, counts=counts)  # (R, λ)
+        data[name] = (("lam", "bound"), percentile_interval(reps, LEVEL).T)
+    for metric in BARRIER_METRICS:
+        prefix, _, suffix = metric.partition("_")
+        names = [f"{prefix}_{at}" + (f"_{suffix}" if suffix else "") for at in AT]
+        data[f"barrier_{metric}"] = (("at",), [barrier[n]["value"] for n in names])
+        data[f"barrier_{metric}_ci"] = (("at", "bound"), [barrier[n]["ci"] for n in names])
+        data[f"barrier_{metric}_curve"] = (("lam",), barrier[f"curve_{metric}"]["value"])
+    ds = xr.Dataset(data, coords={"lam": lams, "split": list(splits), "at": list(AT), "bound": ["lo", "hi"]})
     return ds, barrier
 
 
@@ -97,11 +106,15 @@ def layer_dataset(result: SweepResult, depths: Sequence[int], names: Sequence[st
         "ro_b_on_a_null": (("layer",), ro["null_b_on_a"]),
         "ro_a_on_b_null": (("layer",), ro["null_a_on_b"]),
         "coef_ci": (("lam", "layer", "coef", "bound"), fits["coef_ci"].transpose(1, 0, 2, 3)),
+        "gram_total": (("lam", "layer", "term"), stats.gram.sum(axis=2)),
+        "k_coord": (("layer",), fits["k"]),
+        "k_coord_ci": (("layer", "bound"), np.stack([fits["k_lo"], fits["k_hi"]], axis=1)),
+        "k_coord_se": (("layer",), fits["k_se"]),
     }
     for key in fit.LAYER_LAM_KEYS:
         data[key] = (lam_layer, fits[key].T)
-    for key in ("k", "k_lo", "k_hi", "k_se"):
-        data[f"exponent_{key}" if key != "k" else "exponent"] = (("layer",), fits[key])
+    full = np.stack([fits["coef_a_full"], fits["coef_b_full"]], axis=-1)  # (layer, λ, 2)
+    data["k_gram"] = (("layer",), fit.weighting_exponent(lams, full))
     return xr.Dataset(
         data,
         coords={
@@ -121,6 +134,7 @@ def layer_dataset(result: SweepResult, depths: Sequence[int], names: Sequence[st
 def ensemble_dataset(result: SweepResult, betas: np.ndarray, depth: int) -> xr.Dataset:
     cmp = ensemble.compare(result.lams, result.logits, result.labels, betas, depth)
     data = {f"ens_{k}": (("lam", "kind"), v.T) for k, v in cmp.items() if k != "agree_per_image"}
+    data["ens_acc"] = (("lam", "kind"), 100.0 * cmp["acc"].T)  # percent, like acc
     data["ens_agree_per_image"] = (("lam", "kind", "image"), cmp["agree_per_image"].transpose(1, 0, 2))
     return xr.Dataset(data, coords={"kind": list(ensemble.KINDS), "lam": result.lams})
 
@@ -183,4 +197,8 @@ def analyze(
     )
     if provenance:
         out.attrs.update({k: v if isinstance(v, str | int | float) else json_attr(v) for k, v in provenance.items()})
+    claims = claims_dataset(out)  # from the per-image data, before samples.nc takes it away
+    attrs = dict(out.attrs) | claims.attrs
+    out = xr.merge([out, claims], combine_attrs="override", join="exact")
+    out.attrs = attrs
     return out

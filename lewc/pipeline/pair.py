@@ -19,7 +19,7 @@ from lewc.core.errors import LewcError
 from lewc.pipeline.analysis import analyze
 from lewc.pipeline.folders import AnalysisOptions, private_folder, publish
 from lewc.reporting import report
-from lewc.reporting.results import for_alignment, stack_alignments, write_netcdf
+from lewc.reporting.results import for_alignment, split_samples, stack_alignments, to_frame, write_netcdf
 from lewc.stats.claims import Claim, evaluate_claims, evaluate_verdicts
 from lewc.sweep.merge import Pair
 from lewc.sweep.path import SweepOptions
@@ -34,6 +34,7 @@ class RunSettings:
     batch_size_eval: int = 500
     progress: bool = True
     align_cache: Path | None = None  # folder caching aligned B's as checkpoints (None: no cache)
+    keep_samples: bool = False  # also write samples.nc (per-coordinate and per-image arrays); no effect on numbers
 
 
 @dataclass
@@ -131,6 +132,7 @@ def analyse_pair(
     controls = run_controls(pair, ds, options, sweep_options, absent) if options.controls else {}
     stacked = stack_alignments(by_align)
     claims = evaluate_verdicts([stacked])
+    stacked = with_gap(stacked, claims)
     warn_degenerate(claims)
     return PairResult(
         results=stacked,
@@ -142,11 +144,36 @@ def analyse_pair(
     )
 
 
-def report_dict(result: PairResult, command: str, figures: list[str]) -> dict:
+def with_gap(stacked: xr.Dataset, claims: list[Claim]) -> xr.Dataset:
+    """The permutation-gap verdict as variables of the stacked results (it compares two alignments)."""
+    gap = next((c for c in claims if c.id == "permutation_gap"), None)
+    if gap is None:
+        return stacked
+    return stacked.assign(
+        permutation_gap=((), gap.value),
+        permutation_gap_ci=(("bound",), gap.ci),
+        permutation_gap_verdict=((), gap.verdict),
+    )
+
+
+def write_results(ds: xr.Dataset, folder: Path, stem: str, keep_samples: bool) -> dict[str, str]:
+    """``stem.nc`` with the summary; ``stem_samples.nc`` (``samples.nc`` for results) only when asked."""
+    summary, samples = split_samples(ds)
+    write_netcdf(summary, folder / f"{stem}.nc")
+    files = {"summary": f"{stem}.nc"}
+    if keep_samples and samples.data_vars:
+        name = "samples.nc" if stem == "results" else f"{stem}_samples.nc"
+        write_netcdf(samples, folder / name)
+        files["samples"] = name
+    return files
+
+
+def report_dict(result: PairResult, command: str, figures: list[str], files: dict | None = None) -> dict:
     """report.json's content for ``result`` (``figures``: the stems of the figure files beside it)."""
-    files = {
+    files = files or {
         "results": "results.nc",
         "controls": {name: f"control_{name}.nc" for name in result.controls},
+        "summary_csv": "summary.csv",
         "markdown": "report.md",
         "figures": [f"{stem}.png" for stem in figures],
     }
@@ -164,20 +191,28 @@ def report_dict(result: PairResult, command: str, figures: list[str]) -> dict:
     return rep
 
 
-def write_folder(out_dir: Path, result: PairResult, command: str) -> dict:
+def write_folder(out_dir: Path, result: PairResult, command: str, keep_samples: bool = False) -> dict:
     """Build the whole folder privately, then publish it with one rename; returns report.json's content."""
     from lewc.reporting import plots
 
     t0 = time.perf_counter()
     tmp = private_folder(out_dir)
     try:
-        write_netcdf(result.results, tmp / "results.nc")
-        for name, c in result.controls.items():
-            write_netcdf(c, tmp / f"control_{name}.nc")
+        written = write_results(result.results, tmp, "results", keep_samples)
+        controls = {name: write_results(c, tmp, f"control_{name}", keep_samples) for name, c in result.controls.items()}
         figures = plots.pair_figures(for_alignment(result.results), tmp, result.results)
-        rep = report_dict(result, command, [stem for stem, _ in figures])
+        files = {
+            "results": "results.nc",
+            "controls": {name: f["summary"] for name, f in controls.items()},
+            "samples": [f["samples"] for f in [written, *controls.values()] if "samples" in f],
+            "summary_csv": "summary.csv",
+            "markdown": "report.md",
+            "figures": [f"{stem}.png" for stem, _ in figures],
+        }
+        rep = report_dict(result, command, [stem for stem, _ in figures], files)
         (tmp / "report.md").write_text(report.markdown(rep, figures))
         (tmp / "report.json").write_text(report.dumps(rep))
+        to_frame(result.results).to_csv(tmp / "summary.csv", index=False)
         size = sum(f.stat().st_size for f in tmp.iterdir() if f.is_file())
         publish(tmp, out_dir)
     finally:

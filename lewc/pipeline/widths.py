@@ -9,7 +9,16 @@ import xarray as xr
 
 from lewc.core.io import write_json_atomic
 from lewc.reporting import report
-from lewc.reporting.results import SWEEP_SCHEMA, alignments, for_alignment, json_attr, write_netcdf
+from lewc.reporting.results import (
+    BARRIER_NAMES,
+    SWEEP_SCHEMA,
+    alignments,
+    barrier,
+    barrier_units,
+    for_alignment,
+    json_attr,
+    write_netcdf,
+)
 
 
 def sweep_dataset(
@@ -21,16 +30,24 @@ def sweep_dataset(
         "loss",
         "loss_cal",
         "beta",
-        "barrier",
-        "barrier_ci",
-        "acc_barrier",
-        "loss_barrier_raw",
-        "loss_barrier_cal",
+        "barrier_acc",
+        "barrier_acc_ci",
+        "barrier_loss_raw",
+        "barrier_loss_raw_ci",
+        "barrier_loss_cal",
+        "barrier_loss_cal_ci",
+        "barrier_acc_curve",
+        "barrier_loss_raw_curve",
+        "barrier_loss_cal_curve",
         "ens_agreement",
         "ens_kl",
-        "exponent",
-        "exponent_k_lo",
-        "exponent_k_hi",
+        "k_coord",
+        "k_coord_ci",
+        "k_gram",
+        "k_gram_ci",
+        "claim_value",
+        "claim_ci",
+        "claim_verdict",
         "weak_additivity",
         "weak_additivity_null",
         "ro_b_on_a",
@@ -77,7 +94,7 @@ def sweep_table(sweep: xr.Dataset) -> str:
         for method in methods:
             cells = []
             for name in ("acc_mid", "loss_mid_cal"):
-                sel = sweep.barrier.sel(width=w, barrier_name=name)
+                sel = barrier(sweep, name).sel(width=w)
                 v = for_alignment(sel, method).values
                 v = v[np.isfinite(v)]
                 mean = v.mean() if len(v) else np.nan
@@ -119,12 +136,10 @@ def write_sweep(
         "pair_reports": report_paths,
         "claims_over_pairs": verdicts,
         "barriers": {
-            int(w): {
-                str(n): sweep.barrier.sel(width=w, barrier_name=n).values.tolist() for n in sweep.barrier_name.values
-            }
-            for w in widths
+            int(w): {n: barrier(sweep, n).sel(width=w).values.tolist() for n in BARRIER_NAMES} for w in widths
         },
-        "barrier_dims": list(sweep.barrier.sel(width=widths[0], barrier_name="acc_mid").dims),
+        "barrier_dims": list(barrier(sweep, "acc_mid").sel(width=widths[0]).dims),
+        "barrier_units": {n: barrier_units(n) for n in BARRIER_NAMES},
         "alignments": alignments(sweep),
     }
     md = ["# lewc width sweep", "", f"Command: `{command}`", "", "```", table, "```", ""]

@@ -16,9 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from lewc.core.io import atomic_path  # noqa: E402
-from lewc.reporting.results import alignments, for_alignment  # noqa: E402
+from lewc.reporting.results import alignments, barrier, for_alignment  # noqa: E402
 
 
 def _width(res: xr.Dataset) -> int:
@@ -42,60 +43,153 @@ def save(fig: plt.Figure, stem: Path, formats: Sequence[str] = ("png",)) -> list
     return paths
 
 
+ALIGN_STYLE = {"none": "-", "weights": "--", "activations": "-.", "random": ":", "random_direction": ":"}
+ALIGN_MARKER = {"none": "o", "weights": "s", "activations": "^", "random": "v", "random_direction": "d"}
+
+
+ENSEMBLE_STYLE = (("lewc", (0, (5, 2)), "x", "black"), ("plain", (0, (1, 1.5)), "+", "C2"))
+ENSEMBLE_LABEL = {"lewc": "LEWC ensemble (1-λ)^L z_A + λ^L z_B", "plain": "plain ensemble (1-λ) z_A + λ z_B"}
+
+
+def _align_label(method: str) -> str:
+    return "no permutation" if method == "none" else f"{method.replace('_', ' ')} matching"
+
+
+def _by_alignment(results: Sequence[xr.Dataset]):
+    """(results slice, alignment, colour index) for every pair and every alignment it holds."""
+    for ci, res in enumerate(sorted(results, key=_width)):
+        for method in alignments(res):
+            yield for_alignment(res, method), method, ci
+
+
 def accuracy_loss_vs_lambda(results: Sequence[xr.Dataset]):
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for res in sorted(results, key=_width):
+    many = len(results) > 1
+    for res, method, ci in _by_alignment(results):
         lam = res.lam.values
-        line = axes[0].plot(lam, 100 * res.acc.sel(split="test"), marker="o", ms=3, label=_label(res))[0]
-        axes[1].plot(lam, res.loss.sel(split="test"), marker="o", ms=3, color=line.get_color())
-        axes[2].plot(lam, res.loss_cal.sel(split="test"), marker="o", ms=3, color=line.get_color())
-    for ax, title in zip(axes, ("test accuracy (%)", "test loss, raw (β = 1)", "test loss, calibrated β"), strict=True):
+        test = res.sel(split="test")
+        label = f"{_label(res)}, {_align_label(method)}" if many else _align_label(method)
+        style = {"color": f"C{ci}" if many else f"C{list(ALIGN_STYLE).index(method)}", "ms": 3}
+        style |= {"ls": ALIGN_STYLE.get(method, "-"), "marker": ALIGN_MARKER.get(method, "o")}
+        axes[0].plot(lam, test.acc, label=label, **style)
+        axes[1].plot(lam, test.loss, **style)
+        axes[2].plot(lam, test.loss_cal, **style)
+    titles = ("test accuracy (%)", "test loss at β = 1 (nats)", "test loss at the calibrated β (nats)")
+    for ax, title in zip(axes, titles, strict=True):
         ax.set_xlabel("λ  (θ = (1-λ)θ_A + λθ_B)")
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
+    axes[0].set_ylabel("%")
+    axes[1].set_ylabel("nats")
+    axes[2].set_ylabel("nats")
     axes[0].legend(fontsize=7)
     return fig, (
-        "Accuracy and loss along the linear path without permutation; the calibrated loss uses "
-        "one inverse temperature per λ fitted on the calib split."
+        "Accuracy and loss along the linear path, without permutation (solid) and after weight matching "
+        "(dashed); the calibrated loss uses one inverse temperature per λ fitted on the calib split."
     )
 
 
 def beta_vs_lambda(results: Sequence[xr.Dataset]):
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for res in sorted(results, key=_width):
-        ax.plot(res.lam, res.beta, marker="o", ms=3, label=_label(res))
+    """β along the path for every alignment, with the β that LEWC predicts (that of the LEWC ensemble)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    many = len(results) > 1
+    for res, method, ci in _by_alignment(results):
+        color = f"C{ci}" if many else f"C{list(ALIGN_STYLE).index(method)}"
+        label = f"{_label(res)}, {_align_label(method)}" if many else f"merged, {_align_label(method)}"
+        ax.plot(res.lam, res.beta, color=color, ls=ALIGN_STYLE.get(method, "-"), marker=ALIGN_MARKER.get(method, "o"))
+        ax.lines[-1].set_label(label)
+        ax.lines[-1].set_markersize(4)
+        if "ens_beta" in res and (method == "none" or many):
+            ax.plot(
+                res.lam,
+                res.ens_beta.sel(kind="lewc"),
+                color="black" if not many else color,
+                ls=(0, (4, 2)) if method == "none" else (0, (1, 2)),
+                lw=1.2,
+                label="LEWC prediction: β of (1-λ)^L z_A + λ^L z_B" + ("" if method == "none" else f" ({method})"),
+            )
+    ax.axhline(1, color="gray", lw=0.8, ls=":")
     ax.set_xlabel("λ")
-    ax.set_ylabel("fitted inverse temperature β")
-    ax.set_yscale("log")
+    ax.set_ylabel("fitted inverse temperature β (linear)")
+    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig, (
-        "Calibrated inverse temperature β along the path: β > 1 sharpens the merged model's "
-        "shrunken logits, as LEWC predicts ((1-λ)^L + λ^L < 1)."
+        "Calibrated inverse temperature β along the path, without permutation and after weight matching. "
+        "Black dashed: LEWC's prediction, the β that calibrates the LEWC ensemble (1-λ)^L z_A + λ^L z_B of "
+        "the unaligned endpoints (at λ = ½: 2^(L−1) × the plain ensemble's β); β = 1 dotted."
+    )
+
+
+def path(stacked: xr.Dataset):
+    """Accuracy and calibrated loss vs λ for every alignment, both ensembles, and 95% bootstrap bands.
+
+    The bands are ``acc_ci`` and ``loss_cal_ci`` (image bootstrap, the claims' resamples); the
+    ensembles are lines.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4))
+    for method in alignments(stacked):
+        res = for_alignment(stacked, method)
+        lam = res.lam.values
+        color = f"C{list(ALIGN_STYLE).index(method)}" if method in ALIGN_STYLE else None
+        test = res.sel(split="test")
+        label = f"merged, {_align_label(method)}"
+        for ax, var in ((axes[0], "acc"), (axes[1], "loss_cal")):
+            line = ax.plot(lam, test[var], color=color, marker=ALIGN_MARKER.get(method, "o"), ms=4, label=label)[0]
+            band = f"{var}_ci"
+            if band in res:
+                lo, hi = res[band].sel(bound="lo").values, res[band].sel(bound="hi").values
+                ax.fill_between(lam, lo, hi, color=line.get_color(), alpha=0.25, lw=0)
+            if "ens_acc" in res and method == "none":  # permuting B leaves its function, so the ensembles, unchanged
+                ens = res.ens_acc if var == "acc" else res.ens_loss_cal
+                for kind, ls, mk, ens_color in ENSEMBLE_STYLE:
+                    style = {"color": ens_color, "ls": ls, "marker": mk, "ms": 7, "lw": 1.2, "zorder": 4}
+                    ax.plot(lam, ens.sel(kind=kind), label=ENSEMBLE_LABEL[kind], **style)  # on top: may coincide
+    axes[0].set_title("test accuracy (%)", fontsize=10)
+    axes[1].set_title("test loss at the calibrated β (nats)", fontsize=10)
+    axes[0].set_ylabel("%")
+    axes[1].set_ylabel("nats")
+    for ax in axes:
+        ax.set_xlabel("λ (0 = A, 1 = B)")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=2, bbox_to_anchor=(0.5, -0.1))
+    return fig, (
+        "The path from A to B without permutation and after weight matching: merged model (markers, shaded "
+        "95% bootstrap band over test images), LEWC ensemble (1-λ)^L z_A + λ^L z_B (black dashed, ×) and plain "
+        "ensemble (1-λ) z_A + λ z_B (green dotted, +) of the endpoints, each calibrated on the calib split "
+        "(permuting B does not change the ensembles)."
     )
 
 
 def cosine_per_layer(res: xr.Dataset, lams: Sequence[float] = (0.3, 0.5)):
-    fig, axes = plt.subplots(1, len(lams), figsize=(5 * len(lams), 3.6), squeeze=False)
+    """Two rows: per-image cosine (top) and relative error over all images (bottom), one column per λ."""
+    res = for_alignment(res)
+    fig, axes = plt.subplots(2, len(lams), figsize=(5 * len(lams), 6), squeeze=False, sharex=True)
     depth = res.depth.values
-    for ax, lam in zip(axes[0], lams, strict=True):
+    for j, lam in enumerate(lams):
         sel = res.sel(lam=lam, method="nearest")
-        ax.plot(depth, sel.cos_lewc, marker="o", label="LEWC (1-λ)^ℓ, λ^ℓ")
-        ax.plot(depth, sel.cos_llfc, marker="s", label="LLFC (1-λ), λ")
-        ax.plot(depth, 1 - sel.rel_err_lewc, ls="--", marker="o", ms=3, label="1 − rel. err. LEWC")
-        ax.plot(depth, 1 - sel.rel_err_llfc, ls="--", marker="s", ms=3, label="1 − rel. err. LLFC")
-        ax.set_title(f"λ = {float(sel.lam):.2f}")
-        ax.set_xlabel("layer depth ℓ")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("agreement with merged output")
+        top, bottom = axes[0][j], axes[1][j]
+        top.plot(depth, sel.cos_lewc, marker="o", label="LEWC (1-λ)^ℓ, λ^ℓ")
+        top.plot(depth, sel.cos_llfc, marker="s", ls="--", label="LLFC (1-λ), λ")
+        bottom.plot(depth, sel.rel_err_lewc, marker="o", label="LEWC")
+        bottom.plot(depth, sel.rel_err_llfc, marker="s", ls="--", label="LLFC")
+        top.set_title(f"λ = {float(sel.lam):.2f}")
+        bottom.set_xlabel("layer depth ℓ")
+        bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean cosine with the merged output")
+    axes[1][0].set_ylabel("relative error ‖m − p‖/‖m‖")
     axes[0][0].legend(fontsize=7)
     return fig, (
-        "Per layer, how well the LEWC and LLFC predictions match the merged model's output "
-        "(mean per-image cosine, and 1 − relative error over all images)."
+        "Per layer, how well the LEWC and LLFC predictions p match the merged model's output m: mean "
+        "per-image cosine (top) and relative error over all images (bottom, 0 is exact)."
     )
 
 
 def coefficients(res: xr.Dataset):
+    res = for_alignment(res)
     layers = list(res.layer.values)
     fig, axes = plt.subplots(1, len(layers), figsize=(3 * len(layers), 3.2), squeeze=False, sharey=True)
     lam = res.lam.values
@@ -120,53 +214,103 @@ def coefficients(res: xr.Dataset):
 
 
 def exponent_vs_depth(results: Sequence[xr.Dataset]):
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    """Both estimators of k_ℓ (docs/conventions.md): k_coord with its WLS interval, k_gram with its bootstrap one."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
     top = 1
-    for res in sorted(results, key=_width):
-        d = res.depth.values
-        k = res.exponent.values
-        err = np.abs(np.stack([res.exponent_k_lo.values, res.exponent_k_hi.values]) - k)
-        ax.errorbar(d, k, yerr=err, marker="o", ms=3, capsize=2, label=_label(res))
+    for i, res in enumerate(sorted(results, key=_width)):
+        res = for_alignment(res)
+        d = res.depth.values.astype(float)
+        for key, mk, shift in (("k_coord", "o", -0.06), ("k_gram", "s", 0.06)):
+            if key not in res:
+                continue
+            k = res[key].values
+            err = np.abs(res[f"{key}_ci"].values.T - k) if f"{key}_ci" in res else None
+            label = key if len(results) == 1 else f"{key}, {_label(res)}"
+            ax.errorbar(
+                d + shift,
+                k,
+                yerr=err,
+                marker=mk,
+                ms=4,
+                capsize=2,
+                color=f"C{i}" if len(results) > 1 else ("C0" if key == "k_coord" else "C1"),
+                label=label,
+                ls="-" if key == "k_coord" else "--",
+            )
         top = max(top, int(d.max()))
     ax.plot([1, top], [1, top], color="gray", ls="--", lw=1, label="LEWC: k = ℓ")
     ax.axhline(1, color="gray", ls=":", lw=1, label="LLFC: k = 1")
     ax.set_xlabel("layer depth ℓ")
     ax.set_ylabel("effective exponent k_ℓ")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return fig, "Effective exponent: WLS slope of log(a/b) on log((1-λ)/λ), 95% CI, per layer."
+    return fig, (
+        "Effective exponent per layer, slope of log(a/b) on log((1-λ)/λ): k_coord from the coordinate fits "
+        "(WLS, 95% CI from the fit) and k_gram from the Gram sums over all images (95% image bootstrap)."
+    )
 
 
 def conditions_vs_width(results: Sequence[xr.Dataset]):
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    for res in sorted(results, key=_width):
+    """The two conditions with the nulls the verdicts use (pairing null; shuffled-input null)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, res in enumerate(sorted(results, key=_width)):
+        res = for_alignment(res)
         mid = res.sel(lam=0.5, method="nearest")
-        line = axes[0].plot(res.depth, mid.weak_additivity, marker="o", label=_label(res))[0]
-        axes[0].plot(res.depth, mid.weak_additivity_null, ls=":", color=line.get_color())
-        axes[1].plot(res.depth, res.ro_b_on_a, marker="o", color=line.get_color(), label=_label(res))
-        axes[1].plot(res.depth, res.ro_a_on_b, marker="s", ls="--", color=line.get_color())
-    axes[0].set_title("weak additivity at λ = ½ (dotted: B's units shuffled)", fontsize=9)
-    axes[1].set_title("reciprocal orthogonality ‖W_B z_A‖/‖W_A z_A‖ (o), mirror (s)", fontsize=9)
+        color = f"C{i}"
+        tag = "" if len(results) == 1 else f", {_label(res)}"
+        axes[0].plot(res.depth, mid.weak_additivity, marker="o", color=color, label="weak additivity" + tag)
+        axes[0].plot(res.depth, mid.weak_additivity_null, marker="x", ls=":", color=color, label="pairing null" + tag)
+        axes[1].plot(res.depth, res.ro_b_on_a, marker="o", color=color, label="‖W_B z_A‖/‖W_A z_A‖" + tag)
+        axes[1].plot(res.depth, res.ro_a_on_b, marker="s", ls="--", color=color, label="‖W_A z_B‖/‖W_B z_B‖" + tag)
+        if "ro_b_on_a_null" in res:
+            axes[1].plot(res.depth, res.ro_b_on_a_null, marker="x", ls=":", color=color, label="null, B on A" + tag)
+            axes[1].plot(res.depth, res.ro_a_on_b_null, marker="+", ls=":", color=color, label="null, A on B" + tag)
+    axes[0].set_title("weak additivity cosine at λ = ½ vs the pairing null (B's units shuffled)", fontsize=9)
+    axes[1].set_title("reciprocal orthogonality vs the shuffled-input null", fontsize=9)
+    axes[0].set_ylabel("cosine")
+    axes[1].set_ylabel("norm ratio")
     for ax in axes:
         ax.set_xlabel("layer depth ℓ")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    return fig, "The two sufficient conditions of the paper's theorem, per layer, for each width."
+        ax.legend(fontsize=7)
+    return fig, (
+        "The two sufficient conditions of the paper's theorem per layer, each with the null its verdict "
+        "is measured against: weak additivity (verdict: (cos − null)/(1 − null) ≥ ½) and reciprocal "
+        "orthogonality (verdict: ratio / null ≤ ½)."
+    )
 
 
 def ensemble_agreement(results: Sequence[xr.Dataset]):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for res in sorted(results, key=_width):
-        line = axes[0].plot(res.lam, res.ens_agreement.sel(kind="lewc"), marker="o", ms=3, label=_label(res))[0]
-        axes[0].plot(res.lam, res.ens_agreement.sel(kind="plain"), ls=":", color=line.get_color())
-        axes[1].plot(res.lam, res.ens_kl.sel(kind="lewc"), marker="o", ms=3, color=line.get_color())
-    axes[0].set_title("top-1 agreement merged vs LEWC ensemble (dotted: plain)", fontsize=9)
-    axes[1].set_title("KL(merged ‖ LEWC ensemble), calibrated", fontsize=9)
+    for i, res in enumerate(sorted(results, key=_width)):
+        res = for_alignment(res)
+        tag = "" if len(results) == 1 else f", {_label(res)}"
+        for kind, ls, mk, off in (("lewc", "-", "o", 0.0), ("plain", (0, (4, 2)), "s", 0.006)):
+            name = "LEWC" if kind == "lewc" else "plain"
+            style = {"color": f"C{i}" if len(results) > 1 else ("C0" if kind == "lewc" else "C3")}
+            style |= {
+                "ls": ls,
+                "marker": mk,
+                "ms": 4 if kind == "lewc" else 6,
+                "mfc": "none" if kind == "plain" else None,
+            }
+            axes[0].plot(res.lam + off, res.ens_agreement.sel(kind=kind), label=f"{name} ensemble" + tag, **style)
+            axes[1].plot(res.lam + off, res.ens_kl.sel(kind=kind), label=f"{name} ensemble" + tag, **style)
+    axes[0].set_title("top-1 agreement of merged and ensemble", fontsize=9)
+    axes[0].set_ylabel("fraction of test images")
+    axes[1].set_title("KL(merged ‖ ensemble), calibrated (nats)", fontsize=9)
+    axes[1].set_ylabel("nats")
     for ax in axes:
         ax.set_xlabel("λ")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    return fig, "Merged model against the ensembles of its endpoints (each calibrated on the calib split)."
+        ax.legend(fontsize=7)
+    return fig, (
+        "Merged model against the LEWC ensemble (1-λ)^L z_A + λ^L z_B (solid, filled) and the plain "
+        "ensemble (1-λ) z_A + λ z_B (dashed, open, shifted right by 0.006 so that equal values stay "
+        "visible), each calibrated on the calib split."
+    )
 
 
 def barrier_vs_width(sweep: xr.Dataset):
@@ -175,13 +319,13 @@ def barrier_vs_width(sweep: xr.Dataset):
     widths = sweep.width.values
     for ax, names, title in (
         (axes[0], ["acc_mid"], "accuracy barrier at λ = ½ (pp)"),
-        (axes[1], ["loss_mid_raw", "loss_mid_cal"], "loss barrier at λ = ½"),
+        (axes[1], ["loss_mid_raw", "loss_mid_cal"], "loss barrier at λ = ½ (nats)"),
     ):
         methods = alignments(sweep)
         for name in names:
             color = None
             for method, style in zip(methods, ["-", "--", ":", "-."], strict=False):
-                sel = sweep.barrier.sel(barrier_name=name)
+                sel = barrier(sweep, name)
                 vals = for_alignment(sel, method).transpose("width", "pair").values
                 mean = np.nanmean(vals, axis=1)
                 label = name if method == "none" else f"{name}, {method} matching"
@@ -215,31 +359,13 @@ def beta_vs_width(sweep: xr.Dataset):
     return fig, "Fitted inverse temperature against width."
 
 
-def path_by_alignment(stacked: xr.Dataset):
-    """Test accuracy and calibrated loss along λ for B as trained and for every alignment of B."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for method in stacked["align"].values:
-        res = stacked.sel(align=method)
-        test = res.sel(split="test")
-        label = "no permutation" if method == "none" else str(method).replace("_", " ")
-        axes[0].plot(res.lam.values, 100 * test.acc.values, marker="o", ms=3, label=label)
-        axes[1].plot(res.lam.values, test.loss_cal.values, marker="o", ms=3, label=label)
-    for ax, title in zip(axes, ["test accuracy (%)", "calibrated test loss"], strict=True):
-        ax.set_xlabel("λ (0 = A, 1 = B)")
-        ax.set_title(title, fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return fig, (
-        "The path from A to B without permutation and after each alignment of B (random direction: A moved "
-        "as far as B in a random direction, tensor by tensor)."
-    )
-
-
 def pair_figures(res: xr.Dataset, out_dir: Path, stacked: xr.Dataset | None = None) -> list[tuple[str, str]]:
     """All single-pair figures into ``out_dir``; returns (file stem, caption) pairs."""
+    stacked = res if stacked is None else stacked
     figures = [
-        ("accuracy_loss", accuracy_loss_vs_lambda([res])),
-        ("beta", beta_vs_lambda([res])),
+        ("path", path(stacked)),
+        ("accuracy_loss", accuracy_loss_vs_lambda([stacked])),
+        ("beta", beta_vs_lambda([stacked])),
         ("ensemble", ensemble_agreement([res])),
     ]
     if "cos_lewc" in res:
@@ -249,8 +375,6 @@ def pair_figures(res: xr.Dataset, out_dir: Path, stacked: xr.Dataset | None = No
             ("exponent", exponent_vs_depth([res])),
             ("conditions", conditions_vs_width([res])),
         ]
-    if stacked is not None and "align" in stacked.dims and stacked.sizes["align"] > 1:
-        figures.append(("path_by_alignment", path_by_alignment(stacked)))
     out = []
     for stem, (fig, caption) in figures:
         save(fig, out_dir / stem)

@@ -9,10 +9,25 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from lewc.reporting.results import alignments, attr_json, for_alignment
+from lewc.reporting.results import (
+    BARRIER_NAMES,
+    alignments,
+    attr_json,
+    barrier,
+    barrier_ci,
+    barrier_units,
+    for_alignment,
+)
 from lewc.stats.claims import Claim, claims_as_dicts, specs_as_dicts
 
-REPORT_SCHEMA = "lewc.report/1"
+REPORT_SCHEMA = "lewc.report/2"  # validated by report.schema.json (package data beside this module)
+
+
+def schema() -> dict:
+    """The JSON Schema of report.json (``report.schema.json``, shipped beside this module)."""
+    from importlib.resources import files
+
+    return json.loads(files("lewc.reporting").joinpath("report.schema.json").read_text(encoding="utf-8"))
 
 
 def clean(obj: Any) -> Any:
@@ -74,20 +89,19 @@ def build_report(
         "lams": lams,
         "metrics": {
             "split": "test",
+            "units": {"acc": "%", "loss": "nats", "loss_cal": "nats", "beta": "1", "calib_acc": "%"},
             "acc": _v(test.acc),
             "loss": _v(test.loss),
             "loss_cal": _v(test.loss_cal),
             "beta": _v(res.beta),
             "calib_acc": _v(res.acc.sel(split="calib")),
         },
-        "barriers": {
-            str(n): {"value": float(res.barrier.sel(barrier_name=n)), "ci": _v(res.barrier_ci.sel(barrier_name=n))}
-            for n in res.barrier_name.values
-        },
+        "barriers": _barriers(res),
         "barrier_curves": {
-            "acc": _v(res.acc_barrier),
-            "loss_raw": _v(res.loss_barrier_raw),
-            "loss_cal": _v(res.loss_barrier_cal),
+            "acc": _v(res.barrier_acc_curve),
+            "loss_raw": _v(res.barrier_loss_raw_curve),
+            "loss_cal": _v(res.barrier_loss_cal_curve),
+            "units": {"acc": "pp", "loss_raw": "nats", "loss_cal": "nats"},
         },
         "layers": [],
         "ensemble": {
@@ -135,7 +149,8 @@ def build_report(
                     "cos_llfc": _v(s.cos_llfc),
                     "rel_err_lewc": _v(s.rel_err_lewc),
                     "rel_err_llfc": _v(s.rel_err_llfc),
-                    "exponent": {"k": float(s.exponent), "ci": [float(s.exponent_k_lo), float(s.exponent_k_hi)]},
+                    "k_coord": {"value": float(s.k_coord), "ci": _v(s.k_coord_ci)},
+                    "k_gram": {"value": float(s.k_gram), "ci": _v(s.k_gram_ci) if "k_gram_ci" in s else [None, None]},
                     "weak_additivity": _v(s.weak_additivity),
                     "weak_additivity_null": _v(s.weak_additivity_null),
                     "reciprocal_orthogonality": {
@@ -159,6 +174,14 @@ def endpoint_accuracies(res: xr.Dataset) -> dict:
     }
 
 
+def _barriers(res: xr.Dataset) -> dict:
+    """Every barrier by name with its one interval (the claims' image resamples) and its unit."""
+    return {
+        n: {"value": float(barrier(res, n)), "ci": _v(barrier_ci(res, n)), "units": barrier_units(n)}
+        for n in BARRIER_NAMES
+    }
+
+
 def alignment_summary(res: xr.Dataset, claims: list[Claim]) -> dict:
     """One column of the side-by-side comparison: barriers with CIs, β at ½, k_ℓ, the alignment done."""
     mid = int(np.argmin(np.abs(res.lam.values - 0.5)))
@@ -166,15 +189,13 @@ def alignment_summary(res: xr.Dataset, claims: list[Claim]) -> dict:
     info = side.get("alignment", {})
     out = {
         "alignment": {k: v for k, v in info.items() if k != "permutations"},
-        "barriers": {
-            str(n): {"value": float(res.barrier.sel(barrier_name=n)), "ci": _v(res.barrier_ci.sel(barrier_name=n))}
-            for n in res.barrier_name.values
-        },
+        "barriers": _barriers(res),
         "beta_mid": float(res.beta.isel(lam=mid)),
         "claims": claims_as_dicts(claims),
     }
-    if "exponent" in res:
-        out["k"] = {str(n): float(res.exponent.sel(layer=n)) for n in res.layer.values}
+    if "k_coord" in res:
+        out["k_coord"] = {str(n): float(res.k_coord.sel(layer=n)) for n in res.layer.values}
+        out["k_gram"] = {str(n): float(res.k_gram.sel(layer=n)) for n in res.layer.values}
     return out
 
 
@@ -187,8 +208,8 @@ def alignment_table(report: dict) -> str:
     rows = [head]
     for name, label in (
         ("acc_mid", "acc barrier (pp)"),
-        ("loss_mid_raw", "loss barrier raw"),
-        ("loss_mid_cal", "loss barrier cal"),
+        ("loss_mid_raw", "loss barrier raw (nats)"),
+        ("loss_mid_cal", "loss barrier cal (nats)"),
     ):
         row = [label]
         for col in cols.values():
@@ -197,8 +218,9 @@ def alignment_table(report: dict) -> str:
         rows.append(row)
     rows.append(["β at λ = ½", *(_fmt(c["beta_mid"]) for c in cols.values())])
     first = next(iter(cols.values()))
-    for layer in first.get("k", {}):
-        rows.append([f"k_ℓ {layer}", *(_fmt(c.get("k", {}).get(layer), 2) for c in cols.values())])
+    for key in ("k_coord", "k_gram"):
+        for layer in first.get(key, {}):
+            rows.append([f"{key} {layer}", *(_fmt(c.get(key, {}).get(layer), 2) for c in cols.values())])
     claim_ids = [c["id"] for c in report["claims"] if c["id"] != "permutation_gap"]
     for cid in claim_ids:
         row = [cid]
@@ -210,6 +232,10 @@ def alignment_table(report: dict) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _k(k: dict) -> str:
+    return f"{_fmt(k['value'], 2)} [{_fmt(k['ci'][0], 2)}, {_fmt(k['ci'][1], 2)}]"
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -247,7 +273,7 @@ def markdown(report: dict, figures: list[tuple[str, str]]) -> str:
         f"Command: `{report['command']}`",
         "",
         f"λ convention: {report['lam_convention']}. Endpoint test accuracy (measured): "
-        f"A {report['endpoint_test_acc']['a']:.4f}, B {report['endpoint_test_acc']['b']:.4f}. "
+        f"A {report['endpoint_test_acc']['a']:.2f} %, B {report['endpoint_test_acc']['b']:.2f} %. "
         f"Splits: {report['split_sizes']}. "
         f"BN re-estimated: {report['bn_reestimated']} ({report['bn_images']} images).",
         "",
@@ -279,32 +305,36 @@ def markdown(report: dict, figures: list[tuple[str, str]]) -> str:
             f"- **{c['id']}** ({c['verdict']}): {c['statement']}. Statistic: {spec['statistic']}; rival: "
             f"{spec['rival']}. Threshold: {c['reason']}." + (f" {c['note']}." if c["note"] else "")
         )
-    lines += ["", "## Path", "", "| λ | acc | loss | loss (cal) | β |", "|---|---|---|---|---|"]
+    lines += ["", "## Path", "", "| λ | acc (%) | loss (nats) | loss, cal (nats) | β |", "|---|---|---|---|---|"]
     m = report["metrics"]
     for i, lam in enumerate(lams):
         lines.append(
-            f"| {lam:.2f} | {_fmt(m['acc'][i], 4)} | {_fmt(m['loss'][i], 4)} | {_fmt(m['loss_cal'][i], 4)} "
+            f"| {lam:.2f} | {_fmt(m['acc'][i], 2)} | {_fmt(m['loss'][i], 4)} | {_fmt(m['loss_cal'][i], 4)} "
             f"| {_fmt(m['beta'][i], 3)} |"
         )
-    lines += ["", "| barrier | value | 95% CI |", "|---|---|---|"]
+    lines += ["", "| barrier | value | 95% CI | units |", "|---|---|---|---|"]
     for name, bar in report["barriers"].items():
-        lines.append(f"| {name} | {_fmt(bar['value'], 4)} | [{_fmt(bar['ci'][0], 4)}, {_fmt(bar['ci'][1], 4)}] |")
+        ci = f"[{_fmt(bar['ci'][0], 4)}, {_fmt(bar['ci'][1], 4)}]"
+        lines.append(f"| {name} | {_fmt(bar['value'], 4)} | {ci} | {bar['units']} |")
     if report["layers"]:
         lines += [
             "",
             "## Layers",
             "",
-            "| layer | ℓ | k_ℓ [95% CI] | cos LEWC / LLFC at λ=0.3 | rel. err LEWC / LLFC at λ=0.3 "
-            "| weak add. (pairing null) at ½ | RO B→A (null) |",
-            "|---|---|---|---|---|---|---|",
+            "k_coord: WLS slope from the coordinate fits (interval from the fit); k_gram: slope from the Gram sums "
+            "over all images, the k of lewc_weighting (interval: image bootstrap). See docs/conventions.md.",
+            "",
+            "| layer | ℓ | k_coord [95% CI] | k_gram [95% CI] | cos LEWC / LLFC at λ=0.3 "
+            "| rel. err LEWC / LLFC at λ=0.3 | weak add. (pairing null) at ½ | RO B→A (null) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         j3 = int(np.argmin(np.abs(np.array(lams) - 0.3)))
         j5 = int(np.argmin(np.abs(np.array(lams) - 0.5)))
         for L in report["layers"]:
-            ci = L["exponent"]["ci"]
+            kc, kg = L["k_coord"], L["k_gram"]
             ro = L["reciprocal_orthogonality"]
             lines.append(
-                f"| {L['name']} | {L['depth']} | {_fmt(L['exponent']['k'], 2)} [{_fmt(ci[0], 2)}, {_fmt(ci[1], 2)}] "
+                f"| {L['name']} | {L['depth']} | {_k(kc)} | {_k(kg)} "
                 f"| {_fmt(L['cos_lewc'][j3])} / {_fmt(L['cos_llfc'][j3])} "
                 f"| {_fmt(L['rel_err_lewc'][j3])} / {_fmt(L['rel_err_llfc'][j3])} "
                 f"| {_fmt(L['weak_additivity'][j5])} ({_fmt(L['weak_additivity_null'][j5])}) "

@@ -21,29 +21,37 @@ from lewc.core.errors import LewcError
 from lewc.core.interrupts import deferred_interrupts
 from lewc.core.io import atomic_path
 
-RESULTS_SCHEMA = "lewc.results/2"
-SWEEP_SCHEMA = "lewc.sweep/2"
+RESULTS_SCHEMA = "lewc.results/3"
+SWEEP_SCHEMA = "lewc.sweep/3"
 STUDY_SCHEMA = "lewc.study/1"
 DIMENSION_ORDER = ("width", "pair", "align", "lam", "kind", "split", "layer")  # leading dims, in this order
 
-# CF-style documentation of every variable: (long_name, units, description).
+# CF-style documentation of every variable: (long_name, units, description). One unit per variable:
+# accuracies in percent (%), their differences in percentage points (pp), losses in nats.
 VARIABLES: dict[str, tuple[str, str, str]] = {
-    "acc": ("top-1 accuracy", "1", "accuracy of the merged model θ(λ) per split"),
+    "acc": ("top-1 accuracy", "%", "accuracy of the merged model θ(λ) per split, in percent"),
     "loss": ("cross-entropy at β = 1", "nats", "mean test/calib cross-entropy of the raw logits"),
     "loss_cal": ("calibrated cross-entropy", "nats", "mean cross-entropy of softmax(β·z), β fitted on calib"),
     "beta": ("inverse temperature", "1", "β minimising calib cross-entropy of softmax(β·z) at each λ"),
-    "correct": ("correct top-1", "1", "per test image: merged model's top-1 equals the label"),
+    "correct": ("correct top-1", "1", "per test image: 1 when the merged model's top-1 equals the label"),
     "loss_cal_per_image": ("calibrated cross-entropy per image", "nats", "per test image, at the fitted β"),
+    "acc_ci": ("test accuracy 95% interval", "%", "per λ, bootstrap over test images (the claims' resamples)"),
+    "loss_cal_ci": ("calibrated test loss 95% interval", "nats", "per λ, bootstrap over test images"),
     "logits_test": ("logits on the test split", "1", "merged model's logits per λ and image"),
     "labels_test": ("test labels", "1", "class index"),
     "logits_calib": ("logits on the calib split", "1", "merged model's logits per λ and calib image"),
     "labels_calib": ("calib labels", "1", "class index"),
-    "barrier": ("barrier", "pp or nats", "barrier_name: acc_* in percentage points, loss_* in nats; mid = λ ½"),
-    "barrier_ci": ("barrier 95% interval", "pp or nats", "paired bootstrap over test images"),
-    "acc_barrier": ("accuracy barrier curve", "pp", "[(1-λ)Acc_A + λAcc_B] − Acc(θ(λ))"),
-    "loss_barrier_raw": ("raw loss barrier curve", "nats", "L(θ(λ)) − [(1-λ)L_A + λL_B] at β = 1"),
-    "loss_barrier_cal": ("calibrated loss barrier curve", "nats", "same with every model's fitted β"),
+    "barrier_acc": ("accuracy barrier", "pp", "[(1-λ)Acc_A + λAcc_B] − Acc(θ(λ)) at λ = ½ (at=mid) and its max"),
+    "barrier_acc_ci": ("accuracy barrier 95% interval", "pp", "paired bootstrap over test images"),
+    "barrier_loss_raw": ("raw loss barrier", "nats", "L(θ(λ)) − [(1-λ)L_A + λL_B] at β = 1, at λ = ½ and max"),
+    "barrier_loss_raw_ci": ("raw loss barrier 95% interval", "nats", "paired bootstrap over test images"),
+    "barrier_loss_cal": ("calibrated loss barrier", "nats", "same with every model's fitted β, at λ = ½ and max"),
+    "barrier_loss_cal_ci": ("calibrated loss barrier 95% interval", "nats", "paired bootstrap over test images"),
+    "barrier_acc_curve": ("accuracy barrier curve", "pp", "[(1-λ)Acc_A + λAcc_B] − Acc(θ(λ)) at every λ"),
+    "barrier_loss_raw_curve": ("raw loss barrier curve", "nats", "L(θ(λ)) − [(1-λ)L_A + λL_B] at β = 1"),
+    "barrier_loss_cal_curve": ("calibrated loss barrier curve", "nats", "same with every model's fitted β"),
     "gram": ("per-image Gram terms", "activation²", "⟨m,m⟩,⟨a,a⟩,⟨b,b⟩,⟨m,a⟩,⟨m,b⟩,⟨a,b⟩ of layer outputs"),
+    "gram_total": ("Gram terms summed over images", "activation²", "sum over all test images of `gram`"),
     "act": ("sampled layer outputs", "activation", "merged layer output at a seeded subsample of images × units"),
     "unit_index": ("sampled unit", "1", "flattened index of each sampled unit (−1: layer has fewer units)"),
     "sample_image": ("sampled image", "1", "test-image index of each sample row"),
@@ -71,7 +79,7 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "ro_a_on_b_null": ("‖W_A P z_B‖/‖W_B z_B‖", "1", "null: B's input features shuffled"),
     "coef_a": ("coefficient a", "1", "OLS m ≈ a·f_A + b·f_B on the sampled coordinates (statsmodels)"),
     "coef_b": ("coefficient b", "1", "see coef_a"),
-    "coef_ci": ("coefficient 95% CI", "1", "image-clustered standard errors"),
+    "coef_ci": ("coefficient 95% interval", "1", "image-clustered standard errors of coef_a, coef_b"),
     "r2": ("uncentred R²", "1", "of the subsample regression"),
     "coef_a_full": ("coefficient a, all images", "1", "same regression from the exact Gram sums over all test images"),
     "coef_b_full": ("coefficient b, all images", "1", "see coef_a_full"),
@@ -82,32 +90,143 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "rel_err_llfc": ("relative error of LLFC", "1", "‖m − p‖/‖m‖ over all images"),
     "pred_a_lewc": ("LEWC's a", "1", "(1-λ)^ℓ"),
     "pred_b_lewc": ("LEWC's b", "1", "λ^ℓ"),
-    "exponent": ("effective exponent k_ℓ", "1", "WLS slope of log(a/b) on log((1-λ)/λ); LEWC ℓ, LLFC 1"),
-    "exponent_k_lo": ("k_ℓ lower 95% bound", "1", "from the WLS fit"),
-    "exponent_k_hi": ("k_ℓ upper 95% bound", "1", "from the WLS fit"),
-    "exponent_k_se": ("k_ℓ standard error", "1", "from the WLS fit"),
+    "k_coord": (
+        "exponent k_coord",
+        "1",
+        "WLS slope of log(a/b) on log((1-λ)/λ), a, b from the coordinate fits coef_a, coef_b; LEWC ℓ, LLFC 1",
+    ),
+    "k_coord_ci": ("k_coord 95% interval", "1", "from the WLS fit (delta-method weights)"),
+    "k_coord_se": ("k_coord standard error", "1", "from the WLS fit"),
+    "k_gram": (
+        "exponent k_gram",
+        "1",
+        "OLS slope of log(a/b) on log((1-λ)/λ), a, b from the Gram sums over all images (coef_a_full, "
+        "coef_b_full): the k of the lewc_weighting claim",
+    ),
+    "k_gram_ci": ("k_gram 95% interval", "1", "bootstrap over test images (the claims' resamples)"),
     "ens_agreement": (
         "top-1 agreement with the ensemble",
         "1",
         "kind: lewc (1-λ)^L z_A + λ^L z_B, plain (1-λ) z_A + λ z_B",
     ),
-    "ens_agree_per_image": ("agreement per image", "1", "merged and ensemble top-1 equal"),
+    "ens_agree_per_image": ("agreement per image", "1", "1 when merged and ensemble top-1 are equal"),
     "ens_kl": ("KL(merged ‖ ensemble)", "nats", "between calibrated softmaxes"),
     "ens_cosine": ("cosine of logits", "1", "merged vs ensemble logits, mean over images"),
-    "ens_acc": ("ensemble accuracy", "1", "test accuracy of the ensemble itself"),
+    "ens_acc": ("ensemble accuracy", "%", "test accuracy of the ensemble itself, in percent"),
     "ens_loss_cal": ("ensemble calibrated loss", "nats", "with the ensemble's own β"),
     "ens_beta": ("ensemble β", "1", "inverse temperature fitted for the ensemble"),
+    "claim_value": ("claim statistic", "see claim_units", "point value of each claim's statistic on this pair"),
+    "claim_ci": ("claim statistic 95% interval", "see claim_units", "percentile bootstrap over test images"),
+    "claim_replicates": (
+        "claim statistic bootstrap replicates",
+        "see claim_units",
+        "the image-bootstrap replicates behind claim_ci; several pairs combine them (pairs, then images)",
+    ),
+    "claim_verdict": ("verdict", "", "PASS / FAIL / INCONCLUSIVE of the claim on this pair alone"),
+    "claim_threshold": ("claim threshold", "see claim_units", "PASS needs the interval on the claim's side of it"),
+    "claim_units": ("units of the claim statistic", "", "per claim"),
+    "claim_note": ("note", "", "what the statistic saw (per-layer values, exclusions)"),
+    "permutation_gap": (
+        "permutation gap",
+        "nats",
+        "calibrated loss barrier at ½ without alignment minus after weight matching",
+    ),
+    "permutation_gap_ci": ("permutation gap 95% interval", "nats", "paired bootstrap over test images"),
+    "permutation_gap_verdict": ("permutation-gap verdict", "", "PASS / FAIL / INCONCLUSIVE (threshold 0.1 nats)"),
 }
+
+# The same for every coordinate (dimension coordinates and auxiliary ones).
+COORDINATES: dict[str, tuple[str, str, str]] = {
+    "lam": ("interpolation weight λ", "1", "θ(λ) = (1-λ)θ_A + λθ_B; 0 is A, 1 is B"),
+    "split": ("data split", "", "calib: held-out training images for β; test: the test set"),
+    "at": ("where on the path", "", "mid: λ = ½; max: the largest value over the λ grid"),
+    "bound": ("interval bound", "", "lo/hi of a central 95% interval"),
+    "layer": ("layer", "", "name of a layer output the capture records"),
+    "depth": ("layer depth ℓ", "1", "number of weight layers up to and including this one"),
+    "term": ("Gram term", "", "m = merged, a = A's, b = B's layer output"),
+    "condition_image": ("condition image", "1", "test-image index used by the condition sums"),
+    "wa_term": ("weak-additivity term", "", "see wa_terms"),
+    "ro_term": ("reciprocal-orthogonality term", "", "see ro_terms"),
+    "coef": ("regression coefficient", "", "a multiplies A's output, b B's"),
+    "kind": ("ensemble kind", "", "lewc: (1-λ)^L z_A + λ^L z_B; plain: (1-λ) z_A + λ z_B"),
+    "align": ("alignment of B", "", "none: B as trained; weights/activations: B permuted towards A"),
+    "claim": ("claim", "", "claim id (docs/claims.md)"),
+    "replicate": ("bootstrap replicate", "1", "index of an image resample (seeded, shared by all claims)"),
+    "image": ("test image", "1", "index into the test split"),
+    "calib_image": ("calib image", "1", "index into the calib split"),
+    "class": ("class", "1", "class index"),
+    "sample": ("sampled row", "1", "row of the coordinate subsample (see sample_image)"),
+    "unit": ("sampled unit slot", "1", "column of the coordinate subsample (see unit_index)"),
+    "width": ("width multiplier", "1", "of the model family"),
+    "pair": ("seed pair", "1", "index of an independently trained pair"),
+}
+
+# Variables that are per coordinate or per image and that no summary needs once the claims'
+# replicates are stored: written to samples.nc only on request (``--keep-samples``).
+SAMPLE_VARIABLES = (
+    "correct",
+    "loss_cal_per_image",
+    "gram",
+    "act",
+    "unit_index",
+    "sample_image",
+    "wa_terms",
+    "ro_terms",
+    "logits_test",
+    "labels_test",
+    "logits_calib",
+    "labels_calib",
+    "ens_agree_per_image",
+)
+BARRIER_NAMES = ("acc_mid", "acc_max", "loss_mid_raw", "loss_max_raw", "loss_mid_cal", "loss_max_cal")
+BARRIER_UNITS = {"acc": "pp", "loss_raw": "nats", "loss_cal": "nats"}
+
+
+def barrier_parts(name: str) -> tuple[str, str]:
+    """``"loss_mid_cal"`` → (``"barrier_loss_cal"``, ``"mid"``): the variable and its ``at``."""
+    parts = name.split("_")
+    if name not in BARRIER_NAMES:
+        raise LewcError(f"unknown barrier {name!r}; one of {', '.join(BARRIER_NAMES)}")
+    metric = "acc" if parts[0] == "acc" else f"loss_{parts[2]}"
+    return f"barrier_{metric}", parts[1]
+
+
+def barrier(ds: xr.Dataset, name: str) -> xr.DataArray:
+    """A barrier by its report name (``acc_mid``, ``loss_max_cal``, …) from results or sweep Datasets."""
+    var, at = barrier_parts(name)
+    return ds[var].sel(at=at, drop=True)
+
+
+def barrier_ci(ds: xr.Dataset, name: str) -> xr.DataArray:
+    var, at = barrier_parts(name)
+    return ds[f"{var}_ci"].sel(at=at, drop=True)
+
+
+def barrier_units(name: str) -> str:
+    return "pp" if name.startswith("acc") else "nats"
+
+
+def split_samples(ds: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset]:
+    """(summary, samples): the small results file's content and the per-coordinate/per-image rest."""
+    names = [v for v in SAMPLE_VARIABLES if v in ds.data_vars]
+    samples = ds[names]
+    summary = ds.drop_vars(names)
+    used = {d for v in summary.data_vars.values() for d in v.dims}
+    summary = summary.drop_vars([c for c in summary.coords if not set(summary[c].dims) <= used])
+    samples.attrs = {k: ds.attrs[k] for k in ("schema", "lewc_version", "sha256_a", "sha256_b") if k in ds.attrs}
+    samples.attrs["content"] = "per-coordinate and per-image samples of results.nc (lewc.verify --keep-samples)"
+    return summary, samples
 
 
 def document(ds: xr.Dataset) -> xr.Dataset:
-    """Attach CF-style long_name/units/description to every known variable (unknown ones untouched)."""
-    for name, var in ds.data_vars.items():
-        if name in VARIABLES:
-            long_name, units, description = VARIABLES[name]
-            var.attrs.setdefault("long_name", long_name)
-            var.attrs.setdefault("units", units)
-            var.attrs.setdefault("description", description)
+    """Attach CF-style long_name/units/description to every known variable and coordinate."""
+    for table, items in ((VARIABLES, ds.data_vars.items()), (COORDINATES, ds.coords.items())):
+        for name, var in items:
+            if name in table:
+                long_name, units, description = table[name]
+                var.attrs.setdefault("long_name", long_name)
+                var.attrs.setdefault("units", units)
+                var.attrs.setdefault("description", description)
     return ds
 
 
@@ -212,3 +331,44 @@ def json_attr(obj: Any) -> str:
 
 def attr_json(ds: xr.Dataset, key: str) -> Any:
     return json.loads(ds.attrs[key]) if key in ds.attrs else None
+
+
+FRAME_COLUMNS = ("kind", "name", "align", "value", "ci_lo", "ci_hi", "units", "threshold", "direction", "verdict")
+
+
+def to_frame(ds: xr.Dataset):
+    """One pair's results as a tidy pandas DataFrame: one row per claim × alignment, one per barrier × alignment.
+
+    Columns ``FRAME_COLUMNS``; ``kind`` is ``claim`` or ``barrier``, intervals are 95% bootstrap
+    intervals over test images, ``units`` is one unit per row (pp, nats, or the claim's statistic).
+    ``permutation_gap`` compares two alignments and has ``align`` = ``none-weights``. This is what
+    ``summary.csv`` beside report.json holds.
+    """
+    import pandas as pd
+
+    from lewc.stats.claims import GAP_SPEC, SPECS
+
+    rows = []
+    for method in alignments(ds):
+        res = for_alignment(ds, method)
+        if "claim_value" in res:
+            for cid in res["claim"].values:
+                c = res.sel(claim=cid)
+                spec = SPECS[str(cid)]
+                lo, hi = (float(v) for v in c["claim_ci"].values)
+                rows.append(
+                    ("claim", str(cid), method, float(c["claim_value"]), lo, hi, spec.units, spec.threshold)
+                    + (spec.direction, str(c["claim_verdict"].values))
+                )
+        for name in BARRIER_NAMES:
+            if barrier_parts(name)[0] in res:
+                lo, hi = (float(v) for v in barrier_ci(res, name).values)
+                value = float(barrier(res, name))
+                rows.append(("barrier", name, method, value, lo, hi, barrier_units(name), np.nan, "", ""))
+    if "permutation_gap" in ds:
+        lo, hi = (float(v) for v in ds["permutation_gap_ci"].values)
+        rows.append(
+            ("claim", GAP_SPEC.id, "none-weights", float(ds["permutation_gap"]), lo, hi, GAP_SPEC.units)
+            + (GAP_SPEC.threshold, GAP_SPEC.direction, str(ds["permutation_gap_verdict"].values))
+        )
+    return pd.DataFrame(rows, columns=list(FRAME_COLUMNS))

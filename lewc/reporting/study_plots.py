@@ -50,7 +50,7 @@ def barrier_vs_width(ds: xr.Dataset, sel: dict):
     wds = sub["wd"].values if "wd" in sub.dims else [None]
     for ax, name, label in (
         (axes[0], "acc_mid", "accuracy barrier at λ = ½ (pp)"),
-        (axes[1], "loss_mid_cal", "calibrated loss barrier at λ = ½"),
+        (axes[1], "loss_mid_cal", "calibrated loss barrier at λ = ½ (nats)"),
     ):
         for wd in wds:
             cell = sub.sel(wd=wd) if wd is not None else sub

@@ -48,6 +48,15 @@ def bootstrap_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
     return counts
 
 
+def image_counts(n: int, n_boot: int = DEFAULT_BOOT, seed: int = BOOT_SEED) -> np.ndarray:
+    """The resamples of ``n`` test images that the barriers *and* the claims use (seed offset by n).
+
+    One definition, so ``lmc_accuracy``'s interval and the ``acc_mid`` barrier's interval are the
+    same interval, not two bootstraps of one statistic that differ in the third digit.
+    """
+    return bootstrap_counts(n, n_boot, seed + n)
+
+
 def bootstrap_means(
     per_sample: np.ndarray,
     n_boot: int = DEFAULT_BOOT,
@@ -88,7 +97,7 @@ def summarize(
     }
     out: dict[str, dict] = {}
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-    counts = bootstrap_counts(correct.shape[-1], n_boot, seed)  # one paired resample for every metric
+    counts = image_counts(correct.shape[-1], n_boot, seed)  # one paired resample for every metric
     for key, (per_sample, higher) in metrics.items():
         point = barrier_curve(lams, per_sample.mean(axis=-1), higher)
         boot = barrier_curve(lams, bootstrap_means(per_sample, n_boot, counts=counts), higher)

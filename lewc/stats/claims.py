@@ -33,8 +33,9 @@ import numpy as np
 import xarray as xr
 
 from lewc.core.conventions import BOOT_SEED, LEVEL, N_BOOT, percentile_interval
+from lewc.core.errors import LewcError
 from lewc.stats import conditions, fit
-from lewc.stats.barriers import bootstrap_counts, mid_index
+from lewc.stats.barriers import image_counts, mid_index
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 EQUIVALENCE_MARGIN = 0.25  # a quarter of the distance between the LLFC (0) and LEWC (1) predictions
@@ -197,7 +198,7 @@ class Resampler:
 
     def counts(self, n: int) -> np.ndarray:
         if n not in self._cache:
-            self._cache[n] = bootstrap_counts(n, self.n_boot, self.seed + n)
+            self._cache[n] = image_counts(n, self.n_boot, self.seed)
         return self._cache[n]
 
 
@@ -226,8 +227,10 @@ def stat_lmc_accuracy(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray
 def stat_lmc_loss_calibrated(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
     loss = res["loss_cal_per_image"].transpose("lam", "image").values
     w = rs.counts(loss.shape[-1]) if rs else None
-    value = _barrier_mid(loss, _lams(res), w, False)
-    raw = float(res["barrier"].sel(barrier_name="loss_mid_raw"))
+    value = _barrier_mid(loss.astype(np.float64), _lams(res), w, False)
+    if "barrier_loss_raw" not in res:
+        return value, ""
+    raw = float(res["barrier_loss_raw"].sel(at="mid"))
     return value, f"raw (β = 1) loss barrier {raw:.4f}"
 
 
@@ -251,10 +254,15 @@ def _layer_names(res: xr.Dataset, mask: np.ndarray) -> str:
     return ", ".join(str(n) for n in res["layer"].values[mask])
 
 
-def stat_lewc_weighting(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
+def k_gram(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, np.ndarray]:
+    """k_gram per (R, layer): the weighting exponent from the Gram-sum coefficients; and the collinear layers."""
     coef, collinear = _layer_coefficients(res, rs)  # (R, λ, layer, 2)
+    return fit.weighting_exponent(_lams(res), np.moveaxis(coef, 2, 1)), collinear
+
+
+def stat_lewc_weighting(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
+    k, collinear = k_gram(res, rs)  # (R, layer)
     depth = _depths(res)
-    k = fit.weighting_exponent(_lams(res), np.moveaxis(coef, 2, 1))  # (R, layer)
     with np.errstate(invalid="ignore", divide="ignore"):
         t = (k - 1) / (depth - 1)
     use = (depth >= 2) & ~collinear
@@ -263,7 +271,7 @@ def stat_lewc_weighting(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarr
     values = np.abs(t[:, use] - 1).max(axis=1)
     values = np.where(np.isnan(t[:, use]).any(axis=1), np.nan, values)
     note = "t_ℓ (0 = LLFC, 1 = LEWC): " + ", ".join(
-        f"{n} (ℓ={int(d)}, k={kk:.2f}) {tt:.2f}"
+        f"{n} (ℓ={int(d)}, k_gram={kk:.2f}) {tt:.2f}"
         for n, d, kk, tt in zip(res["layer"].values[use], depth[use], k[0, use], t[0, use], strict=True)
     )
     if collinear.any():
@@ -355,14 +363,54 @@ STATISTICS: dict[str, Callable[[xr.Dataset, Resampler | None], tuple[np.ndarray,
     "ensemble_equivalence": stat_ensemble_equivalence,
 }
 LAYER_CLAIMS = ("lewc_weighting", "lewc_magnitude", "weak_additivity", "reciprocal_orthogonality")
+# The per-image (or per-coordinate) variable each statistic resamples; results.nc keeps the replicates
+# instead (``claim_replicates``), so a claim is computed from these only when they are present.
+REQUIRES = {
+    "lmc_accuracy": "correct",
+    "lmc_loss_calibrated": "loss_cal_per_image",
+    "lewc_weighting": "gram",
+    "lewc_magnitude": "gram",
+    "weak_additivity": "wa_terms",
+    "reciprocal_orthogonality": "ro_terms",
+    "ensemble_equivalence": "ens_agree_per_image",
+}
+
+
+def pair_statistic(res: xr.Dataset, cid: str, n_boot: int, seed: int) -> tuple[float, np.ndarray, str] | None:
+    """(point, image-bootstrap replicates, note) of one claim on one pair; None when it cannot be had.
+
+    From the replicates stored in results.nc when they were drawn with the same ``n_boot`` and
+    ``seed`` (the same numbers the per-image data would give, without redrawing them), else from the
+    per-image data when the Dataset holds it.
+    """
+    stored = "claim_replicates" in res and cid in res["claim"].values
+    key = (int(res.attrs.get("claim_n_boot", -1)), int(res.attrs.get("claim_seed", -1)))
+    if stored and key == (n_boot, seed):
+        sel = res.sel(claim=cid)
+        reps = sel["claim_replicates"].values.astype(np.float64)
+        return float(sel["claim_value"]), reps, str(sel["claim_note"].values)
+    if REQUIRES[cid] in res:
+        point, note = STATISTICS[cid](res, None)
+        reps, _ = STATISTICS[cid](res, Resampler(n_boot, seed))
+        return float(point[0]), reps, note
+    if stored:
+        raise LewcError(
+            f"these results store bootstrap replicates for n_boot, seed = {key}, not {(n_boot, seed)}; "
+            "rerun lewc.verify with --keep-samples to resample them differently"
+        )
+    return None
 
 
 def degeneracy(res: xr.Dataset) -> str:
     """Why a pair cannot be split into A and B ("" when it can): identical or collinear endpoints."""
     if res.attrs.get("sha256_a") and res.attrs.get("sha256_a") == res.attrs.get("sha256_b"):
         return "identical endpoints (same weights)"
-    if "gram" in res:
-        gram = res["gram"].transpose("lam", "layer", "image", "term").values.sum(2)
+    if "gram_total" in res or "gram" in res:
+        gram = (
+            res["gram_total"].transpose("lam", "layer", "term").values
+            if "gram_total" in res
+            else res["gram"].transpose("lam", "layer", "image", "term").values.sum(2)
+        )
         if fit.collinear_endpoints(gram).any(axis=0).all():
             return "the endpoints' outputs are collinear in every layer"
     return ""
@@ -392,15 +440,14 @@ def evaluate_claims(
     reasons = [degeneracy(r) for r in results]
     claims = []
     for cid, spec in SPECS.items():
-        if cid in LAYER_CLAIMS and not all("gram" in r for r in results):
-            continue
-        points, reps, notes = [], [], []
-        for res in results:
-            point, note = STATISTICS[cid](res, None)
-            rep, _ = STATISTICS[cid](res, Resampler(n_boot, seed))
-            points.append(float(point[0]))
-            reps.append(rep)
-            notes.append(note)
+        stats = [pair_statistic(res, cid, n_boot, seed) for res in results]
+        if any(s is None for s in stats):
+            if cid in LAYER_CLAIMS:  # no layer statistics captured (e.g. --no-layers)
+                continue
+            raise LewcError(f"these results hold neither {REQUIRES[cid]} nor the replicates of {cid}")
+        points = [s[0] for s in stats]
+        reps = [s[1] for s in stats]
+        notes = [s[2] for s in stats]
         value, ci, finite = _interval(points, reps, seed)
         verdict = decide(value, ci, spec.threshold, spec.direction)
         note = notes[0] if len(results) == 1 else f"{len(results)} pairs; CI resamples pairs, then images"
@@ -448,14 +495,14 @@ def evaluate_permutation_gap(
     image resamples for both, so each replicate is a paired difference; several pairs are combined
     like every other claim (pairs, then images).
     """
-    stat = STATISTICS["lmc_loss_calibrated"]
-    plain_points = [float(stat(r, None)[0][0]) for r in unaligned]
-    matched_points = [float(stat(r, None)[0][0]) for r in aligned]
+    plain = [pair_statistic(r, "lmc_loss_calibrated", n_boot, seed) for r in unaligned]
+    matched = [pair_statistic(r, "lmc_loss_calibrated", n_boot, seed) for r in aligned]
+    if any(s is None for s in plain + matched):
+        raise LewcError("these results hold neither loss_cal_per_image nor the replicates of lmc_loss_calibrated")
+    plain_points = [s[0] for s in plain]
+    matched_points = [s[0] for s in matched]
     points = [a - b for a, b in zip(plain_points, matched_points, strict=True)]
-    reps = [
-        stat(plain, Resampler(n_boot, seed))[0] - stat(matched, Resampler(n_boot, seed))[0]
-        for plain, matched in zip(unaligned, aligned, strict=True)
-    ]
+    reps = [p[1] - m[1] for p, m in zip(plain, matched, strict=True)]  # same resamples: paired differences
     value, ci, _ = _interval(points, reps, seed)
     verdict = decide(value, ci, GAP_SPEC.threshold, GAP_SPEC.direction)
     note = "calibrated barrier without / with weight matching: " + ", ".join(
@@ -481,6 +528,45 @@ def evaluate_verdicts(results: Sequence[xr.Dataset]) -> list[Claim]:
             )
         )
     return claims
+
+
+def claims_dataset(res: xr.Dataset, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> xr.Dataset:
+    """One pair's claims as variables over ``claim``: value, interval, verdict, replicates, and k_gram_ci.
+
+    Stored in results.nc so that the verdicts are there and several pairs can be combined (pairs,
+    then images) without the per-image data, which then goes to samples.nc only on request.
+    """
+    found = {cid: pair_statistic(res, cid, n_boot, seed) for cid in SPECS}
+    ids = [cid for cid, st in found.items() if st is not None]
+    reps = np.stack([found[cid][1] for cid in ids]) if ids else np.zeros((0, n_boot))
+    stats = xr.Dataset(
+        {
+            "claim_value": (("claim",), [found[cid][0] for cid in ids]),
+            "claim_replicates": (("claim", "replicate"), reps),
+            "claim_note": (("claim",), np.array([found[cid][2] for cid in ids], dtype=object).astype(str)),
+        },
+        coords={"claim": ids},
+    )
+    with_stats = xr.merge([res, stats], combine_attrs="override")
+    with_stats.attrs.update({"claim_n_boot": n_boot, "claim_seed": seed})
+    claims = evaluate_claims(with_stats, n_boot, seed)  # the verdicts from the replicates just drawn
+    data = {
+        "claim_value": stats["claim_value"].variable,
+        "claim_ci": (("claim", "bound"), np.array([c.ci for c in claims]).reshape(len(ids), 2)),
+        "claim_verdict": (("claim",), np.array([c.verdict for c in claims], dtype=object).astype(str)),
+        "claim_threshold": (("claim",), [c.threshold for c in claims]),
+        "claim_units": (("claim",), np.array([c.units for c in claims], dtype=object).astype(str)),
+        "claim_note": stats["claim_note"].variable,
+        "claim_replicates": stats["claim_replicates"].variable,
+    }
+    if "gram" in res:
+        k, _ = k_gram(res, Resampler(n_boot, seed))
+        finite = np.isfinite(k).mean(axis=0) > 0.95
+        ci = np.where(finite[:, None], percentile_interval(k, LEVEL).T, np.nan)
+        data["k_gram_ci"] = (("layer", "bound"), ci)
+    out = xr.Dataset(data, coords={"claim": ids, "bound": ["lo", "hi"]})
+    out.attrs.update({"claim_n_boot": n_boot, "claim_seed": seed})
+    return out
 
 
 def claims_as_dicts(claims: list[Claim]) -> list[dict]:
