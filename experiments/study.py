@@ -215,6 +215,11 @@ def check_study_values(study: dict, slurm: dict) -> None:
     if "n_test" in study:
         check_int(study["n_test"], "[study] n_test", MIN_TEST_IMAGES, MAX_COUNT)
     check_bool(study.get("controls", False), "[study] controls")
+    if "recipe" in study:
+        from lewc.training.recipe import RECIPES
+
+        if not isinstance(study["recipe"], str) or study["recipe"] not in RECIPES:
+            raise LewcError(f"[study] recipe must be one of {', '.join(RECIPES)}, got {short(study['recipe'])}")
     align = study.get("align", "none,weights")
     if isinstance(align, list) and all(isinstance(a, str) for a in align) and align:
         align = ",".join(align)

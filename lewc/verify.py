@@ -437,7 +437,7 @@ def finish(path: Path, rep: dict, args: argparse.Namespace) -> None:
     a = rep["pair"]["a"]
     label = rep.get("width_label") or f"{a['model']} ×{a['width']}"
     ends = rep["endpoint_test_acc"]  # measured: the λ = 0 and λ = 1 slices of this sweep, never the sidecar
-    print(f"{label} on {a['dataset']}: endpoint test accuracy (measured) {ends['a']:.4f} / {ends['b']:.4f}")
+    print(f"{label} on {a['dataset']}: endpoint test accuracy (measured) {ends['a']:.2f} % / {ends['b']:.2f} %")
     print(report.verdict_table(rep["claims"], rep.get("controls", {})))
     table = report.alignment_table(rep)
     if table:

@@ -98,8 +98,8 @@ def test_accuracy_barrier_is_the_users_own_computation_and_models_are_untouched(
     mid.load_state_dict({k: (v + b.state_dict()[k]) / 2 for k, v in a.state_dict().items()})
     own = 100 * ((acc_a + acc_b) / 2 - accuracy(mid, x, y))
     res = rep.results.sel(align="none", split="test")
-    assert float(res.acc.sel(lam=0.0)) == pytest.approx(acc_a, abs=1e-12)
-    assert float(res.acc.sel(lam=1.0)) == pytest.approx(acc_b, abs=1e-12)
+    assert float(res.acc.sel(lam=0.0)) == pytest.approx(100 * acc_a, abs=1e-10)  # accuracy in %
+    assert float(res.acc.sel(lam=1.0)) == pytest.approx(100 * acc_b, abs=1e-10)
     # torch.lerp and (a + b)/2 may differ in the last bit: at most one image may flip
     assert abs(rep.barriers["acc_mid"] - own) <= 100 / len(y) + 1e-9
     assert set(rep.verdicts) >= {"lmc_accuracy", "lewc_weighting", "weak_additivity"}

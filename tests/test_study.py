@@ -175,7 +175,10 @@ def test_spec_flags_are_exactly_verify_flags(tmp_path):
     argv = spec.argv(spec.cells()[0], 1)
     assert argv[argv.index("--seeds") + 1] == "2,3" and "--no-bias" in argv and "--no-controls" in argv
     assert json.dumps(spec.cells()) == json.dumps(
-        [{"width": 1, "epochs": 1, "bias": False}, {"width": 2, "epochs": 1, "bias": False}]
+        [
+            {"width": 1, "epochs": 1, "bias": False, "base_width": 32},
+            {"width": 2, "epochs": 1, "bias": False, "base_width": 32},
+        ]
     )
     with pytest.raises(LewcError):
         study.load_spec(tmp_path / "missing.toml")

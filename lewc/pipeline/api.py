@@ -36,6 +36,7 @@ from lewc.models.traced import TracedModel, graph_signature, state_sha256
 from lewc.pipeline.folders import AnalysisOptions
 from lewc.pipeline.pair import PairResult, RunSettings, analyse_pair, report_dict, write_folder
 from lewc.reporting import report as _report
+from lewc.reporting import results as results_io
 from lewc.reporting.results import for_alignment, json_attr
 from lewc.stats.claims import Claim
 from lewc.sweep.merge import Pair, check_lams
@@ -96,14 +97,12 @@ class PairReport:
         """Barrier name → value without alignment (keys as in report.json: ``acc_mid`` in pp, ``loss_mid_raw``,
         ``loss_mid_cal``, ``acc_max``, …); ``acc_mid`` = mean endpoint accuracy − merged accuracy at λ = ½."""
         res = for_alignment(self.results)
-        return {str(n): float(res.barrier.sel(barrier_name=n)) for n in res.barrier_name.values}
+        return {n: float(results_io.barrier(res, n)) for n in results_io.BARRIER_NAMES}
 
     @property
     def barrier_intervals(self) -> dict[str, tuple[float, float]]:
         res = for_alignment(self.results)
-        return {
-            str(n): tuple(float(v) for v in res.barrier_ci.sel(barrier_name=n).values) for n in res.barrier_name.values
-        }
+        return {n: tuple(float(v) for v in results_io.barrier_ci(res, n).values) for n in results_io.BARRIER_NAMES}
 
     def report(self) -> dict:
         """report.json's content (without the figure files, which only ``save`` draws)."""

@@ -170,6 +170,7 @@ def endpoint_accuracies(res: xr.Dataset) -> dict:
     return {
         "a": float(acc.sel(lam=0.0)),
         "b": float(acc.sel(lam=1.0)),
+        "units": "%",
         "source": "measured: the λ = 0 and λ = 1 points of this sweep on the test split",
     }
 
