@@ -33,6 +33,7 @@ import numpy as np
 import xarray as xr
 
 from lewc.core.conventions import BOOT_SEED, LEVEL, N_BOOT, percentile_interval
+from lewc.core.errors import LewcError
 from lewc.stats import conditions, fit
 from lewc.stats.barriers import bootstrap_counts, mid_index
 
@@ -55,7 +56,8 @@ class ClaimSpec:
     needs_split: bool  # meaningless when A and B cannot be told apart (degenerate pairs)
 
 
-SPECS: dict[str, ClaimSpec] = {
+# The built-in claims' specs; each is registered with its statistic at the end of this module.
+_BUILTIN_SPECS: dict[str, ClaimSpec] = {
     s.id: s
     for s in (
         ClaimSpec(
@@ -345,16 +347,56 @@ def stat_ensemble_equivalence(res: xr.Dataset, rs: Resampler | None) -> tuple[np
     return values, note
 
 
-STATISTICS: dict[str, Callable[[xr.Dataset, Resampler | None], tuple[np.ndarray, str]]] = {
-    "lmc_accuracy": stat_lmc_accuracy,
-    "lmc_loss_calibrated": stat_lmc_loss_calibrated,
-    "lewc_weighting": stat_lewc_weighting,
-    "lewc_magnitude": stat_lewc_magnitude,
-    "weak_additivity": stat_weak_additivity,
-    "reciprocal_orthogonality": stat_reciprocal_orthogonality,
-    "ensemble_equivalence": stat_ensemble_equivalence,
-}
-LAYER_CLAIMS = ("lewc_weighting", "lewc_magnitude", "weak_additivity", "reciprocal_orthogonality")
+Statistic = Callable[[xr.Dataset, "Resampler | None"], tuple[np.ndarray, str]]
+
+
+@dataclass(frozen=True)
+class ClaimType:
+    """A registered claim: its spec, the statistic that decides it, and whether it reads the per-layer
+    captures (``layerwise``: skipped for results swept without them, e.g. ``--no-layers``).
+
+    The statistic maps (results, resampler) to (values, note): one value without a resampler, one per
+    bootstrap replicate with it (draw image weights from ``resampler.counts(n)``), and a note for the
+    report. A new claim is one ``ClaimType`` plus one ``register_claim``.
+    """
+
+    spec: ClaimSpec
+    statistic: Statistic
+    layerwise: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+_CLAIMS: dict[str, ClaimType] = {}
+
+
+def register_claim(claim: ClaimType) -> ClaimType:
+    """Add a claim to the registry (an id may be registered once); it is then evaluated and reported."""
+    if claim.id in _CLAIMS and _CLAIMS[claim.id] != claim:
+        raise ValueError(f"claim {claim.id!r} is already registered")
+    if claim.spec.direction not in ("below", "above"):
+        raise ValueError(f"claim {claim.id!r}: direction must be 'below' or 'above'")
+    _CLAIMS[claim.id] = claim
+    return claim
+
+
+def unregister_claim(claim_id: str) -> None:
+    """Remove a claim (tests that register toy claims clean up with this)."""
+    _CLAIMS.pop(claim_id, None)
+
+
+def claim_ids() -> list[str]:
+    return list(_CLAIMS)
+
+
+def get_claim(claim_id: str) -> ClaimType:
+    """The registered claim ``claim_id``; an unknown id is a one-line error listing the known ones."""
+    try:
+        return _CLAIMS[claim_id]
+    except KeyError:
+        raise LewcError(f"unknown claim {claim_id!r}; choose one of {', '.join(_CLAIMS)}") from None
 
 
 def degeneracy(res: xr.Dataset) -> str:
@@ -391,13 +433,14 @@ def evaluate_claims(
     results = [results] if isinstance(results, xr.Dataset) else list(results)
     reasons = [degeneracy(r) for r in results]
     claims = []
-    for cid, spec in SPECS.items():
-        if cid in LAYER_CLAIMS and not all("gram" in r for r in results):
+    for claim in _CLAIMS.values():
+        spec = claim.spec
+        if claim.layerwise and not all("gram" in r for r in results):
             continue
         points, reps, notes = [], [], []
         for res in results:
-            point, note = STATISTICS[cid](res, None)
-            rep, _ = STATISTICS[cid](res, Resampler(n_boot, seed))
+            point, note = claim.statistic(res, None)
+            rep, _ = claim.statistic(res, Resampler(n_boot, seed))
             points.append(float(point[0]))
             reps.append(rep)
             notes.append(note)
@@ -448,7 +491,7 @@ def evaluate_permutation_gap(
     image resamples for both, so each replicate is a paired difference; several pairs are combined
     like every other claim (pairs, then images).
     """
-    stat = STATISTICS["lmc_loss_calibrated"]
+    stat = get_claim("lmc_loss_calibrated").statistic
     plain_points = [float(stat(r, None)[0][0]) for r in unaligned]
     matched_points = [float(stat(r, None)[0][0]) for r in aligned]
     points = [a - b for a, b in zip(plain_points, matched_points, strict=True)]
@@ -488,4 +531,17 @@ def claims_as_dicts(claims: list[Claim]) -> list[dict]:
 
 
 def specs_as_dicts() -> dict[str, dict]:
-    return {cid: asdict(spec) for cid, spec in (SPECS | {GAP_SPEC.id: GAP_SPEC}).items()}
+    specs = {cid: claim.spec for cid, claim in _CLAIMS.items()} | {GAP_SPEC.id: GAP_SPEC}
+    return {cid: asdict(spec) for cid, spec in specs.items()}
+
+
+for _statistic, _layerwise in (
+    (stat_lmc_accuracy, False),
+    (stat_lmc_loss_calibrated, False),
+    (stat_lewc_weighting, True),
+    (stat_lewc_magnitude, True),
+    (stat_weak_additivity, True),
+    (stat_reciprocal_orthogonality, True),
+    (stat_ensemble_equivalence, False),
+):
+    register_claim(ClaimType(_BUILTIN_SPECS[_statistic.__name__.removeprefix("stat_")], _statistic, _layerwise))
