@@ -15,7 +15,7 @@ import torch
 import xarray as xr
 
 import lewc
-from lewc.core.conventions import LAM_CONVENTION
+from lewc.core.conventions import LAM_CONVENTION, N_BOOT
 from lewc.reporting.results import RESULTS_SCHEMA, json_attr
 from lewc.stats import barriers, conditions, ensemble, fit
 from lewc.stats.calibrate import cross_entropy_per_sample, fit_betas
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 BARRIER_NAMES = ("acc_mid", "acc_max", "loss_mid_raw", "loss_max_raw", "loss_mid_cal", "loss_max_cal")
 
 
-def path_dataset(result: SweepResult, n_boot: int = barriers.DEFAULT_BOOT) -> tuple[xr.Dataset, dict]:
+def path_dataset(result: SweepResult, n_boot: int = N_BOOT) -> tuple[xr.Dataset, dict]:
     """Issue-4 path results: acc, loss, loss_cal over (split, lam), beta over lam; and the barriers."""
     lams = result.lams
     betas = fit_betas(result.logits["calib"], result.labels["calib"])
@@ -147,7 +147,7 @@ def analyze(
     lams: Sequence[float],
     options: SweepOptions | None = None,
     provenance: dict | None = None,
-    n_boot: int = barriers.DEFAULT_BOOT,
+    n_boot: int = N_BOOT,
 ) -> xr.Dataset:
     """Sweep the pair once and return the complete results Dataset of issue 4 and 5."""
     options = options or SweepOptions()

@@ -38,6 +38,8 @@ from lewc.stats import conditions, fit
 from lewc.stats.barriers import bootstrap_counts, mid_index
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+# an interval needs more than this fraction of finite bootstrap replicates (else INCONCLUSIVE)
+MIN_FINITE = 0.95
 EQUIVALENCE_MARGIN = 0.25  # a quarter of the distance between the LLFC (0) and LEWC (1) predictions
 
 
@@ -447,7 +449,7 @@ def evaluate_claims(
         value, ci, finite = _interval(points, reps, seed)
         verdict = decide(value, ci, spec.threshold, spec.direction)
         note = notes[0] if len(results) == 1 else f"{len(results)} pairs; CI resamples pairs, then images"
-        if finite <= 0.95 and np.isfinite(value):
+        if finite <= MIN_FINITE and np.isfinite(value):
             note += f"; the statistic is undefined in {100 * (1 - finite):.0f}% of bootstrap replicates"
         bad = sorted({r for r in reasons if r})
         if spec.needs_split and bad:
@@ -461,7 +463,7 @@ def _interval(points: list[float], reps: list[np.ndarray], seed: int) -> tuple[f
     """Point, 95% interval (pairs then images) and the fraction of finite replicates of one statistic."""
     value, combined = combine_pairs(np.array(points), np.stack(reps), seed + 1)
     finite = np.isfinite(combined)
-    ci = percentile_interval(combined[finite], LEVEL) if finite.mean() > 0.95 else np.array([np.nan, np.nan])
+    ci = percentile_interval(combined[finite], LEVEL) if finite.mean() > MIN_FINITE else np.array([np.nan, np.nan])
     return value, ci, float(finite.mean())
 
 
