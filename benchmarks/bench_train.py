@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from lewc.models import build
-from lewc.training.data import DATASETS, DeviceDataset, Split, load_dataset, random_crop_flip
+from lewc.training.data import DeviceDataset, Split, dataset_info, load_dataset, random_crop_flip
 from lewc.training.recipe import default_config
 from lewc.training.train import train
 
@@ -132,7 +132,7 @@ def cifar_shaped(n: int, device: torch.device) -> DeviceDataset:
     x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)
     y = torch.randint(0, 10, (n,), generator=gen)
     split = Split(x.to(device), y.to(device))
-    return DeviceDataset(DATASETS["cifar10"], split, split, Split(x[:500].to(device), y[:500].to(device)), device)
+    return DeviceDataset(dataset_info("cifar10"), split, split, Split(x[:500].to(device), y[:500].to(device)), device)
 
 
 def matmul_peak_gflops(device: torch.device, n: int = 500, k: int = 4096, repeats: int = 10) -> float:
@@ -170,7 +170,7 @@ def mnist_shaped(n: int, device: torch.device) -> DeviceDataset:
     x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen)
     y = torch.randint(0, 10, (n,), generator=gen)
     split = Split(x.to(device), y.to(device))
-    return DeviceDataset(DATASETS["mnist"], split, split, Split(x[:500].to(device), y[:500].to(device)), device)
+    return DeviceDataset(dataset_info("mnist"), split, split, Split(x[:500].to(device), y[:500].to(device)), device)
 
 
 def flops_table(device: torch.device, hidden=(2048, 4096), batch: int = 500, steps: int = 8) -> None:

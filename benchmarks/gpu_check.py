@@ -39,7 +39,7 @@ from lewc.pipeline.analysis import analyze
 from lewc.sweep.merge import Pair, model_state
 from lewc.sweep.path import SweepOptions, sweep
 from lewc.training import checkpoints
-from lewc.training.data import DATASETS, DeviceDataset, Split
+from lewc.training.data import DeviceDataset, Split, dataset_info
 from lewc.training.recipe import default_config
 from lewc.training.train import train
 
@@ -67,11 +67,11 @@ def cifar_shaped(n_train: int, n_test: int, device: torch.device) -> DeviceDatas
     y = torch.randint(0, 10, (n_train + n_test,), generator=gen)
     train_split = Split(x[:n_train].to(device), y[:n_train].to(device))
     test_split = Split(x[n_train:].to(device), y[n_train:].to(device))
-    return DeviceDataset(DATASETS["cifar10"], train_split, test_split, test_split, device)
+    return DeviceDataset(dataset_info("cifar10"), train_split, test_split, test_split, device)
 
 
 def meta_for(width: int, seed: int, base_width: int) -> dict:
-    info = DATASETS["cifar10"]
+    info = dataset_info("cifar10")
     return {
         "model": "resnet20",
         "width": width,

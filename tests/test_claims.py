@@ -39,10 +39,11 @@ def gram_dataset(weights, n_images=400, dim=64, noise=0.05, seed=0) -> xr.Datase
 
 
 def verdict(cid, res):
-    point, _ = claims.STATISTICS[cid](res, None)
-    reps, _ = claims.STATISTICS[cid](res, claims.Resampler(200, 0))
+    claim = claims.get_claim(cid)
+    point, _ = claim.statistic(res, None)
+    reps, _ = claim.statistic(res, claims.Resampler(200, 0))
     ci = np.percentile(reps, [2.5, 97.5])
-    spec = claims.SPECS[cid]
+    spec = claim.spec
     return decide(float(point[0]), ci, spec.threshold, spec.direction), float(point[0])
 
 

@@ -5,13 +5,17 @@ import ast
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import xarray as xr
 from cli_runner import run_cli
 
 from experiments import train as train_cli
 from lewc import verify
+from lewc.core.errors import LewcError
 from lewc.models import family_names, get_family
 from lewc.pipeline.endpoints import checkpoint_folder
+from lewc.reporting.results import for_alignment
 from lewc.training.recipe import default_config
 
 LEWC = Path(__file__).resolve().parents[1] / "lewc"
@@ -62,3 +66,78 @@ def test_a_family_added_in_one_file_runs_through_verify_end_to_end(tmp_path, cap
         assert positive["lewc_weighting"] == "PASS" and positive["lewc_magnitude"] == "PASS"
     finally:
         unregister_family("toy")
+
+
+# Every extension point below is one file in tests/ plus one registration there, run through verify.
+TINY_RUN = ["--width", "1", "--base-width", "8", "--epochs", "1", "--lams", "0,0.25,0.5,0.75,1", "--quiet"]
+
+
+def test_a_dataset_added_in_one_file_trains_and_verifies_end_to_end(tmp_path, capsys):
+    import toy_dataset  # noqa: F401  (registers "tiny")
+
+    from lewc.training.data import dataset_names, get_dataset, unregister_dataset
+
+    try:
+        assert "tiny" in dataset_names() and get_dataset("tiny").n_calib == 50
+        out = tmp_path / "tiny"
+        argv = ["--model", "mlp", "--dataset", "tiny", "--align", "none", "--n-test", "100", "--out", str(out)]
+        code, _, err = run_cli(verify.main, argv + TINY_RUN + ["--epochs", "10"], capsys)
+        assert code in (0, None), err
+        rep = json.loads((out / "report.json").read_text())
+        assert rep["dataset"] == "tiny" and rep["split_sizes"]["calib"] == 50
+        assert rep["split_sizes"]["test"] == 100
+    finally:
+        unregister_dataset("tiny")
+    with pytest.raises(LewcError, match=r"^unknown dataset 'tiny'; choose one of .*synthetic"):
+        default_config("mlp", 1, "tiny", 0)
+
+
+def test_a_claim_added_in_one_file_is_evaluated_and_reported(tmp_path, capsys):
+    import toy_claim
+
+    from lewc.stats.claims import claim_ids, get_claim, unregister_claim
+
+    try:
+        assert get_claim("endpoints_agree") is toy_claim.ENDPOINTS_AGREE
+        out = tmp_path / "claim"
+        argv = ["--model", "mlp", "--dataset", "synthetic", "--align", "none", "--n-test", "100", "--out", str(out)]
+        code, _, err = run_cli(verify.main, argv + TINY_RUN, capsys)
+        assert code in (0, None), err
+        rep = json.loads((out / "report.json").read_text())
+        claim = {c["id"]: c for c in rep["claims"]}["endpoints_agree"]
+        acc = rep["endpoint_test_acc"]
+        assert claim["value"] == pytest.approx(abs(acc["a"] - acc["b"]) * 100, abs=1e-6)
+        assert claim["verdict"] == "PASS" and claim["ci"][0] <= claim["value"] <= claim["ci"][1]
+        assert "endpoints_agree" in rep["claim_specs"]
+    finally:
+        unregister_claim("endpoints_agree")
+    assert "endpoints_agree" not in claim_ids()
+    with pytest.raises(LewcError, match=r"^unknown claim 'endpoints_agree'; choose one of lmc_accuracy"):
+        get_claim("endpoints_agree")
+
+
+def test_an_alignment_method_added_in_one_file_is_swept_and_reported(tmp_path, capsys):
+    import toy_alignment  # noqa: F401  (registers "reverse")
+
+    from lewc.align.methods import check_methods, method_names, unregister_method
+
+    try:
+        assert check_methods("none,reverse") == ["none", "reverse"]
+        out = tmp_path / "align"
+        argv = ["--model", "mlp", "--dataset", "synthetic", "--align", "none,reverse", "--no-controls"]
+        code, _, err = run_cli(verify.main, argv + ["--n-test", "100", "--out", str(out)] + TINY_RUN, capsys)
+        assert code in (0, None), err
+        rep = json.loads((out / "report.json").read_text())
+        assert set(rep["alignments"]) == {"none", "reverse"}
+        assert rep["alignments"]["reverse"]["alignment"]["method"] == "reverse"
+        # a permutation of B's units leaves B's function unchanged (λ = 1), but not the path between
+        with xr.open_dataset(out / "results.nc") as res:
+            none, rev = for_alignment(res, "none"), for_alignment(res, "reverse")
+            np.testing.assert_array_equal(rev["correct"].sel(lam=1.0), none["correct"].sel(lam=1.0))
+            np.testing.assert_array_equal(rev["correct"].sel(lam=0.0), none["correct"].sel(lam=0.0))
+            assert not np.array_equal(rev["correct"].sel(lam=0.5), none["correct"].sel(lam=0.5))
+    finally:
+        unregister_method("reverse")
+    assert "reverse" not in method_names()
+    with pytest.raises(LewcError, match=r"^unknown alignment \['reverse'\]; choose from none, weights"):
+        check_methods("reverse")

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from lewc.models import CapturingModel, LayerSpec, ModelFamily, register_family
+from lewc.models import CapturingModel, LayerRecord, LayerSpec, ModelFamily, register_family
 
 
 class Toy(CapturingModel):
@@ -29,7 +29,7 @@ class Toy(CapturingModel):
         z2 = self.mid(h1)
         h2 = torch.relu(z2)
         logits = self.out(h2)
-        records = [(h0, z1, h1), (h1, z2, h2), (h2, logits, logits)]
+        records = [LayerRecord(h0, z1, h1), LayerRecord(h1, z2, h2), LayerRecord(h2, logits, logits)]
         return (logits, records) if capture else logits
 
 

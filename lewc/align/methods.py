@@ -24,6 +24,7 @@ statistics correction is what lewc's per-λ BN re-estimation already does for BN
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,6 @@ from lewc.core.errors import LewcError
 from lewc.sweep.merge import State, model_state
 from lewc.training import checkpoints
 
-METHODS = ("none", "weights", "activations", "random", "random_direction")
 ALIGN_SEED = 0
 MAX_PASSES = 100
 ACTIVATION_IMAGES = 2000
@@ -67,11 +67,71 @@ class Alignment:
         }
 
 
+@dataclass(frozen=True)
+class AlignTask:
+    """What an alignment method gets: A's permutation groups, both models (eval mode) and their states,
+    training batches (only for methods with ``needs_images``) and the seed."""
+
+    spec: PermutationSpec
+    model_a: torch.nn.Module
+    model_b: torch.nn.Module
+    a: State
+    b: State
+    batches: Iterable | None
+    seed: int
+
+    def permuted(self, result: Alignment) -> tuple[State, Alignment]:
+        """B's state permuted by ``result.perms`` (the usual return of a permutation method)."""
+        return self.spec.apply(self.b, result.perms), result
+
+
+@dataclass(frozen=True)
+class AlignMethod:
+    """A registered alignment method: ``run(task)`` returns B's new state and what was done.
+
+    A new method is one function plus one ``register_method``; ``--align`` and ``verify_pair(align=…)``
+    accept its name, and its pair is swept, reported and cached like the built-in ones.
+    """
+
+    name: str
+    run: Callable[[AlignTask], tuple[State, Alignment]]
+    needs_images: bool = False
+    description: str = ""
+
+
+_METHODS: dict[str, AlignMethod] = {}
+
+
+def register_method(method: AlignMethod) -> AlignMethod:
+    """Add an alignment method to the registry (a name may be registered once)."""
+    if method.name in _METHODS and _METHODS[method.name] != method:
+        raise ValueError(f"alignment method {method.name!r} is already registered")
+    _METHODS[method.name] = method
+    return method
+
+
+def unregister_method(name: str) -> None:
+    """Remove a method (tests that register toy methods clean up with this)."""
+    _METHODS.pop(name, None)
+
+
+def method_names() -> list[str]:
+    return list(_METHODS)
+
+
+def get_method(name: str) -> AlignMethod:
+    """The registered method ``name``; an unknown name is a one-line error listing the known ones."""
+    try:
+        return _METHODS[name]
+    except (KeyError, TypeError):
+        raise LewcError(f"unknown alignment {name!r}; choose from {', '.join(_METHODS)}") from None
+
+
 def check_methods(text: str) -> list[str]:
     methods = [m for m in text.replace(" ", "").split(",") if m]
-    bad = [m for m in methods if m not in METHODS]
+    bad = [m for m in methods if m not in _METHODS]
     if bad or not methods:
-        raise LewcError(f"unknown alignment {bad or text!r}; choose from {', '.join(METHODS)}")
+        raise LewcError(f"unknown alignment {bad or text!r}; choose from {', '.join(_METHODS)}")
     if len(set(methods)) != len(methods):
         raise LewcError(f"--align lists a method twice: {methods}")
     return methods
@@ -209,27 +269,35 @@ def align(
     seed: int = ALIGN_SEED,
 ) -> tuple[State, Alignment]:
     """B's state permuted towards A by ``method``; ``model_b`` itself is not changed."""
-    if method not in METHODS:
-        raise LewcError(f"unknown alignment {method!r}; choose from {', '.join(METHODS)}")
+    registered = get_method(method)
     spec = spec_for(model_a, in_shape)
     spec_b = spec_for(model_b, in_shape)
     if spec_b.group_sizes != spec.group_sizes:
         raise LewcError("the two models have different permutation groups (not the same architecture)")
-    a, b = model_state(model_a), model_state(model_b)
-    if method == "none":
-        result = Alignment("none", spec.identity(), float("nan"), float("nan"), 0, 0.0, spec)
-    elif method == "weights":
-        result = weight_matching(spec, a, b, seed)
-    elif method == "activations":
-        if batches is None:
-            raise LewcError("activation matching needs training images")
-        result = activation_matching(spec, model_a.eval(), model_b.eval(), batches)
-    elif method == "random":
-        result = random_alignment(spec, seed)
-    else:
-        state, result = random_direction(spec, a, b, seed)
-        return state, result
-    return spec.apply(b, result.perms), result
+    if registered.needs_images and batches is None:
+        raise LewcError(f"{method} alignment needs training images")
+    task = AlignTask(spec, model_a, model_b, model_state(model_a), model_state(model_b), batches, seed)
+    return registered.run(task)
+
+
+def _none(task: AlignTask) -> tuple[State, Alignment]:
+    return task.permuted(Alignment("none", task.spec.identity(), float("nan"), float("nan"), 0, 0.0, task.spec))
+
+
+def _weights(task: AlignTask) -> tuple[State, Alignment]:
+    return task.permuted(weight_matching(task.spec, task.a, task.b, task.seed))
+
+
+def _activations(task: AlignTask) -> tuple[State, Alignment]:
+    return task.permuted(activation_matching(task.spec, task.model_a.eval(), task.model_b.eval(), task.batches))
+
+
+def _random(task: AlignTask) -> tuple[State, Alignment]:
+    return task.permuted(random_alignment(task.spec, task.seed))
+
+
+def _random_direction(task: AlignTask) -> tuple[State, Alignment]:
+    return random_direction(task.spec, task.a, task.b, task.seed)
 
 
 def random_direction(spec: PermutationSpec, a: State, b: State, seed: int = ALIGN_SEED) -> tuple[State, Alignment]:
@@ -285,7 +353,7 @@ def load_or_align(
 ) -> tuple[torch.nn.Module, dict]:
     """The aligned B (cached as a checkpoint under ``folder``; ``None``: not cached) and its sidecar."""
     if folder is None:
-        batches = batches_fn() if method == "activations" else None
+        batches = batches_fn() if get_method(method).needs_images else None
         state, result = align(method, model_a, model_b, tuple(meta_a["in_shape"]), batches)
         return aligned_model(model_b, state).to(device), dict(meta_b) | {"alignment": result.sidecar()}
     path = aligned_path(folder, meta_a, meta_b, method)
@@ -293,8 +361,18 @@ def load_or_align(
         model, meta = checkpoints.load(path, device)
         return model, meta
     state, result = align(
-        method, model_a, model_b, tuple(meta_a["in_shape"]), batches_fn() if method == "activations" else None
+        method, model_a, model_b, tuple(meta_a["in_shape"]), batches_fn() if get_method(method).needs_images else None
     )
     model = aligned_model(model_b, state)
     save_aligned(path, model, meta_b, meta_a, result)
     return checkpoints.load(path, device)
+
+
+for _method in (
+    AlignMethod("none", _none, description="the identity: B as trained"),
+    AlignMethod("weights", _weights, description="weight matching (git re-basin)"),
+    AlignMethod("activations", _activations, needs_images=True, description="activation matching (git re-basin)"),
+    AlignMethod("random", _random, description="a seeded random permutation (must not change B's function)"),
+    AlignMethod("random_direction", _random_direction, description="A moved a random direction by ‖θ_B − θ_A‖"),
+):
+    register_method(_method)

@@ -1,7 +1,7 @@
 """What every lewc model shares: normalisation choices and the declared list of captured layers.
 
 A model's forward has one extra keyword, ``capture``. With ``capture=True`` it returns
-``(logits, records)`` where ``records[i] = (inp, pre, out)`` for the i-th declared layer: ``inp`` is the
+``(logits, records)`` where ``records[i] = LayerRecord(inp, pre, out)`` for the i-th declared layer: ``inp`` is the
 input of the layer's weight operation, ``pre`` its pre-activation and ``out = activation(pre)`` its
 output. Returning the tensors the forward computes anyway keeps capture functional
 (``torch.func.functional_call(model, state, (x,), {"capture": True})``): no hooks, no module state.
@@ -21,6 +21,14 @@ NORMS = ("bn", "ln", "none")
 
 # Elementwise activations a layer may declare; the conditions of the paper are stated for ReLU.
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": torch.relu, "identity": lambda z: z}
+
+
+class LayerRecord(NamedTuple):
+    """What a capturing forward returns per declared layer (a tuple, so ``inp, pre, out = rec`` works)."""
+
+    inp: torch.Tensor  # the input of the layer's weight operation
+    pre: torch.Tensor  # its pre-activation
+    out: torch.Tensor  # activation(pre), the layer's output
 
 
 class LayerSpec(NamedTuple):

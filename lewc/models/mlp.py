@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from lewc.models.common import CapturingModel, LayerSpec, norm_1d
+from lewc.models.common import CapturingModel, LayerRecord, LayerSpec, norm_1d
 from lewc.models.registry import ModelFamily, register_family
 
 DEFAULT_BASE_WIDTH = 512
@@ -54,10 +54,10 @@ class MLP(CapturingModel):
         for linear, norm in zip(self.linears, self.norms, strict=True):
             pre = norm(linear(h))
             out = torch.relu(pre)
-            records.append((h, pre, out))
+            records.append(LayerRecord(h, pre, out))
             h = out
         logits = self.head(h)
-        records.append((h, logits, logits))
+        records.append(LayerRecord(h, logits, logits))
         return (logits, records) if capture else logits
 
 

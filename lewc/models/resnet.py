@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lewc.models.common import CapturingModel, LayerSpec, norm_2d
+from lewc.models.common import CapturingModel, LayerRecord, LayerSpec, norm_2d
 from lewc.models.registry import ModelFamily, register_family
 
 DEFAULT_BASE_WIDTH = 16
@@ -97,15 +97,15 @@ class ResNet20(CapturingModel):
         records = []
         pre = self.stem_norm(self.stem(x))
         h = torch.relu(pre)
-        records.append((x, pre, h))
+        records.append(LayerRecord(x, pre, h))
         for blk in self.blocks:
             pre = blk(h)
             out = torch.relu(pre)
-            records.append((h, pre, out))
+            records.append(LayerRecord(h, pre, out))
             h = out
         feats = torch.flatten(F.adaptive_avg_pool2d(h, 1), 1)
         logits = self.head(feats)
-        records.append((feats, logits, logits))
+        records.append(LayerRecord(feats, logits, logits))
         return (logits, records) if capture else logits
 
 

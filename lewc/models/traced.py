@@ -27,6 +27,7 @@ import hashlib
 import inspect
 import operator
 import traceback
+from typing import NamedTuple
 
 import torch
 import torch.fx
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lewc.core.errors import LewcError
-from lewc.models.common import ACTIVATIONS, CapturingModel, LayerSpec
+from lewc.models.common import ACTIVATIONS, CapturingModel, LayerRecord, LayerSpec
 
 WEIGHT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -53,6 +54,18 @@ _PARAMETER_FREE_OK = (
     nn.AdaptiveAvgPool1d,
     nn.AdaptiveAvgPool2d,
 )
+
+
+class GraphLayer(NamedTuple):
+    """A captured layer found in the traced graph, by node name: the nonlinearity (or the logits), the
+    weight module feeding it, and the nodes whose values make its ``LayerRecord``."""
+
+    name: str
+    weight: str  # the weight module's target
+    inp: str  # node: the weight module's input
+    pre: str  # node: the pre-activation
+    out: str  # node: the layer's output
+    activation: str
 
 
 def activation_key(name: str, **params: float | str) -> str:
@@ -179,7 +192,7 @@ class TracedModel(CapturingModel):
                 f"{self.source_class} returns {type(logits).__name__}; lewc needs a model whose forward returns "
                 "one logits tensor"
             )
-        records: list[tuple[str, str, str, str, str, int]] = []  # name, weight target, inp, pre, out, depth
+        records: list[GraphLayer] = []
         for node in nodes:
             act = _activation_of(node, modules)
             if act is None or not node.args or not isinstance(node.args[0], torch.fx.Node):
@@ -187,11 +200,11 @@ class TracedModel(CapturingModel):
             weight = self._weight_node(node.args[0], modules)
             if weight is None:
                 continue  # a nonlinearity on the raw input: no weight layer before it (ℓ = 0)
-            records.append((node.name, weight.target, weight.args[0].name, node.args[0].name, node.name, act))
+            records.append(GraphLayer(node.name, weight.target, weight.args[0].name, node.args[0].name, node.name, act))
         head = self._weight_node(logits, modules)
         if head is None:
             raise LewcError(f"{self.source_class}: no Linear/Conv layer produces the logits")
-        records.append(("logits", head.target, head.args[0].name, logits.name, logits.name, "identity"))
+        records.append(GraphLayer("logits", head.target, head.args[0].name, logits.name, logits.name, "identity"))
         self._records = records
         with torch.no_grad():
             out = self.net(example)
@@ -213,15 +226,14 @@ class TracedModel(CapturingModel):
 
     def layers(self) -> list[LayerSpec]:
         return [
-            LayerSpec(name, self.net.get_submodule(target), self._depth[out], act)
-            for name, target, _, _, out, act in self._records
+            LayerSpec(g.name, self.net.get_submodule(g.weight), self._depth[g.out], g.activation) for g in self._records
         ]
 
     # -- forward ----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, capture: bool = False):
         if not capture:
             return self.net(x)
-        wanted = {n for _, _, inp, pre, out, _ in self._records for n in (inp, pre, out)}
+        wanted = {n for g in self._records for n in (g.inp, g.pre, g.out)}
         seen: dict[str, torch.Tensor] = {}
 
         class Record(torch.fx.Interpreter):
@@ -232,7 +244,7 @@ class TracedModel(CapturingModel):
                 return value
 
         logits = Record(self.net).run(x)
-        return logits, [(seen[inp], seen[pre], seen[out]) for _, _, inp, pre, out, _ in self._records]
+        return logits, [LayerRecord(seen[g.inp], seen[g.pre], seen[g.out]) for g in self._records]
 
     # -- the positive control ---------------------------------------------------------------------
     def widened(self) -> TracedModel:
@@ -263,7 +275,7 @@ class TracedModel(CapturingModel):
                 raise LewcError(f"the graph reads a tensor attribute ({node.target})")
         if any(n > 1 for n in calls.values()):
             raise LewcError("a module is called more than once (shared weights)")
-        head = self._records[-1][1]
+        head = self._records[-1].weight
         wide = copy.deepcopy(self.net)
         for node in self.net.graph.nodes:
             if node.op != "call_module":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lewc.models.common import CapturingModel, LayerSpec, norm_2d
+from lewc.models.common import CapturingModel, LayerRecord, LayerSpec, norm_2d
 from lewc.models.registry import ModelFamily, register_family
 
 CONFIGS = {
@@ -62,13 +62,13 @@ class VGG(CapturingModel):
         for conv, norm, pool in zip(self.convs, self.norms, self.pool_after, strict=True):
             pre = norm(conv(h))
             out = torch.relu(pre)
-            records.append((h, pre, out))
+            records.append(LayerRecord(h, pre, out))
             h = out
             if pool:
                 h = self.pool(h)
         feats = torch.flatten(nn.functional.adaptive_avg_pool2d(h, 1), 1)
         logits = self.head(feats)
-        records.append((feats, logits, logits))
+        records.append(LayerRecord(feats, logits, logits))
         return (logits, records) if capture else logits
 
 

@@ -15,7 +15,7 @@ import torch
 import xarray as xr
 
 import lewc
-from lewc.core.conventions import LAM_CONVENTION, LEVEL, percentile_interval
+from lewc.core.conventions import LAM_CONVENTION, LEVEL, N_BOOT, percentile_interval
 from lewc.reporting.results import RESULTS_SCHEMA, json_attr
 from lewc.stats import barriers, conditions, ensemble, fit
 from lewc.stats.calibrate import cross_entropy_per_sample, fit_betas
@@ -31,7 +31,7 @@ BARRIER_METRICS = ("acc", "loss_raw", "loss_cal")
 AT = ("mid", "max")
 
 
-def path_dataset(result: SweepResult, n_boot: int = barriers.DEFAULT_BOOT) -> tuple[xr.Dataset, dict]:
+def path_dataset(result: SweepResult, n_boot: int = N_BOOT) -> tuple[xr.Dataset, dict]:
     """Issue-4 path results: acc (%), loss, loss_cal over (split, lam), beta over lam; and the barriers.
 
     Each barrier metric is its own variable in one unit (``barrier_acc`` in pp, ``barrier_loss_*``
@@ -161,7 +161,7 @@ def analyze(
     lams: Sequence[float],
     options: SweepOptions | None = None,
     provenance: dict | None = None,
-    n_boot: int = barriers.DEFAULT_BOOT,
+    n_boot: int = N_BOOT,
 ) -> xr.Dataset:
     """Sweep the pair once and return the complete results Dataset of issue 4 and 5."""
     options = options or SweepOptions()

@@ -346,7 +346,7 @@ def to_frame(ds: xr.Dataset):
     """
     import pandas as pd
 
-    from lewc.stats.claims import GAP_SPEC, SPECS
+    from lewc.stats.claims import GAP_SPEC, get_claim
 
     rows = []
     for method in alignments(ds):
@@ -354,7 +354,7 @@ def to_frame(ds: xr.Dataset):
         if "claim_value" in res:
             for cid in res["claim"].values:
                 c = res.sel(claim=cid)
-                spec = SPECS[str(cid)]
+                spec = get_claim(str(cid)).spec
                 lo, hi = (float(v) for v in c["claim_ci"].values)
                 rows.append(
                     ("claim", str(cid), method, float(c["claim_value"]), lo, hi, spec.units, spec.threshold)

@@ -13,9 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lewc.core.conventions import BOOT_SEED, N_BOOT
-
-DEFAULT_BOOT = N_BOOT  # the bootstrap constants live in lewc.core.conventions
+from lewc.core.conventions import BOOT_SEED, LEVEL, N_BOOT
 
 
 def barrier_curve(lams: Sequence[float], values: np.ndarray, higher_is_better: bool) -> np.ndarray:
@@ -48,7 +46,7 @@ def bootstrap_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
     return counts
 
 
-def image_counts(n: int, n_boot: int = DEFAULT_BOOT, seed: int = BOOT_SEED) -> np.ndarray:
+def image_counts(n: int, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> np.ndarray:
     """The resamples of ``n`` test images that the barriers *and* the claims use (seed offset by n).
 
     One definition, so ``lmc_accuracy``'s interval and the ``acc_mid`` barrier's interval are the
@@ -59,7 +57,7 @@ def image_counts(n: int, n_boot: int = DEFAULT_BOOT, seed: int = BOOT_SEED) -> n
 
 def bootstrap_means(
     per_sample: np.ndarray,
-    n_boot: int = DEFAULT_BOOT,
+    n_boot: int = N_BOOT,
     seed: int = BOOT_SEED,
     chunk: int = 250,
     counts: np.ndarray | None = None,
@@ -80,9 +78,9 @@ def summarize(
     correct: np.ndarray,
     loss_raw: np.ndarray,
     loss_cal: np.ndarray,
-    n_boot: int = DEFAULT_BOOT,
+    n_boot: int = N_BOOT,
     seed: int = BOOT_SEED,
-    level: float = 0.95,
+    level: float = LEVEL,
 ) -> dict[str, dict]:
     """Barriers at λ = ½ and max over the grid, raw and calibrated, each ``{value, ci}``.
 

@@ -38,6 +38,8 @@ from lewc.stats import conditions, fit
 from lewc.stats.barriers import image_counts, mid_index
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+# an interval needs more than this fraction of finite bootstrap replicates (else INCONCLUSIVE)
+MIN_FINITE = 0.95
 EQUIVALENCE_MARGIN = 0.25  # a quarter of the distance between the LLFC (0) and LEWC (1) predictions
 
 
@@ -56,7 +58,8 @@ class ClaimSpec:
     needs_split: bool  # meaningless when A and B cannot be told apart (degenerate pairs)
 
 
-SPECS: dict[str, ClaimSpec] = {
+# The built-in claims' specs; each is registered with its statistic at the end of this module.
+_BUILTIN_SPECS: dict[str, ClaimSpec] = {
     s.id: s
     for s in (
         ClaimSpec(
@@ -353,27 +356,59 @@ def stat_ensemble_equivalence(res: xr.Dataset, rs: Resampler | None) -> tuple[np
     return values, note
 
 
-STATISTICS: dict[str, Callable[[xr.Dataset, Resampler | None], tuple[np.ndarray, str]]] = {
-    "lmc_accuracy": stat_lmc_accuracy,
-    "lmc_loss_calibrated": stat_lmc_loss_calibrated,
-    "lewc_weighting": stat_lewc_weighting,
-    "lewc_magnitude": stat_lewc_magnitude,
-    "weak_additivity": stat_weak_additivity,
-    "reciprocal_orthogonality": stat_reciprocal_orthogonality,
-    "ensemble_equivalence": stat_ensemble_equivalence,
-}
-LAYER_CLAIMS = ("lewc_weighting", "lewc_magnitude", "weak_additivity", "reciprocal_orthogonality")
-# The per-image (or per-coordinate) variable each statistic resamples; results.nc keeps the replicates
-# instead (``claim_replicates``), so a claim is computed from these only when they are present.
-REQUIRES = {
-    "lmc_accuracy": "correct",
-    "lmc_loss_calibrated": "loss_cal_per_image",
-    "lewc_weighting": "gram",
-    "lewc_magnitude": "gram",
-    "weak_additivity": "wa_terms",
-    "reciprocal_orthogonality": "ro_terms",
-    "ensemble_equivalence": "ens_agree_per_image",
-}
+Statistic = Callable[[xr.Dataset, "Resampler | None"], tuple[np.ndarray, str]]
+
+
+@dataclass(frozen=True)
+class ClaimType:
+    """A registered claim: its spec, the statistic that decides it, and whether it reads the per-layer
+    captures (``layerwise``: skipped for results swept without them, e.g. ``--no-layers``).
+
+    The statistic maps (results, resampler) to (values, note): one value without a resampler, one per
+    bootstrap replicate with it (draw image weights from ``resampler.counts(n)``), and a note for the
+    report. ``requires`` names the per-image variable it resamples: results.nc stores the claim's bootstrap
+    replicates instead, so the statistic runs only where that variable is present (samples.nc merged
+    in, or a fresh analysis). A new claim is one ``ClaimType`` plus one ``register_claim``.
+    """
+
+    spec: ClaimSpec
+    statistic: Statistic
+    layerwise: bool = False
+    requires: str = ""  # the per-image variable the statistic resamples (in samples.nc; results.nc keeps replicates)
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+_CLAIMS: dict[str, ClaimType] = {}
+
+
+def register_claim(claim: ClaimType) -> ClaimType:
+    """Add a claim to the registry (an id may be registered once); it is then evaluated and reported."""
+    if claim.id in _CLAIMS and _CLAIMS[claim.id] != claim:
+        raise ValueError(f"claim {claim.id!r} is already registered")
+    if claim.spec.direction not in ("below", "above"):
+        raise ValueError(f"claim {claim.id!r}: direction must be 'below' or 'above'")
+    _CLAIMS[claim.id] = claim
+    return claim
+
+
+def unregister_claim(claim_id: str) -> None:
+    """Remove a claim (tests that register toy claims clean up with this)."""
+    _CLAIMS.pop(claim_id, None)
+
+
+def claim_ids() -> list[str]:
+    return list(_CLAIMS)
+
+
+def get_claim(claim_id: str) -> ClaimType:
+    """The registered claim ``claim_id``; an unknown id is a one-line error listing the known ones."""
+    try:
+        return _CLAIMS[claim_id]
+    except KeyError:
+        raise LewcError(f"unknown claim {claim_id!r}; choose one of {', '.join(_CLAIMS)}") from None
 
 
 def pair_statistic(res: xr.Dataset, cid: str, n_boot: int, seed: int) -> tuple[float, np.ndarray, str] | None:
@@ -389,9 +424,10 @@ def pair_statistic(res: xr.Dataset, cid: str, n_boot: int, seed: int) -> tuple[f
         sel = res.sel(claim=cid)
         reps = sel["claim_replicates"].values.astype(np.float64)
         return float(sel["claim_value"]), reps, str(sel["claim_note"].values)
-    if REQUIRES[cid] in res:
-        point, note = STATISTICS[cid](res, None)
-        reps, _ = STATISTICS[cid](res, Resampler(n_boot, seed))
+    claim = get_claim(cid)
+    if claim.requires in res:
+        point, note = claim.statistic(res, None)
+        reps, _ = claim.statistic(res, Resampler(n_boot, seed))
         return float(point[0]), reps, note
     if stored:
         raise LewcError(
@@ -439,19 +475,20 @@ def evaluate_claims(
     results = [results] if isinstance(results, xr.Dataset) else list(results)
     reasons = [degeneracy(r) for r in results]
     claims = []
-    for cid, spec in SPECS.items():
+    for claim in _CLAIMS.values():
+        cid, spec = claim.id, claim.spec
         stats = [pair_statistic(res, cid, n_boot, seed) for res in results]
         if any(s is None for s in stats):
-            if cid in LAYER_CLAIMS:  # no layer statistics captured (e.g. --no-layers)
+            if claim.layerwise:  # no layer statistics captured (e.g. --no-layers)
                 continue
-            raise LewcError(f"these results hold neither {REQUIRES[cid]} nor the replicates of {cid}")
+            raise LewcError(f"these results hold neither {claim.requires} nor the replicates of {cid}")
         points = [s[0] for s in stats]
         reps = [s[1] for s in stats]
         notes = [s[2] for s in stats]
         value, ci, finite = _interval(points, reps, seed)
         verdict = decide(value, ci, spec.threshold, spec.direction)
         note = notes[0] if len(results) == 1 else f"{len(results)} pairs; CI resamples pairs, then images"
-        if finite <= 0.95 and np.isfinite(value):
+        if finite <= MIN_FINITE and np.isfinite(value):
             note += f"; the statistic is undefined in {100 * (1 - finite):.0f}% of bootstrap replicates"
         bad = sorted({r for r in reasons if r})
         if spec.needs_split and bad:
@@ -465,7 +502,7 @@ def _interval(points: list[float], reps: list[np.ndarray], seed: int) -> tuple[f
     """Point, 95% interval (pairs then images) and the fraction of finite replicates of one statistic."""
     value, combined = combine_pairs(np.array(points), np.stack(reps), seed + 1)
     finite = np.isfinite(combined)
-    ci = percentile_interval(combined[finite], LEVEL) if finite.mean() > 0.95 else np.array([np.nan, np.nan])
+    ci = percentile_interval(combined[finite], LEVEL) if finite.mean() > MIN_FINITE else np.array([np.nan, np.nan])
     return value, ci, float(finite.mean())
 
 
@@ -536,7 +573,7 @@ def claims_dataset(res: xr.Dataset, n_boot: int = N_BOOT, seed: int = BOOT_SEED)
     Stored in results.nc so that the verdicts are there and several pairs can be combined (pairs,
     then images) without the per-image data, which then goes to samples.nc only on request.
     """
-    found = {cid: pair_statistic(res, cid, n_boot, seed) for cid in SPECS}
+    found = {cid: pair_statistic(res, cid, n_boot, seed) for cid in _CLAIMS}
     ids = [cid for cid, st in found.items() if st is not None]
     reps = np.stack([found[cid][1] for cid in ids]) if ids else np.zeros((0, n_boot))
     stats = xr.Dataset(
@@ -574,4 +611,18 @@ def claims_as_dicts(claims: list[Claim]) -> list[dict]:
 
 
 def specs_as_dicts() -> dict[str, dict]:
-    return {cid: asdict(spec) for cid, spec in (SPECS | {GAP_SPEC.id: GAP_SPEC}).items()}
+    specs = {cid: claim.spec for cid, claim in _CLAIMS.items()} | {GAP_SPEC.id: GAP_SPEC}
+    return {cid: asdict(spec) for cid, spec in specs.items()}
+
+
+for _statistic, _layerwise, _requires in (
+    (stat_lmc_accuracy, False, "correct"),
+    (stat_lmc_loss_calibrated, False, "loss_cal_per_image"),
+    (stat_lewc_weighting, True, "gram"),
+    (stat_lewc_magnitude, True, "gram"),
+    (stat_weak_additivity, True, "wa_terms"),
+    (stat_reciprocal_orthogonality, True, "ro_terms"),
+    (stat_ensemble_equivalence, False, "ens_agree_per_image"),
+):
+    _spec = _BUILTIN_SPECS[_statistic.__name__.removeprefix("stat_")]
+    register_claim(ClaimType(_spec, _statistic, _layerwise, _requires))

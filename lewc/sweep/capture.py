@@ -30,12 +30,14 @@ number of images (like the logits that are kept anyway).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.func import functional_call
 
 from lewc.core.conventions import GRAM_TERMS, MA, MB, MM, lewc_weights
+from lewc.models.common import LayerRecord
 from lewc.sweep.merge import Pair
 
 WA_TERMS = ("uv", "uu", "vv", "uv_null", "uu_null", "vv_null")
@@ -89,7 +91,7 @@ class LayerStatistics:
         self._unit_index_t: list[torch.Tensor] = []
 
     # -- per batch ----------------------------------------------------------------------------
-    def keep_endpoint(self, records: list) -> list:
+    def keep_endpoint(self, records: list[LayerRecord]) -> list[LayerRecord]:
         """The part of an endpoint's (input, pre, out) records that the batch needs, so that the rest
         of its forward pass can be freed before the other endpoint runs.
 
@@ -99,14 +101,14 @@ class LayerStatistics:
         """
         if not self._unit_index_t:
             self._choose_units(records)
-        rows = self._condition_rows(records[0][2].shape[0])
-        return [(inp[:rows].clone(), pre[:rows].clone(), out) for inp, pre, out in records]
+        rows = self._condition_rows(records[0].out.shape[0])
+        return [LayerRecord(r.inp[:rows].clone(), r.pre[:rows].clone(), r.out) for r in records]
 
     def _condition_rows(self, n: int) -> int:
         """How many of this batch's first images serve the conditions (the same for A, B and every λ)."""
         return max(0, min(n, self.condition_rows_per_batch, self.condition_images - self.condition_seen))
 
-    def observe_endpoints(self, start: int, records_a: list, records_b: list) -> None:
+    def observe_endpoints(self, start: int, records_a: list[LayerRecord], records_b: list[LayerRecord]) -> None:
         """Register the endpoints' (input, pre) of a batch; they serve every λ of that batch.
 
         Everything that depends on the endpoints only is computed here once per batch instead of once
@@ -118,8 +120,8 @@ class LayerStatistics:
             self._choose_units(records_a)
         self._endpoints = (records_a, records_b)
         self._start = start
-        n = records_a[0][2].shape[0]
-        device = records_a[0][2].device
+        n = records_a[0].out.shape[0]
+        device = records_a[0].out.device
         n_lam, n_layer = len(self.lams), len(self.depths)
         lo, hi = np.searchsorted(self.sample_image_index, [start, start + n])
         self._batch_pos = np.arange(lo, hi)
@@ -134,16 +136,16 @@ class LayerStatistics:
             wa_shape = (n_lam, n_layer, self._cond_rows, len(WA_TERMS))
             self._wa_batch = torch.zeros(wa_shape, dtype=torch.float64, device=device)
             self._outs = []
-            self._additivity_inputs: list[tuple | None] = []
+            self._additivity_inputs: list[AdditivityInputs | None] = []
             for li, (a_rec, b_rec) in enumerate(zip(records_a, records_b, strict=True)):
-                a = a_rec[2].flatten(1).float()
-                b = b_rec[2].flatten(1).float()
+                a = a_rec.out.flatten(1).float()
+                b = b_rec.out.flatten(1).float()
                 self._outs.append((a, b))
                 for term, value in (("aa", dot(a, a)), ("bb", dot(b, b)), ("ab", dot(a, b))):
                     self._gram_batch[:, li, :, GRAM_TERMS.index(term)] = value
                 rows = self._cond_rows
                 self._additivity_inputs.append(
-                    additivity_inputs(a_rec[1][:rows], b_rec[1][:rows], self._unit_perm[li], self.activations[li])
+                    additivity_inputs(a_rec.pre[:rows], b_rec.pre[:rows], self._unit_perm[li], self.activations[li])
                     if self.is_relu[li] and rows
                     else None
                 )
@@ -151,14 +153,14 @@ class LayerStatistics:
                 self._observe_reciprocal(records_a, records_b)
                 self.condition_seen += self._cond_rows
 
-    def observe(self, lam_index: int, records_m: list) -> None:
+    def observe(self, lam_index: int, records_m: list[LayerRecord]) -> None:
         """Accumulate the statistics of the merged model at ``lams[lam_index]`` for the current batch."""
         assert self._endpoints is not None, "observe_endpoints first"
         lam = self.lams[lam_index]
         with torch.no_grad():
             for li in range(len(self.depths)):
                 a, b = self._outs[li]
-                m = records_m[li][2].flatten(1).float()
+                m = records_m[li].out.flatten(1).float()
                 block = self._gram_batch[lam_index, li]
                 block[:, MM_TERM] = dot(m, m)
                 block[:, MA_TERM] = dot(m, a)
@@ -193,8 +195,8 @@ class LayerStatistics:
         self.condition_images = self.condition_seen
 
     # -- helpers ------------------------------------------------------------------------------
-    def _choose_units(self, records: list) -> None:
-        widest = max(int(pre[0].numel()) for _, pre, _ in records)
+    def _choose_units(self, records: list[LayerRecord]) -> None:
+        widest = max(int(r.pre[0].numel()) for r in records)
         budget = max(MIN_CONDITION_IMAGES, CONDITION_COORDINATES // widest)
         self.condition_images = min(self.max_condition_images, budget, self.n_images)
         # per batch, the same budget (at least 16 rows): the endpoints' condition rows of all layers are
@@ -203,7 +205,7 @@ class LayerStatistics:
         n_lam, n_layer = len(self.lams), len(records)
         self.wa = np.zeros((n_lam, n_layer, self.condition_images, len(WA_TERMS)), dtype=np.float64)
         self.ro = np.zeros((n_layer, self.condition_images, len(RO_TERMS)), dtype=np.float64)
-        for li, (_, pre, _) in enumerate(records):
+        for li, pre in enumerate(r.pre for r in records):
             numel = int(pre[0].numel())
             k = min(self.sample_units, numel)
             idx = np.sort(self.rng.choice(numel, size=k, replace=False))
@@ -213,9 +215,9 @@ class LayerStatistics:
             # The pairing nulls: a fixed shuffle of the units (channels) of the pre-activation, and
             # of the features (channels) of the layer's input.
             self._unit_perm.append(torch.as_tensor(self.rng.permutation(pre.shape[1]), device=pre.device))
-            self._input_perm.append(torch.as_tensor(self.rng.permutation(records[li][0].shape[1]), device=pre.device))
+            self._input_perm.append(torch.as_tensor(self.rng.permutation(records[li].inp.shape[1]), device=pre.device))
 
-    def _observe_reciprocal(self, records_a: list, records_b: list) -> None:
+    def _observe_reciprocal(self, records_a: list[LayerRecord], records_b: list[LayerRecord]) -> None:
         """Per image ‖W_B z_A‖², ‖W_A z_A‖², ‖W_A z_B‖², ‖W_B z_B‖² and the shuffled-input nulls (no bias)."""
         rows = slice(self._cond_start, self._cond_start + self._cond_rows)
         modules = dict(self.pair.template.named_modules())
@@ -226,7 +228,7 @@ class LayerStatistics:
             zeros = {
                 p: torch.zeros_like(t) for p, t in module.named_parameters(recurse=False) if p != spec.weight_param
             }
-            za, zb = records_a[li][0][: self._cond_rows], records_b[li][0][: self._cond_rows]
+            za, zb = records_a[li].inp[: self._cond_rows], records_b[li].inp[: self._cond_rows]
             perm = self._input_perm[li]
             outs = [
                 functional_call(module, {spec.weight_param: w, **zeros}, (z,))
@@ -241,7 +243,28 @@ def dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vecdot(x, y)
 
 
-def additivity_inputs(za: torch.Tensor, zb: torch.Tensor, unit_perm: torch.Tensor, act) -> tuple:
+class Pairing(NamedTuple):
+    """B's side of one pairing for weak additivity: z_B (flattened), σ(z_B) and the per-image inner
+    products ⟨σ_A,σ_A⟩, ⟨σ_A,σ_B⟩, ⟨σ_B,σ_B⟩."""
+
+    zb: torch.Tensor
+    sb: torch.Tensor
+    aa: torch.Tensor
+    ab: torch.Tensor
+    bb: torch.Tensor
+
+
+class AdditivityInputs(NamedTuple):
+    """What the weak-additivity sums need from the endpoints of one layer and batch: z_A and σ(z_A)
+    (flattened), the real pairing with B and the null pairing with B's units shuffled."""
+
+    za: torch.Tensor
+    sa: torch.Tensor
+    real: Pairing
+    null: Pairing
+
+
+def additivity_inputs(za: torch.Tensor, zb: torch.Tensor, unit_perm: torch.Tensor, act) -> AdditivityInputs:
     """What the weak-additivity sums need from the endpoints, computed once per batch.
 
     z_A, z_B and z_B with its units shuffled by ``unit_perm`` (the pairing null), flattened, with
@@ -253,26 +276,24 @@ def additivity_inputs(za: torch.Tensor, zb: torch.Tensor, unit_perm: torch.Tenso
     zb = zb.flatten(1)
     sa, sb, sb_null = act(za), act(zb), act(zb_null)
     aa = dot(sa, sa).double()
-    grams = {
-        "real": (aa, dot(sa, sb).double(), dot(sb, sb).double()),
-        "null": (aa, dot(sa, sb_null).double(), dot(sb_null, sb_null).double()),
-    }
-    return za, ((zb, sb, grams["real"]), (zb_null, sb_null, grams["null"])), sa
+    real = Pairing(zb, sb, aa, dot(sa, sb).double(), dot(sb, sb).double())
+    null = Pairing(zb_null, sb_null, aa, dot(sa, sb_null).double(), dot(sb_null, sb_null).double())
+    return AdditivityInputs(za, sa, real, null)
 
 
-def additivity_sums_from(inputs: tuple, ca: float, cb: float, act) -> torch.Tensor:
+def additivity_sums_from(inputs: AdditivityInputs, ca: float, cb: float, act) -> torch.Tensor:
     """Per-image (⟨u,v⟩, ⟨u,u⟩, ⟨v,v⟩) for the real pairing and for B's units shuffled (see
     ``additivity_sums``), from ``additivity_inputs``: u = σ(c_a z_A + c_b z_B) is the only new tensor,
     ⟨u,v⟩ = c_a⟨u,σ(z_A)⟩ + c_b⟨u,σ(z_B)⟩ and ⟨v,v⟩ = c_a²⟨σ_A,σ_A⟩ + 2c_a c_b⟨σ_A,σ_B⟩ + c_b²⟨σ_B,σ_B⟩."""
-    za, pairings, sa = inputs
+    sa = inputs.sa
     sums = []
-    scaled_a = za * ca
-    for zb_used, sb_used, (aa, ab, bb) in pairings:
-        u = act(torch.add(scaled_a, zb_used, alpha=cb))
+    scaled_a = inputs.za * ca
+    for pairing in (inputs.real, inputs.null):
+        u = act(torch.add(scaled_a, pairing.zb, alpha=cb))
         sums += [  # combined in float64: the inner products are float32 sums, as before
-            ca * dot(u, sa).double() + cb * dot(u, sb_used).double(),
+            ca * dot(u, sa).double() + cb * dot(u, pairing.sb).double(),
             dot(u, u).double(),
-            ca * ca * aa + 2 * ca * cb * ab + cb * cb * bb,
+            ca * ca * pairing.aa + 2 * ca * cb * pairing.ab + cb * cb * pairing.bb,
         ]
     return torch.stack(sums, 1)
 

@@ -97,17 +97,17 @@ def estimate_sweep_peak(
             unique[id(t)] = _nbytes(t)
     forward_records = sum(unique.values())
     per_image = {
-        "out": sum(_nbytes(out) for _, _, out in records) // batch,
+        "out": sum(_nbytes(rec.out) for rec in records) // batch,
         "inp": sum(_nbytes(inp) for inp, _, _ in records) // batch,
-        "pre": sum(_nbytes(pre) for _, pre, _ in records) // batch,
+        "pre": sum(_nbytes(rec.pre) for rec in records) // batch,
         "pre_relu": sum(_nbytes(pre) for (_, pre, _), r in zip(records, relu, strict=True) if r) // batch,
     }
-    widest = max(int(pre[0].numel()) for _, pre, _ in records)
+    widest = max(int(rec.pre[0].numel()) for rec in records)
     total_condition = min(DEFAULT_CONDITION_IMAGES, max(MIN_CONDITION_IMAGES, CONDITION_COORDINATES // widest))
     rows = min(batch, max(16, CONDITION_COORDINATES // widest), total_condition)
     kept = per_image["out"] * batch + (per_image["inp"] + per_image["pre"]) * rows
     additivity = ADDITIVITY_TENSORS * per_image["pre_relu"] * rows
-    transient = TRANSIENT_MAPS * max(_nbytes(out) for _, _, out in records)
+    transient = TRANSIENT_MAPS * max(_nbytes(rec.out) for rec in records)
     layers = len(records)
     sample_rows = min(batch, DEFAULT_SAMPLE_IMAGES)
     buffers = 4 * n_lams * layers * (batch * len(GRAM_TERMS) + sample_rows * DEFAULT_SAMPLE_UNITS)

@@ -21,6 +21,7 @@ import io
 import os
 import pickle
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,6 @@ from lewc.core.conventions import N_CALIB, N_CALIB_SYNTHETIC
 from lewc.core.errors import LewcError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-DEFAULT_CALIB_SIZE = N_CALIB  # lewc.core.conventions
 SPLIT_SEED = 20251008  # arXiv 2510.08023; fixed so every model seed shares one calib split
 
 
@@ -53,61 +53,70 @@ class DatasetInfo:
     how_to_get: str
 
 
-DATASETS: dict[str, DatasetInfo] = {
-    "fashion-mnist": DatasetInfo(
-        "fashion-mnist",
-        (1, 28, 28),
-        10,
-        (0.2860,),
-        (0.3530,),
-        False,
-        "apt-get install dataset-fashion-mnist, or let torchvision download it (needs internet), "
-        "or put the four IDX .gz files in data/datasets/fashion-mnist/",
-    ),
-    "mnist": DatasetInfo(
-        "mnist",
-        (1, 28, 28),
-        10,
-        (0.1307,),
-        (0.3081,),
-        False,
-        "let torchvision download it (needs internet) or put the four IDX files in data/datasets/mnist/",
-    ),
-    "cifar10": DatasetInfo(
-        "cifar10",
-        (3, 32, 32),
-        10,
-        (0.4914, 0.4822, 0.4465),
-        (0.2470, 0.2435, 0.2616),
-        True,
-        "let torchvision download it (needs internet) or extract cifar-10-python.tar.gz into data/datasets/",
-    ),
-    "cifar100": DatasetInfo(
-        "cifar100",
-        (3, 32, 32),
-        100,
-        (0.5071, 0.4865, 0.4409),
-        (0.2673, 0.2564, 0.2762),
-        True,
-        "let torchvision download it (needs internet) or extract cifar-100-python.tar.gz into data/datasets/",
-    ),
-    "synthetic": DatasetInfo(
-        "synthetic",
-        (3, 16, 16),
-        10,
-        (0.5,),
-        (0.25,),
-        False,  # random-pixel class templates are not translation invariant: no crop/flip
-        "it is generated, nothing to get",
-    ),
-}
+# (train_x, train_y, test_x, test_y): images (N, C, H, W) uint8, labels int64
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything lewc knows about one dataset, in one place: its facts, how to find, read and fetch
+    its files, and the size of its calibration split.
+
+    A dataset is either read from files (``find`` returns the folder holding them under one of the
+    search roots, ``files`` lists what is hashed into its identity, ``read`` parses them) or
+    ``generate``d in memory (no files; ``identity_tag`` names the generator in the identity hash).
+    ``download(root)`` fetches the files into ``root`` (``None``: no download). ``extra_roots`` are
+    searched after ``--data-root`` and ``data/datasets``.
+    """
+
+    info: DatasetInfo
+    n_calib: int = N_CALIB
+    find: Callable[[list[Path]], Path | None] | None = None
+    files: Callable[[Path], list[Path]] | None = None
+    read: Callable[[Path], Arrays] | None = None
+    download: Callable[[Path], None] | None = None
+    generate: Callable[[], Arrays] | None = None
+    identity_tag: str = ""
+    extra_roots: tuple[Path, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+
+_DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Add a dataset to the registry (a name may be registered once)."""
+    if spec.name in _DATASETS and _DATASETS[spec.name] != spec:
+        raise ValueError(f"dataset {spec.name!r} is already registered")
+    if (spec.generate is None) == (spec.find is None or spec.read is None or spec.files is None):
+        raise ValueError(f"dataset {spec.name!r} needs either generate or all of find, files and read")
+    _DATASETS[spec.name] = spec
+    return spec
+
+
+def unregister_dataset(name: str) -> None:
+    """Remove a dataset (tests that register toy datasets clean up with this)."""
+    _DATASETS.pop(name, None)
+
+
+def dataset_names() -> list[str]:
+    return list(_DATASETS)
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    """The spec of ``name``; an unknown name is a one-line error listing the known ones."""
+    try:
+        return _DATASETS[name]
+    except (KeyError, TypeError):
+        raise LewcError(f"unknown dataset {name!r}; choose one of {', '.join(_DATASETS)}") from None
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    """Look up a dataset by name or fail with the list of known ones."""
-    if name not in DATASETS:
-        raise LewcError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return DATASETS[name]
+    """Look up a dataset's facts by name or fail with the list of known ones."""
+    return get_dataset(name).info
 
 
 # --------------------------------------------------------------------------- on-disk formats
@@ -179,77 +188,128 @@ _IDX_NAMES = {
     "test_x": "t10k-images-idx3-ubyte",
     "test_y": "t10k-labels-idx1-ubyte",
 }
-_TORCHVISION_DIR = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
-_CIFAR_DIR = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 
 
-def _idx_dir_candidates(name: str, root: Path) -> list[Path]:
-    return [root / name, root / _TORCHVISION_DIR[name] / "raw", root]
+def _idx_files(folder: Path) -> dict[str, Path] | None:
+    """The four IDX files (plain or gzipped) in ``folder``, or ``None`` if one is missing."""
+    found = {}
+    for key, stem in _IDX_NAMES.items():
+        for cand in (folder / stem, folder / f"{stem}.gz"):
+            if cand.is_file():
+                found[key] = cand
+                break
+    return found if len(found) == 4 else None
 
 
-def _find_idx(name: str, roots: list[Path]) -> dict[str, Path] | None:
-    for root in roots:
-        for folder in _idx_dir_candidates(name, root):
-            found = {}
-            for key, stem in _IDX_NAMES.items():
-                for cand in (folder / stem, folder / f"{stem}.gz"):
-                    if cand.is_file():
-                        found[key] = cand
-                        break
-            if len(found) == 4:
-                return found
-    return None
+def _idx_finder(name: str, torchvision_dir: str) -> Callable[[list[Path]], Path | None]:
+    """Find an MNIST-like's folder: ``root/name``, torchvision's ``root/<Dir>/raw``, or ``root`` itself."""
+
+    def find(roots: list[Path]) -> Path | None:
+        for root in roots:
+            for folder in (root / name, root / torchvision_dir / "raw", root):
+                if _idx_files(folder) is not None:
+                    return folder
+        return None
+
+    return find
 
 
-def _find_cifar(name: str, roots: list[Path]) -> Path | None:
-    for root in roots:
-        for folder in (root / _CIFAR_DIR[name], root / name / _CIFAR_DIR[name]):
-            if folder.is_dir():
-                return folder
-    return None
+def _idx_file_list(folder: Path) -> list[Path]:
+    files = _idx_files(folder) or {}
+    return [files[k] for k in sorted(files)]
 
 
-def _download(name: str, root: Path) -> None:
-    """Fetch with torchvision's own downloader (verifies MD5s); our readers then parse the files.
+def _read_idx_folder(folder: Path) -> Arrays:
+    files = _idx_files(folder)
+    if files is None:
+        raise LewcError(f"{folder} lacks one of the four IDX files")
+    arrays = {k: read_idx(p) for k, p in files.items()}
+    for key, arr in arrays.items():
+        want = 3 if key.endswith("_x") else 1
+        if arr.ndim != want:
+            raise LewcError(f"{files[key]} has {arr.ndim} dimensions, expected {want}")
+    return (
+        arrays["train_x"][:, None],
+        arrays["train_y"].astype(np.int64),
+        arrays["test_x"][:, None],
+        arrays["test_y"].astype(np.int64),
+    )
+
+
+def _cifar_finder(name: str, folder_name: str) -> Callable[[list[Path]], Path | None]:
+    def find(roots: list[Path]) -> Path | None:
+        for root in roots:
+            for folder in (root / folder_name, root / name / folder_name):
+                if folder.is_dir():
+                    return folder
+        return None
+
+    return find
+
+
+def _cifar_file_list(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _read_cifar10(folder: Path) -> Arrays:
+    parts = [read_cifar_batch(folder / f"data_batch_{i}", "labels") for i in range(1, 6)]
+    test_x, test_y = read_cifar_batch(folder / "test_batch", "labels")
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), test_x, test_y
+
+
+def _read_cifar100(folder: Path) -> Arrays:
+    train_x, train_y = read_cifar_batch(folder / "train", "fine_labels")
+    test_x, test_y = read_cifar_batch(folder / "test", "fine_labels")
+    return train_x, train_y, test_x, test_y
+
+
+def _torchvision_downloader(cls_name: str, subdir: str | None, torchvision_dir: str | None) -> Callable[[Path], None]:
+    """Fetch with torchvision's own downloader (verifies MD5s) into ``root/subdir``; our readers then parse
+    the files.
 
     A failed download removes every folder it created (torchvision makes ``MNIST/raw`` first), so a
     later lookup never finds a half-filled dataset folder.
     """
-    import shutil
 
-    import torchvision.datasets as tvd
+    def download(root: Path) -> None:
+        import shutil
 
-    cls = {"fashion-mnist": tvd.FashionMNIST, "mnist": tvd.MNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[
-        name
-    ]
-    target = root / name if name in _CIFAR_DIR else root
-    candidates = [root, target] + ([target / _TORCHVISION_DIR[name]] if name in _TORCHVISION_DIR else [])
-    made = [p for p in dict.fromkeys(candidates) if not p.exists()]
-    target.mkdir(parents=True, exist_ok=True)
-    try:
-        for train in (True, False):
-            cls(str(target), train=train, download=True)
-    except BaseException:
-        for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, cls_name)
+        target = root / subdir if subdir else root
+        candidates = [root, target] + ([target / torchvision_dir] if torchvision_dir else [])
+        made = [p for p in dict.fromkeys(candidates) if not p.exists()]
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            for train in (True, False):
+                cls(str(target), train=train, download=True)
+        except BaseException:
+            for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    return download
+
+
+def _download(name: str, root: Path) -> None:
+    """Fetch ``name``'s files into ``root`` with its spec's downloader (tests replace this to go offline)."""
+    download = get_dataset(name).download
+    if download is None:
+        raise LewcError(f"dataset {name} has no download")
+    download(root)
 
 
 def dataset_files(name: str, data_root: str | os.PathLike | None = None) -> list[Path]:
-    """The files ``load_arrays`` reads for ``name`` (empty for synthetic; ``LewcError`` if not found)."""
-    if name == "synthetic":
+    """The files ``load_arrays`` reads for ``name`` (empty for generated ones; ``LewcError`` if not found)."""
+    spec = get_dataset(name)
+    if spec.generate is not None:
         return []
-    dataset_info(name)
     roots = _roots(name, data_root)
-    if name in _IDX_NAMES_DATASETS:
-        files = _find_idx(name, roots)
-        if files is None:
-            raise LewcError(f"dataset {name} not found (looked in {', '.join(map(str, roots))})")
-        return [files[k] for k in sorted(files)]
-    folder = _find_cifar(name, roots)
+    folder = spec.find(roots)
     if folder is None:
         raise LewcError(f"dataset {name} not found (looked in {', '.join(map(str, roots))})")
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    return spec.files(folder)
 
 
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -265,9 +325,10 @@ def dataset_identity(name: str, data_root: str | os.PathLike | None = None, n_ca
     """
     from lewc.core.io import sha256_file
 
+    spec = get_dataset(name)
     digest = hashlib.sha256(f"{name}/calib={n_calib}/split_seed={SPLIT_SEED}".encode())
-    if name == "synthetic":
-        digest.update(b"synthetic_arrays(3000, 1000, seed 0)/v1")
+    if spec.identity_tag:
+        digest.update(spec.identity_tag.encode())
     for path in dataset_files(name, data_root):
         st = path.stat()
         key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
@@ -280,8 +341,7 @@ def dataset_identity(name: str, data_root: str | os.PathLike | None = None, n_ca
 def _roots(name: str, data_root: str | os.PathLike | None) -> list[Path]:
     roots = [Path(data_root)] if data_root else []
     roots.append(data_home() / "datasets")
-    if name == "fashion-mnist":
-        roots.append(DEBIAN_FASHION_MNIST)
+    roots.extend(get_dataset(name).extra_roots)
     return roots
 
 
@@ -307,39 +367,26 @@ def check_arrays(info: DatasetInfo, train_x, train_y, test_x, test_y, where: str
             )
 
 
-def load_arrays(name: str, data_root: str | os.PathLike | None = None, download: bool = True):
+def load_arrays(name: str, data_root: str | os.PathLike | None = None, download: bool = True) -> Arrays:
     """Return (train_x, train_y, test_x, test_y) as numpy arrays, images (N, C, H, W) uint8, checked."""
-    info = dataset_info(name)
-    if name == "synthetic":
-        return synthetic_arrays()
-    arrays, where = _locate_arrays(name, info, data_root, download)
-    check_arrays(info, *arrays, where=where)
+    spec = get_dataset(name)
+    if spec.generate is not None:
+        arrays, where = spec.generate(), "generated"
+    else:
+        arrays, where = _locate_arrays(spec, data_root, download)
+    check_arrays(spec.info, *arrays, where=where)
     return arrays
 
 
-def _locate_arrays(name: str, info: DatasetInfo, data_root, download: bool):
+def _locate_arrays(spec: DatasetSpec, data_root, download: bool) -> tuple[Arrays, str]:
     """Find (or download) the files and parse them; returns the arrays and the folder they came from."""
+    name, info = spec.name, spec.info
     roots = _roots(name, data_root)
     for attempt in range(2):
-        if name in _IDX_NAMES_DATASETS:
-            files = _find_idx(name, roots)
-            if files is not None:
-                arrays = {k: read_idx(p) for k, p in files.items()}
-                for key, arr in arrays.items():
-                    want = 3 if key.endswith("_x") else 1
-                    if arr.ndim != want:
-                        raise LewcError(f"{files[key]} has {arr.ndim} dimensions, expected {want}")
-                return (
-                    arrays["train_x"][:, None],
-                    arrays["train_y"].astype(np.int64),
-                    arrays["test_x"][:, None],
-                    arrays["test_y"].astype(np.int64),
-                ), str(files["train_x"].parent)
-        else:
-            folder = _find_cifar(name, roots)
-            if folder is not None:
-                return _read_cifar_folder(name, folder), str(folder)
-        if attempt == 0 and download:
+        folder = spec.find(roots)
+        if folder is not None:
+            return spec.read(folder), str(folder)
+        if attempt == 0 and download and spec.download is not None:
             try:
                 _download(name, data_home() / "datasets")
             except Exception as err:  # noqa: BLE001 - any network/IO failure becomes one line
@@ -355,28 +402,13 @@ def _locate_arrays(name: str, info: DatasetInfo, data_root, download: bool):
     raise LewcError(f"dataset {name} not found (looked in {looked}); to get it: {info.how_to_get}")
 
 
-_IDX_NAMES_DATASETS = ("fashion-mnist", "mnist")
-
-
-def _read_cifar_folder(name: str, folder: Path):
-    if name == "cifar10":
-        parts = [read_cifar_batch(folder / f"data_batch_{i}", "labels") for i in range(1, 6)]
-        test_x, test_y = read_cifar_batch(folder / "test_batch", "labels")
-    else:
-        parts = [read_cifar_batch(folder / "train", "fine_labels")]
-        test_x, test_y = read_cifar_batch(folder / "test", "fine_labels")
-    train_x = np.concatenate([p[0] for p in parts])
-    train_y = np.concatenate([p[1] for p in parts])
-    return train_x, train_y, test_x, test_y
-
-
 def synthetic_arrays(n_train: int = 3000, n_test: int = 1000, seed: int = 0):
     """A small, seeded image dataset for tests: class templates near mid-grey plus strong noise, uint8.
 
     Template contrast (σ 12) against pixel noise (σ 60) makes it learnable but not separable (an MLP
     ×2 reaches ~94% after 3 epochs), so calibration has a finite optimum and barriers are non-trivial.
     """
-    info = DATASETS["synthetic"]
+    info = SYNTHETIC_INFO
     gen = np.random.default_rng(seed)
     templates = 128 + gen.normal(0, 12, size=(info.num_classes, *info.in_shape))
 
@@ -479,10 +511,11 @@ def load_dataset(
     download: bool = True,
 ) -> DeviceDataset:
     """Load a dataset's splits onto ``device`` as uint8 tensors (see module docstring for lookup)."""
-    info = dataset_info(name)
+    spec = get_dataset(name)
+    info = spec.info
     train_x, train_y, test_x, test_y = load_arrays(name, data_root, download)
     if n_calib is None:
-        n_calib = DEFAULT_CALIB_SIZE if name != "synthetic" else N_CALIB_SYNTHETIC
+        n_calib = spec.n_calib
     tr, ca = calib_indices(len(train_y), n_calib)
     dev = torch.device(device)
 
@@ -512,3 +545,113 @@ class FloatDeviceDataset(DeviceDataset):
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return x
+
+
+# --------------------------------------------------------------------------- the registered datasets
+
+SYNTHETIC_INFO = DatasetInfo(
+    "synthetic",
+    (3, 16, 16),
+    10,
+    (0.5,),
+    (0.25,),
+    False,  # random-pixel class templates are not translation invariant: no crop/flip
+    "it is generated, nothing to get",
+)
+
+
+def _mnist_like(name: str, torchvision_dir: str, info: DatasetInfo, extra_roots: tuple[Path, ...] = ()) -> DatasetSpec:
+    return DatasetSpec(
+        info,
+        find=_idx_finder(name, torchvision_dir),
+        files=_idx_file_list,
+        read=_read_idx_folder,
+        download=_torchvision_downloader(torchvision_dir, None, torchvision_dir),
+        extra_roots=extra_roots,
+    )
+
+
+def _cifar(name: str, cls_name: str, folder_name: str, read, info: DatasetInfo) -> DatasetSpec:
+    return DatasetSpec(
+        info,
+        find=_cifar_finder(name, folder_name),
+        files=_cifar_file_list,
+        read=read,
+        download=_torchvision_downloader(cls_name, name, None),
+    )
+
+
+register_dataset(
+    _mnist_like(
+        "fashion-mnist",
+        "FashionMNIST",
+        DatasetInfo(
+            "fashion-mnist",
+            (1, 28, 28),
+            10,
+            (0.2860,),
+            (0.3530,),
+            False,
+            "apt-get install dataset-fashion-mnist, or let torchvision download it (needs internet), "
+            "or put the four IDX .gz files in data/datasets/fashion-mnist/",
+        ),
+        extra_roots=(DEBIAN_FASHION_MNIST,),
+    )
+)
+register_dataset(
+    _mnist_like(
+        "mnist",
+        "MNIST",
+        DatasetInfo(
+            "mnist",
+            (1, 28, 28),
+            10,
+            (0.1307,),
+            (0.3081,),
+            False,
+            "let torchvision download it (needs internet) or put the four IDX files in data/datasets/mnist/",
+        ),
+    )
+)
+register_dataset(
+    _cifar(
+        "cifar10",
+        "CIFAR10",
+        "cifar-10-batches-py",
+        _read_cifar10,
+        DatasetInfo(
+            "cifar10",
+            (3, 32, 32),
+            10,
+            (0.4914, 0.4822, 0.4465),
+            (0.2470, 0.2435, 0.2616),
+            True,
+            "let torchvision download it (needs internet) or extract cifar-10-python.tar.gz into data/datasets/",
+        ),
+    )
+)
+register_dataset(
+    _cifar(
+        "cifar100",
+        "CIFAR100",
+        "cifar-100-python",
+        _read_cifar100,
+        DatasetInfo(
+            "cifar100",
+            (3, 32, 32),
+            100,
+            (0.5071, 0.4865, 0.4409),
+            (0.2673, 0.2564, 0.2762),
+            True,
+            "let torchvision download it (needs internet) or extract cifar-100-python.tar.gz into data/datasets/",
+        ),
+    )
+)
+register_dataset(
+    DatasetSpec(
+        SYNTHETIC_INFO,
+        n_calib=N_CALIB_SYNTHETIC,
+        generate=synthetic_arrays,
+        identity_tag="synthetic_arrays(3000, 1000, seed 0)/v1",
+    )
+)

@@ -39,22 +39,27 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lewc.core.conventions import N_CALIB, N_CALIB_SYNTHETIC
+from lewc.core.conventions import N_CALIB
 from lewc.core.errors import LewcError
 from lewc.models import family_names, get_family, width_label
 from lewc.models.common import NORMS
+from lewc.training.data import dataset_names, get_dataset
 
 
 @dataclass(frozen=True)
 class DatasetRecipe:
+    """A preset's training values for one dataset; the calibration split's size is the dataset's own
+    (``DatasetSpec.n_calib``)."""
+
     epochs: int
     lr: float
     batch_size: int
-    n_calib: int = N_CALIB
     warmup_epochs: float = 1.0
 
 
-_QUICK_SYNTHETIC = DatasetRecipe(3, 0.05, 64, N_CALIB_SYNTHETIC)
+_QUICK_SYNTHETIC = DatasetRecipe(3, 0.05, 64)
+# A registered dataset without a row in a preset trains with the MNIST-like quick recipe.
+FALLBACK_RECIPE = DatasetRecipe(10, 0.05, 128)
 _PAPER = DatasetRecipe(100, 0.1, 500, warmup_epochs=1.0)
 RECIPES: dict[str, dict[str, DatasetRecipe]] = {
     "quick": {
@@ -105,8 +110,8 @@ class TrainConfig:
         problems = []
         if self.recipe not in RECIPES:
             problems.append(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
-        if self.dataset not in DATASET_RECIPES:
-            problems.append(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASET_RECIPES)}")
+        if self.dataset not in dataset_names():
+            problems.append(f"unknown dataset {self.dataset!r}; choose one of {', '.join(dataset_names())}")
         for key in ("width", "epochs", "batch_size", "base_width"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -177,6 +182,12 @@ def default_dataset(model: str) -> str:
     return get_family(model).default_dataset
 
 
+def dataset_recipe(preset: str, dataset: str) -> DatasetRecipe:
+    """The preset's values for a registered dataset (an unknown dataset is refused by the registry)."""
+    get_dataset(dataset)
+    return RECIPES[preset].get(dataset, FALLBACK_RECIPE)
+
+
 def default_config(
     model: str, width: int, dataset: str | None, seed: int, recipe: str | None = None, **overrides
 ) -> TrainConfig:
@@ -186,9 +197,7 @@ def default_config(
     preset = recipe or DEFAULT_RECIPE
     if preset not in RECIPES:
         raise LewcError(f"unknown recipe {preset!r}; choose one of {', '.join(RECIPES)}")
-    if dataset not in RECIPES[preset]:
-        raise LewcError(f"unknown dataset {dataset!r}; choose one of {', '.join(RECIPES[preset])}")
-    recipe_values = RECIPES[preset][dataset]
+    recipe_values = dataset_recipe(preset, dataset)
     cfg = dict(
         model=model,
         width=width,
@@ -202,7 +211,7 @@ def default_config(
         norm=family.default_norm,
         base_width=family.base_width,
         depth=family.default_depth,
-        n_calib=recipe_values.n_calib,
+        n_calib=get_dataset(dataset).n_calib,
     )
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     config = TrainConfig(**cfg)
@@ -228,7 +237,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, model_default: str | N
     defaults = ", ".join(f"{n}: {get_family(n).default_dataset}" for n in family_names())
     g.add_argument(
         "--dataset",
-        help=f"{', '.join(DATASET_RECIPES)} (default per family, as in the paper — {defaults})",
+        help=f"{', '.join(dataset_names())} (default per family, as in the paper — {defaults})",
     )
     g.add_argument("--epochs", type=int, help="training epochs (default per preset and dataset, docs/recipes.md)")
     g.add_argument("--lr", type=float, help="peak learning rate of SGD (default per dataset)")
