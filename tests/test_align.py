@@ -64,14 +64,45 @@ def test_any_permutation_of_the_derived_groups_leaves_the_function_unchanged(spe
 
 @SETTINGS
 @given(models, st.integers(0, 2**31 - 1))
-def test_weight_matching_undoes_a_random_permutation_exactly(spec, perm_seed):
+def test_weight_matching_undoes_a_random_permutation_or_stops_at_a_worse_fixed_point(spec, perm_seed):
+    """Coordinate descent (Git Re-Basin's) is not guaranteed global: from a permuted copy it either
+    recovers the copy exactly (the optimum Σ‖θ‖², by Cauchy–Schwarz) or stops at a fixed point below it.
+    hypothesis found one such local optimum (``test_weight_matching_can_stop_at_a_local_optimum``)."""
     model, in_shape = make(*spec)
     shuffled_state, _ = align.align("random", model, model, in_shape, seed=perm_seed)
     shuffled = align.aligned_model(model, shuffled_state)
     recovered, result = align.align("weights", model, shuffled, in_shape)
-    for key, value in model_state(model).items():
-        assert torch.equal(recovered[key], value), key  # the same tensors: barrier 0, same logits
+    optimum = align.weight_objective(result.spec, model_state(model), model_state(model))
+    exact = all(torch.equal(recovered[key], value) for key, value in model_state(model).items())
     assert result.objective_after >= result.objective_before
+    if exact:
+        assert result.objective_after == pytest.approx(optimum, rel=1e-9)
+    else:
+        assert result.objective_after < optimum * (1 - 1e-9)
+        again, _ = align.align("weights", model, align.aligned_model(shuffled, recovered), in_shape)
+        assert all(torch.equal(again[k], v) for k, v in recovered.items())  # a fixed point: nothing moves
+
+
+def test_weight_matching_recovers_most_random_permutations_exactly():
+    hits = 0
+    for seed in range(20):
+        model, in_shape = make("mlp", "none", True, seed)
+        shuffled_state, _ = align.align("random", model, model, in_shape, seed=seed)
+        recovered, _ = align.align("weights", model, align.aligned_model(model, shuffled_state), in_shape)
+        hits += all(torch.equal(recovered[k], v) for k, v in model_state(model).items())
+    assert hits >= 15, hits  # measured: 18 of 20 on this family (the rest: local optima); a regression loses more
+
+
+def test_weight_matching_can_stop_at_a_local_optimum():
+    """The counterexample hypothesis found: visiting order 0 stops at 6.42 < 7.90 = Σ‖θ‖²; order 1 recovers it."""
+    model, in_shape = make("mlp", "none", False, 2110023910)
+    shuffled_state, _ = align.align("random", model, model, in_shape, seed=0)
+    shuffled = align.aligned_model(model, shuffled_state)
+    optimum = align.weight_objective(align.spec_for(model, in_shape), model_state(model), model_state(model))
+    _, stuck = align.align("weights", model, shuffled, in_shape, seed=0)
+    _, found = align.align("weights", model, shuffled, in_shape, seed=1)
+    assert stuck.objective_after < 0.9 * optimum
+    assert found.objective_after == pytest.approx(optimum, rel=1e-9)
 
 
 @SETTINGS
