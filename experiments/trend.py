@@ -52,18 +52,34 @@ def power_law(w: np.ndarray, c: float, a: float, alpha: float) -> np.ndarray:
     return c + a * (w / REFERENCE_WIDTH) ** (-alpha)
 
 
-def fit_power_law(widths: np.ndarray, values: np.ndarray) -> tuple[float, float, float] | None:
-    """(c, a, α) by least squares on every (width, pair) point; ``None`` when it cannot be fitted."""
+ALPHA_BOUNDS = (0.1, 5.0)  # slower than w^-0.1 is no decay over any width range one can train; faster than w^-5 a step
+
+
+def fit_power_law(
+    widths: np.ndarray, values: np.ndarray, tolerance: float | None = None
+) -> tuple[float, float, float] | None:
+    """(c, a, α) by least squares on every (width, pair) point; ``None`` when it cannot be fitted.
+
+    The floor is bounded below by −tolerance (a merged model far *better* than its endpoints' mean is
+    not a floor a barrier can approach) and α by ``ALPHA_BOUNDS``: without the bounds a sharp drop
+    over few widths is fitted by α → 0, c → −∞, which says nothing about a floor.
+    """
     from scipy.optimize import curve_fit
 
     ok = np.isfinite(values)
     w, v = widths[ok], values[ok]
     if len(np.unique(w)) < 3:
         return None
-    p0 = (float(v.min()), float(max(v.max() - v.min(), 1e-6)), 0.5)
+    low = -abs(tolerance) if tolerance is not None else -np.inf
+    p0 = (max(float(v.min()), low + 1e-9), float(max(v.max() - v.min(), 1e-6)), 0.5)
     try:
         params, _ = curve_fit(
-            power_law, w, v, p0=p0, bounds=([-np.inf, 0.0, 1e-3], [np.inf, np.inf, 5.0]), maxfev=20000
+            power_law,
+            w,
+            v,
+            p0=p0,
+            bounds=([low, 0.0, ALPHA_BOUNDS[0]], [np.inf, np.inf, ALPHA_BOUNDS[1]]),
+            maxfev=20000,
         )
     except (RuntimeError, ValueError):
         return None
@@ -87,7 +103,7 @@ def bootstrap(widths: np.ndarray, values: np.ndarray, tolerance: float, n_boot: 
     out = np.full((n_boot, 4), np.nan)
     for i in range(n_boot):
         idx = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
-        params = fit_power_law(widths[idx], values[idx])
+        params = fit_power_law(widths[idx], values[idx], tolerance)
         if params is not None:
             out[i] = (*params, width_reaching(*params, tolerance))
     return out
@@ -180,7 +196,7 @@ def fit_table(records: list[dict]) -> list[dict]:
             for w in np.unique(widths)
             if np.isfinite(values[widths == w]).any()
         }
-        params = fit_power_law(widths, values)
+        params = fit_power_law(widths, values, tolerance)
         if params is None:
             row.update(fitted=False, note="fewer than 3 widths with values, or the fit did not converge")
             rows.append(row)
@@ -197,6 +213,10 @@ def fit_table(records: list[dict]) -> list[dict]:
             width_at_tolerance=width_reaching(c, a, alpha, tolerance),
             width_at_tolerance_ci=interval(np.where(np.isinf(reps[:, 3]), 1e30, reps[:, 3])),
             replicates_fitted=int(np.isfinite(reps[:, 0]).sum()),
+            rms_residual=float(np.sqrt(np.nanmean((values - power_law(widths, c, a, alpha)) ** 2))),
+            at_bound=bool(
+                np.isclose(c, -tolerance) or np.isclose(alpha, ALPHA_BOUNDS[0]) or np.isclose(alpha, ALPHA_BOUNDS[1])
+            ),
         )
         rows.append(row)
     return rows
@@ -243,8 +263,8 @@ def markdown(rows: list[dict], command: str) -> str:
         "pairs (pairs redrawn within each width, refitted). ∞: the floor c lies above the tolerance.",
         "",
         "| dataset | epochs | wd | align | barrier | widths | mean by width | floor c [95% CI] | α [95% CI] | "
-        "width reaching tolerance [95% CI] |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "width reaching tolerance [95% CI] | rms residual |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         label, unit, tol = METRICS[r["metric"]]
@@ -253,14 +273,15 @@ def markdown(rows: list[dict], command: str) -> str:
         head = f"| {r['dataset']} | {r['epochs']} | {r['wd']:g} | {r['align']} | {r['metric']} ({unit}, tol {tol:g}) "
         head += f"| 3×{{{widths}}} | {means} "
         if not r["fitted"]:
-            lines.append(head + f"| — | — | — ({r['note']}) |")
+            lines.append(head + f"| — | — | — ({r['note']}) | — |")
             continue
         c_lo, c_hi = r["c_ci"]
         a_lo, a_hi = r["alpha_ci"]
         w_lo, w_hi = r["width_at_tolerance_ci"]
         lines.append(
             head + f"| {r['c']:.3g} [{c_lo:.3g}, {c_hi:.3g}] | {r['alpha']:.2f} [{a_lo:.2f}, {a_hi:.2f}] "
-            f"| {_fmt_width(r['width_at_tolerance'])} [{_fmt_width(w_lo)}, {_fmt_width(w_hi)}] |"
+            f"| {_fmt_width(r['width_at_tolerance'])} [{_fmt_width(w_lo)}, {_fmt_width(w_hi)}] "
+            f"| {r['rms_residual']:.3g}{' (a parameter at its bound)' if r['at_bound'] else ''} |"
         )
     return "\n".join(lines) + "\n"
 

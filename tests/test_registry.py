@@ -106,7 +106,7 @@ def test_a_claim_added_in_one_file_is_evaluated_and_reported(tmp_path, capsys):
         rep = json.loads((out / "report.json").read_text())
         claim = {c["id"]: c for c in rep["claims"]}["endpoints_agree"]
         acc = rep["endpoint_test_acc"]
-        assert claim["value"] == pytest.approx(abs(acc["a"] - acc["b"]) * 100, abs=1e-6)
+        assert claim["value"] == pytest.approx(abs(acc["a"] - acc["b"]), abs=1e-6)  # both in %
         assert claim["verdict"] == "PASS" and claim["ci"][0] <= claim["value"] <= claim["ci"][1]
         assert "endpoints_agree" in rep["claim_specs"]
     finally:
@@ -125,13 +125,14 @@ def test_an_alignment_method_added_in_one_file_is_swept_and_reported(tmp_path, c
         assert check_methods("none,reverse") == ["none", "reverse"]
         out = tmp_path / "align"
         argv = ["--model", "mlp", "--dataset", "synthetic", "--align", "none,reverse", "--no-controls"]
-        code, _, err = run_cli(verify.main, argv + ["--n-test", "100", "--out", str(out)] + TINY_RUN, capsys)
+        argv += ["--n-test", "100", "--out", str(out), "--keep-samples"]  # per-image correctness: samples.nc
+        code, _, err = run_cli(verify.main, argv + TINY_RUN, capsys)
         assert code in (0, None), err
         rep = json.loads((out / "report.json").read_text())
         assert set(rep["alignments"]) == {"none", "reverse"}
         assert rep["alignments"]["reverse"]["alignment"]["method"] == "reverse"
         # a permutation of B's units leaves B's function unchanged (λ = 1), but not the path between
-        with xr.open_dataset(out / "results.nc") as res:
+        with xr.open_dataset(out / "samples.nc") as res:
             none, rev = for_alignment(res, "none"), for_alignment(res, "reverse")
             np.testing.assert_array_equal(rev["correct"].sel(lam=1.0), none["correct"].sel(lam=1.0))
             np.testing.assert_array_equal(rev["correct"].sel(lam=0.0), none["correct"].sel(lam=0.0))

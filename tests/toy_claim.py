@@ -33,5 +33,6 @@ ENDPOINTS_AGREE = register_claim(
             False,
         ),
         stat_endpoints_agree,
+        requires="correct",  # the per-image variable it resamples
     )
 )

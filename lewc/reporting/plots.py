@@ -51,6 +51,12 @@ ENSEMBLE_STYLE = (("lewc", (0, (5, 2)), "x", "black"), ("plain", (0, (1, 1.5)), 
 ENSEMBLE_LABEL = {"lewc": "LEWC ensemble (1-λ)^L z_A + λ^L z_B", "plain": "plain ensemble (1-λ) z_A + λ z_B"}
 
 
+def _align_color(method: str) -> str:
+    """One colour per alignment method; a method registered later gets the next free colour."""
+    names = list(ALIGN_STYLE)
+    return f"C{names.index(method) if method in names else len(names) + sum(map(ord, method)) % 5}"
+
+
 def _align_label(method: str) -> str:
     return "no permutation" if method == "none" else f"{method.replace('_', ' ')} matching"
 
@@ -69,7 +75,7 @@ def accuracy_loss_vs_lambda(results: Sequence[xr.Dataset]):
         lam = res.lam.values
         test = res.sel(split="test")
         label = f"{_label(res)}, {_align_label(method)}" if many else _align_label(method)
-        style = {"color": f"C{ci}" if many else f"C{list(ALIGN_STYLE).index(method)}", "ms": 3}
+        style = {"color": f"C{ci}" if many else _align_color(method), "ms": 3}
         style |= {"ls": ALIGN_STYLE.get(method, "-"), "marker": ALIGN_MARKER.get(method, "o")}
         axes[0].plot(lam, test.acc, label=label, **style)
         axes[1].plot(lam, test.loss, **style)
@@ -94,7 +100,7 @@ def beta_vs_lambda(results: Sequence[xr.Dataset]):
     fig, ax = plt.subplots(figsize=(6, 4))
     many = len(results) > 1
     for res, method, ci in _by_alignment(results):
-        color = f"C{ci}" if many else f"C{list(ALIGN_STYLE).index(method)}"
+        color = f"C{ci}" if many else _align_color(method)
         label = f"{_label(res)}, {_align_label(method)}" if many else f"merged, {_align_label(method)}"
         ax.plot(res.lam, res.beta, color=color, ls=ALIGN_STYLE.get(method, "-"), marker=ALIGN_MARKER.get(method, "o"))
         ax.lines[-1].set_label(label)
@@ -131,7 +137,7 @@ def path(stacked: xr.Dataset):
     for method in alignments(stacked):
         res = for_alignment(stacked, method)
         lam = res.lam.values
-        color = f"C{list(ALIGN_STYLE).index(method)}" if method in ALIGN_STYLE else None
+        color = _align_color(method)
         test = res.sel(split="test")
         label = f"merged, {_align_label(method)}"
         for ax, var in ((axes[0], "acc"), (axes[1], "loss_cal")):

@@ -425,7 +425,7 @@ def pair_statistic(res: xr.Dataset, cid: str, n_boot: int, seed: int) -> tuple[f
         reps = sel["claim_replicates"].values.astype(np.float64)
         return float(sel["claim_value"]), reps, str(sel["claim_note"].values)
     claim = get_claim(cid)
-    if claim.requires in res:
+    if not claim.requires or claim.requires in res:  # no per-image input named: the statistic reads summaries
         point, note = claim.statistic(res, None)
         reps, _ = claim.statistic(res, Resampler(n_boot, seed))
         return float(point[0]), reps, note
