@@ -86,7 +86,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"device {device}, threads {torch.get_num_threads()}, torch {torch.__version__}")
-    rows = [measure("mlp", 16, (1, 28, 28), device, TEST_IMAGES)]
+    rows = [measure("mlp", 1, (1, 28, 28), device, TEST_IMAGES)]  # 3×512, the default pair's network
     widths = [int(w) for w in args.resnet_widths.split(",")]
     rows += [measure("resnet20", w, (3, 32, 32), device, args.forward_images) for w in widths]
     head = f"{'model':14s} {'groups':>6s} {'max n':>6s} {'passes':>6s} {'WM s':>8s} {'AM s':>8s} {'fwd 10k s':>10s}"

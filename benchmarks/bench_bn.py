@@ -40,7 +40,12 @@ def main() -> None:
     args = parser.parse_args()
     if not args.ckpt_a:
         args.ckpt_a, args.ckpt_b = (
-            train(default_config("mlp", 4, "fashion-mnist", s, norm="bn"), None, args.device, progress=False)
+            train(
+                default_config("mlp", 4, "fashion-mnist", s, norm="bn", base_width=32),
+                None,
+                args.device,
+                progress=False,
+            )
             for s in (0, 1)
         )
     model_a, meta_a = checkpoints.load(args.ckpt_a, args.device)

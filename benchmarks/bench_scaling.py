@@ -37,7 +37,9 @@ from lewc.training.recipe import default_config
 
 
 def mlp_pair(width: int, device: torch.device):
-    paths = [default_config("mlp", width, None, s).checkpoint_path(data_home() / "checkpoints") for s in (0, 1)]
+    # base width 32: the table's MLPs 3×32 … 3×2048 (×1, 4, 16, 64 of 32 units), the sweep's checkpoints
+    cfgs = [default_config("mlp", width, None, s, base_width=32) for s in (0, 1)]
+    paths = [c.checkpoint_path(data_home() / "checkpoints") for c in cfgs]
     if not all(checkpoints.sidecar_path(p).exists() for p in paths):
         return None
     (ma, meta_a), (mb, meta_b) = (checkpoints.load(p, device) for p in paths)

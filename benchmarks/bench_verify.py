@@ -47,7 +47,7 @@ def default_pair() -> list[str]:
     from lewc.training.data import data_home
     from lewc.training.recipe import default_config
 
-    found = [default_config("mlp", 16, None, s).checkpoint_path(data_home() / "checkpoints") for s in (0, 1)]
+    found = [default_config("mlp", 1, None, s).checkpoint_path(data_home() / "checkpoints") for s in (0, 1)]
     if not all(checkpoints.sidecar_path(p).exists() for p in found):
         sys.exit("no default pair: run `python -m lewc.verify` once (or pass --ckpt-a/--ckpt-b)")
     return [str(p) for p in found]
