@@ -36,7 +36,7 @@ from lewc.core import logs
 from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
 from lewc.core.device import resolve_device
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
-from lewc.core.validate import check_int, check_plain_name
+from lewc.core.validate import check_int, check_plain_name, short
 from lewc.models.registry import MAX_BASE_WIDTH, MAX_WIDTH
 from lewc.pipeline.endpoints import check_endpoints, checkpoint_folder, ensure_trained, plan_pair
 from lewc.pipeline.folders import AnalysisOptions, check_writable, results_folder
@@ -61,9 +61,9 @@ def parse_list(text: str, kind=float) -> list:
     try:
         values = [kind(v) for v in text.replace(" ", "").split(",") if v != ""]
     except ValueError:
-        raise LewcError(f"cannot parse {text!r} as a comma-separated list of {kind.__name__}") from None
+        raise LewcError(f"cannot parse {short(text)} as a comma-separated list of {kind.__name__}") from None
     if not values:
-        raise LewcError(f"{text!r} is an empty list")
+        raise LewcError(f"{short(text)} is an empty list")
     return values
 
 
