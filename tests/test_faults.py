@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lewc.reporting.report import REPORT_SCHEMA
 from lewc.reporting.results import open_results
 from paper_figs.__main__ import collect_results
 
@@ -34,7 +35,7 @@ def env_for(home: Path) -> dict:
 def assert_only_complete_runs(results: Path) -> None:
     for nc in collect_results(results):
         report = json.loads((nc.parent / "report.json").read_text())
-        assert report["schema"] == "lewc.report/1"
+        assert report["schema"] == REPORT_SCHEMA
         assert open_results(nc).sizes["lam"] == len(report["lams"])
 
 
