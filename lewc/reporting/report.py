@@ -1,4 +1,5 @@
-"""``report.json`` (schema ``lewc.report/2``, JSON Schema in report.schema.json), ``report.md`` and the verdict table, from stored results."""
+"""``report.json`` (schema ``lewc.report/2``, JSON Schema in report.schema.json), ``report.md`` and the verdict
+table, from stored results."""
 
 from __future__ import annotations
 
