@@ -78,7 +78,6 @@ RECIPES: dict[str, dict[str, DatasetRecipe]] = {
     },
 }
 DEFAULT_RECIPE = "quick"
-DATASET_RECIPES: dict[str, DatasetRecipe] = RECIPES[DEFAULT_RECIPE]
 WEIGHT_DECAY = 3e-3
 MOMENTUM = 0.9
 
