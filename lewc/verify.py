@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as _dt
 import hashlib
 import json
 import logging
@@ -39,11 +38,11 @@ from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.core.validate import check_int, check_plain_name, short
 from lewc.models.registry import MAX_BASE_WIDTH, MAX_WIDTH
 from lewc.pipeline.endpoints import check_endpoints, checkpoint_folder, ensure_trained, plan_pair
-from lewc.pipeline.folders import AnalysisOptions, check_writable, results_folder
+from lewc.pipeline.folders import AnalysisOptions, check_writable, results_folder, run_provenance
 from lewc.pipeline.pair import PairResult, RunSettings, analyse_pair, write_folder
 from lewc.pipeline.widths import write_sweep
 from lewc.reporting import report
-from lewc.reporting.results import json_attr, open_results
+from lewc.reporting.results import open_results
 from lewc.stats.claims import evaluate_verdicts
 from lewc.sweep.merge import Pair, check_lams
 from lewc.training import checkpoints
@@ -169,18 +168,9 @@ def verify_checkpoints(
         options.n_test,
         args.batch_size_eval,
     )
-    provenance = {
-        "command": command_line(),
-        "checkpoint_a": str(paths[0]),
-        "checkpoint_b": str(paths[1]),
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "seeds": [meta_a["seed"], meta_b["seed"]],
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "analysis_options": json_attr(options.__dict__),
-        "analysis_key": options.key(),
-        "dataset_identity": ds.identity,
-    }
+    files = {"checkpoint_a": str(paths[0]), "checkpoint_b": str(paths[1])}
+    seeds = [meta_a["seed"], meta_b["seed"]]
+    provenance = run_provenance(command_line(), options, device, seeds, files, dataset_identity=ds.identity)
     result: PairResult = analyse_pair(pair, ds, options, settings_from_args(args), device, provenance)
     rep = write_folder(out_dir, result, command_line(), keep_samples=args.keep_samples)
     return out_dir / "report.json", rep, result.results
@@ -213,18 +203,8 @@ def verify_state_dicts(args: argparse.Namespace, options: AnalysisOptions, devic
     pair = Pair(model_a.to(device), model_b.to(device), meta_a, meta_b)
     name = f"{dataset}_{arch.label}_{meta_a['sha256'][:8]}-{meta_b['sha256'][:8]}_d{ds.identity[:8]}_a{options.key()}"
     out_dir = args.out or data_home() / "results" / name
-    provenance = {
-        "command": command_line(),
-        "checkpoint_a": str(args.ckpt_a),
-        "checkpoint_b": str(args.ckpt_b),
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "seeds": ["A", "B"],
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "analysis_options": json_attr(options.__dict__),
-        "analysis_key": options.key(),
-        "dataset_identity": ds.identity,
-    }
+    files = {"checkpoint_a": str(args.ckpt_a), "checkpoint_b": str(args.ckpt_b)}
+    provenance = run_provenance(command_line(), options, device, ["A", "B"], files, dataset_identity=ds.identity)
     settings = RunSettings(batch_size_eval=args.batch_size_eval, progress=not args.quiet, align_cache=None)
     result = analyse_pair(pair, ds, options, settings, device, provenance)
     return out_dir / "report.json", write_folder(out_dir, result, command_line(), keep_samples=args.keep_samples)

@@ -16,7 +16,6 @@ activation matching.
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,11 +32,11 @@ from lewc.core.device import resolve_device
 from lewc.core.errors import LewcError
 from lewc.models.common import CapturingModel
 from lewc.models.traced import TracedModel, graph_signature, state_sha256
-from lewc.pipeline.folders import AnalysisOptions
+from lewc.pipeline.folders import AnalysisOptions, run_provenance
 from lewc.pipeline.pair import PairResult, RunSettings, analyse_pair, report_dict, write_folder
 from lewc.reporting import report as _report
 from lewc.reporting import results as results_io
-from lewc.reporting.results import for_alignment, json_attr
+from lewc.reporting.results import for_alignment
 from lewc.stats.claims import Claim
 from lewc.sweep.merge import Pair, check_lams
 from lewc.training.data import SPLIT_SEED, DatasetInfo, FloatDeviceDataset, Split, calib_indices
@@ -330,16 +329,8 @@ def verify_pair(
         raise LewcError("model_a and model_b have identical weights; a pair must be two different networks")
     pair = Pair(adapted_a.to(dev), adapted_b.to(dev), meta_a, meta_b)
     options = AnalysisOptions(grid, None, bn_images, controls, methods)
-    provenance = {
-        "command": API_COMMAND,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "seeds": ["A", "B"],
-        "device": str(dev),
-        "threads": torch.get_num_threads(),
-        "analysis_options": json_attr(options.__dict__),
-        "analysis_key": options.key(),
-        "layers": json.dumps([s.name for s in pair.layers]),
-    }
+    layers = json.dumps([s.name for s in pair.layers])
+    provenance = run_provenance(API_COMMAND, options, dev, ["A", "B"], layers=layers)
     settings = RunSettings(batch_size_eval=batch_size, progress=progress, align_cache=None)
     result = analyse_pair(pair, ds, options, settings, dev, provenance)
     rep = PairReport(result)

@@ -47,6 +47,27 @@ def content_key(meta_a: dict, meta_b: dict, data_id: str) -> str:
     return f"{meta_a['sha256'][:8]}-{meta_b['sha256'][:8]}_d{data_id[:8]}"
 
 
+def run_provenance(
+    command: str, options: AnalysisOptions, device, seeds: list, files: dict | None = None, **extra
+) -> dict:
+    """What every analysis records in attrs: command, checkpoint files, time, seeds, device, threads, options."""
+    import torch
+
+    from lewc.reporting.results import json_attr
+
+    return {
+        "command": command,
+        **(files or {}),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "seeds": seeds,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "analysis_options": json_attr(options.__dict__),
+        "analysis_key": options.key(),
+        **extra,
+    }
+
+
 def pair_name(meta_a: dict, meta_b: dict, data_id: str) -> str:
     """``<dataset>_<model>_w<width>-<units>_<recipe>_s<A>-<B>_<recipe hash>_<content key>``, a plain name.
 
