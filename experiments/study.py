@@ -94,6 +94,15 @@ SLURM_FLAGS = {  # study flags that override the spec → submitit's name
 }
 
 
+@dataclass(frozen=True)
+class PairJob:
+    """What a worker gets: the pair's training configs, the analysis options, the equivalent verify command."""
+
+    configs: tuple
+    options: object  # lewc.pipeline.folders.AnalysisOptions
+    command: str
+
+
 @dataclass
 class StudySpec:
     """A validated spec: the fixed settings, the grid axes in file order, and the executor settings."""
@@ -115,8 +124,28 @@ class StudySpec:
         names = list(self.grid)
         return [dict(zip(names, values, strict=True)) for values in itertools.product(*self.grid.values())]
 
+    def job(self, cell: dict, pair: int) -> PairJob:
+        """One (cell, pair) as the pipeline's typed arguments: the two training configs and the analysis."""
+        from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
+        from lewc.pipeline.runs import analysis_options
+        from lewc.training.recipe import default_config
+
+        overrides = {axis: value for axis, value in cell.items() if axis != "width"}
+        width = cell.get("width", 1)
+        configs = tuple(
+            default_config(self.model, width, self.dataset, seed, recipe=self.recipe, **overrides)
+            for seed in (2 * pair, 2 * pair + 1)
+        )
+        try:
+            lams = DEFAULT_LAMS if self.lams is None else [float(v) for v in self.lams.split(",") if v.strip()]
+        except ValueError:
+            raise LewcError(f"[study] lams {self.lams!r} is not a comma-separated list of numbers") from None
+        options = analysis_options(lams, self.n_test, BN_IMAGES, self.controls, self.align)
+        command = "python -m lewc.verify " + " ".join(self.argv(cell, pair))
+        return PairJob(configs, options, command)
+
     def argv(self, cell: dict, pair: int) -> list[str]:
-        """The ``lewc.verify`` flags of one (cell, pair)."""
+        """The ``lewc.verify`` flags of one (cell, pair): the same run from the command line."""
         argv = ["--model", self.model, "--seeds", f"{2 * pair},{2 * pair + 1}", "--align", self.align]
         argv += ["--allow-slow"]  # the study prints its own cost estimate before anything runs
         argv += ["--dataset", self.dataset] if self.dataset else []
@@ -240,25 +269,18 @@ def check_study_values(study: dict, slurm: dict) -> None:
 
 
 def check_cells(spec: StudySpec) -> None:
-    """Every cell's flags go through verify's own validation and recipe (conflicts, bad values)."""
-    from lewc.training.recipe import config_from_args
-    from lewc.verify import build_parser, validate
-
-    parser = build_parser()
+    """Every cell through the recipe's and the analysis options' own checks (conflicts, bad values)."""
     for cell in spec.cells():
-        argv = spec.argv(cell, 0)
         try:
-            args = parser.parse_args(argv)
-        except SystemExit:
-            raise LewcError(f"cell {cell} gives verify flags it refuses: {' '.join(argv)}") from None
-        validate(args)
-        config_from_args(args, args.width, 0).validate()
+            spec.job(cell, 0)
+        except LewcError as err:
+            raise LewcError(f"cell {cell}: {err}") from None
 
 
 # --- jobs -----------------------------------------------------------------------------------------------
 
 
-def run_job(argv: list[str], threads: int | None = None, verbosity: int | None = None) -> str:
+def run_job(job: PairJob, threads: int | None = None, verbosity: int | None = None) -> str:
     """One (cell, pair): train if needed, verify, return the results folder. Runs in the worker.
 
     A submitit worker is a fresh process: logging is set up here, so its log (a SLURM ``.out``)
@@ -266,16 +288,17 @@ def run_job(argv: list[str], threads: int | None = None, verbosity: int | None =
     """
     import torch
 
-    from lewc.verify import verify_pair
+    from lewc.core.device import resolve_device
+    from lewc.pipeline.runs import RunContext, verify_configs
 
     if verbosity is not None:  # None: in this process, whose logging the driver already set up
         logs.setup_logging(verbosity)
     if threads:
         torch.set_num_threads(threads)
-    try:
-        return str(verify_pair(argv))
-    except SystemExit as exc:  # argparse refusing a flag: report it as an error of this job
-        raise LewcError(f"verify refused the flags {' '.join(argv)} (exit {exc.code})") from None
+    ctx = RunContext(command=job.command, progress=False)
+    # the study printed its own cost estimate before anything ran: no gate per job
+    done = verify_configs(list(job.configs), job.options, resolve_device(None), ctx, allow_slow=True)
+    return str(done.report_path.parent)
 
 
 @dataclass
@@ -288,9 +311,9 @@ class Outcome:
 
 def run_inprocess(jobs: list[tuple[dict, int, list[str]]], progress) -> list[Outcome]:
     outcomes = []
-    for cell, pair, argv in jobs:
+    for cell, pair, job in jobs:
         try:
-            outcomes.append(Outcome(cell, pair, folder=run_job(argv)))
+            outcomes.append(Outcome(cell, pair, folder=run_job(job)))
         except Exception as err:  # noqa: BLE001 - a failed cell is recorded, never fatal to the others
             outcomes.append(Outcome(cell, pair, error=f"{type(err).__name__}: {str(err).splitlines()[0]}"))
         progress(outcomes[-1])
@@ -326,7 +349,7 @@ def run_submitit(
 def submit_array(jobs, executor, threads: int | None, verbosity: int) -> list:
     """Everything as one job array; the job ids go to ``submitted.json`` (for ``--status`` and ``--collect``)."""
     with executor.batch():
-        submitted = [(cell, pair, executor.submit(run_job, argv, threads, verbosity)) for cell, pair, argv in jobs]
+        submitted = [(cell, pair, executor.submit(run_job, job, threads, verbosity)) for cell, pair, job in jobs]
     record_submitted(Path(executor.folder).parent, [(cell, pair, job.job_id) for cell, pair, job in submitted])
     return submitted
 
@@ -361,9 +384,9 @@ def _collect(
     """Keep up to ``max_parallel`` jobs running; record each as it finishes (``running`` is updated in place)."""
     while pending or running:
         while pending and len(running) < max_parallel:
-            cell, pair, argv = pending.pop(0)
+            cell, pair, pair_job = pending.pop(0)
             job_threads = threads or executor_threads(max_parallel)
-            running.append((cell, pair, executor.submit(run_job, argv, job_threads, verbosity)))
+            running.append((cell, pair, executor.submit(run_job, pair_job, job_threads, verbosity)))
         time.sleep(0.5)
         still = []
         for cell, pair, job in running:
@@ -579,7 +602,7 @@ SUBMITTED = "submitted.json"
 STATES = ("done", "failed", "submitted", "missing")
 
 
-def finished_folder(spec: StudySpec, cell: dict, pair: int, parser=None) -> Path | None:
+def finished_folder(spec: StudySpec, cell: dict, pair: int) -> Path | None:
     """The results folder of a (cell, pair) whose verify finished (report.json on disk), else None.
 
     The folder is the one verify itself would reuse: named by the endpoints' sidecars and the
@@ -589,22 +612,19 @@ def finished_folder(spec: StudySpec, cell: dict, pair: int, parser=None) -> Path
     from lewc.pipeline.folders import results_folder
     from lewc.training import checkpoints
     from lewc.training.data import dataset_identity
-    from lewc.training.recipe import config_from_args
-    from lewc.verify import build_parser, validate
 
-    args = (parser or build_parser()).parse_args(spec.argv(cell, pair))
-    options, _, seeds = validate(args)
-    paths = [config_from_args(args, args.width, s).checkpoint_path(checkpoint_folder(args.ckpt_dir)) for s in seeds]
+    job = spec.job(cell, pair)
+    paths = [cfg.checkpoint_path(checkpoint_folder()) for cfg in job.configs]
     try:
         metas = [checkpoints.read_meta(p) for p in paths]
     except LewcError:  # missing or unreadable sidecar: not finished
         return None
     n_calib = (metas[0].get("train_config") or {}).get("n_calib")
     try:
-        data_id = dataset_identity(metas[0]["dataset"], args.data_root, n_calib)
+        data_id = dataset_identity(metas[0]["dataset"], None, n_calib)
     except LewcError:  # the dataset is not here: nothing of it can be finished
         return None
-    folder = results_folder(metas[0], metas[1], options, data_id)
+    folder = results_folder(metas[0], metas[1], job.options, data_id)
     return folder if (folder / "report.json").is_file() else None
 
 
@@ -635,9 +655,6 @@ def _first_error_line(text: str) -> str:
 
 def job_states(spec: StudySpec, folder: Path) -> list[tuple[dict, int, str, str]]:
     """(cell, pair, state, detail) of every job, from disk only: done, failed, submitted or missing."""
-    from lewc.verify import build_parser
-
-    parser = build_parser()
     submitted = {}
     if (folder / SUBMITTED).is_file():
         submitted = {
@@ -651,7 +668,7 @@ def job_states(spec: StudySpec, folder: Path) -> list[tuple[dict, int, str, str]
     for cell in spec.cells():
         for pair in range(spec.pairs):
             key = (json.dumps(cell), pair)
-            done = finished_folder(spec, cell, pair, parser)
+            done = finished_folder(spec, cell, pair)
             if done is not None:
                 states.append((cell, pair, "done", str(done)))
                 continue
@@ -690,14 +707,11 @@ def outcomes_from_disk(spec: StudySpec, folder: Path) -> list[Outcome]:
 
 def split_finished(spec: StudySpec, jobs: list) -> tuple[list[Outcome], list]:
     """(outcomes of the jobs already finished on disk, the jobs still to run): nothing finished is resubmitted."""
-    from lewc.verify import build_parser
-
-    parser = build_parser()
     done, todo = [], []
-    for cell, pair, argv in jobs:
-        folder = finished_folder(spec, cell, pair, parser)
+    for cell, pair, job in jobs:
+        folder = finished_folder(spec, cell, pair)
         if folder is None:
-            todo.append((cell, pair, argv))
+            todo.append((cell, pair, job))
         else:
             done.append(Outcome(cell, pair, folder=str(folder)))
     return done, todo
@@ -716,18 +730,14 @@ def estimate_seconds(spec: StudySpec, target: str) -> tuple[float, int]:
 
     from lewc.pipeline.endpoints import checkpoint_folder, training_cost_seconds
     from lewc.training import checkpoints
-    from lewc.training.recipe import config_from_args
-    from lewc.verify import build_parser
 
     device = torch.device(target)
-    parser, total, missing = build_parser(), 0.0, 0
+    total, missing = 0.0, 0
     seen = set()
     for cell in spec.cells():
         for pair in range(spec.pairs):
-            args = parser.parse_args(spec.argv(cell, pair))
-            for seed in (2 * pair, 2 * pair + 1):
-                cfg = config_from_args(args, args.width, seed)
-                path = cfg.checkpoint_path(checkpoint_folder(args.ckpt_dir))
+            for cfg in spec.job(cell, pair).configs:
+                path = cfg.checkpoint_path(checkpoint_folder())
                 if path in seen or checkpoints.sidecar_path(path).exists():
                     continue
                 seen.add(path)
@@ -786,7 +796,7 @@ def main(argv: list[str] | None = None) -> None:
     from lewc.training.data import data_home
 
     folder = args.out or data_home() / "studies" / spec.name
-    jobs = [(cell, pair, spec.argv(cell, pair)) for cell in spec.cells() for pair in range(spec.pairs)]
+    jobs = [(cell, pair, spec.job(cell, pair)) for cell in spec.cells() for pair in range(spec.pairs)]
     command = "python -m experiments.study " + " ".join(sys.argv[1:] if argv is None else argv)
     if sum((args.status, args.collect, args.detach, args.dry_run)) > 1:
         raise LewcError("--status, --collect, --detach and --dry-run exclude each other")
@@ -817,8 +827,8 @@ def main(argv: list[str] | None = None) -> None:
             "slurm: update_parameters(%s)", ", ".join(f"{k}={v!r}" for k, v in slurm_submission(spec, args).items())
         )
     if args.dry_run:
-        for cell, pair, job_argv in jobs:
-            print(f"{json.dumps(cell)} pair {pair}: python -m lewc.verify {' '.join(job_argv)}")
+        for cell, pair, job in jobs:
+            print(f"{json.dumps(cell)} pair {pair}: {job.command}")
         return
     finished, todo = split_finished(spec, jobs)
     log.info("%d of %d job(s) finished on disk (skipped); %d to run", len(finished), len(jobs), len(todo))

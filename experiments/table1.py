@@ -25,7 +25,6 @@ synthetic data on the CPU in seconds (the test suite runs it); its numbers mean 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,22 +66,37 @@ def row_argv(row: Row, pair: int, args: argparse.Namespace) -> list[str]:
     return argv
 
 
+SMOKE_TRAINING = {"base_width": 8, "epochs": 3, "batch_size": 64}
+SMOKE_ANALYSIS = {"lams": (0.0, 0.5, 1.0), "n_test": 200, "bn_images": 64, "controls": False}
+
+
+def row_job(row: Row, pair: int, args: argparse.Namespace):
+    """(the pair's two training configs, the analysis options): exactly what ``row_argv`` asks verify for."""
+    from lewc.pipeline.runs import analysis_options
+    from lewc.training.recipe import default_config
+
+    width = 1 if args.smoke else row.width
+    dataset = "synthetic" if args.smoke else row.dataset
+    training = SMOKE_TRAINING if args.smoke else {}
+    configs = [
+        default_config(row.model, width, dataset, seed, recipe="paper", **training) for seed in (2 * pair, 2 * pair + 1)
+    ]
+    options = analysis_options(align=("none", "weights"), **(SMOKE_ANALYSIS if args.smoke else {}))
+    return configs, options
+
+
 def cost_line(rows: list[Row], args: argparse.Namespace) -> str:
     """The FLOP estimate of the endpoints still to train (lewc.pipeline.endpoints' rates)."""
     from lewc.core.device import resolve_device
     from lewc.pipeline.endpoints import checkpoint_folder, training_cost_seconds
     from lewc.training import checkpoints
-    from lewc.training.recipe import config_from_args
-    from lewc.verify import build_parser
 
     device = resolve_device(args.device)
-    parser, total, missing = build_parser(), 0.0, 0
+    total, missing = 0.0, 0
     for row in rows:
         for pair in range(args.pairs):
-            parsed = parser.parse_args(row_argv(row, pair, args))
-            for seed in (2 * pair, 2 * pair + 1):
-                cfg = config_from_args(parsed, parsed.width, seed)
-                if not checkpoints.sidecar_path(cfg.checkpoint_path(checkpoint_folder(parsed.ckpt_dir))).exists():
+            for cfg in row_job(row, pair, args)[0]:
+                if not checkpoints.sidecar_path(cfg.checkpoint_path(checkpoint_folder(args.ckpt_dir))).exists():
                     missing += 1
                     total += training_cost_seconds(cfg, device)
     return (
@@ -157,9 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
+    from lewc.core.device import resolve_device
     from lewc.core.io import write_atomic, write_json_atomic
+    from lewc.pipeline.runs import RunContext, verify_configs
     from lewc.training.data import data_home
-    from lewc.verify import verify_pair
 
     args = build_parser().parse_args(argv)
     logs.start(args)
@@ -181,9 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, list[dict]] = {}
     for name, row in zip(names, rows, strict=True):
         for pair in range(args.pairs):
-            folder = verify_pair(row_argv(row, pair, args))
-            results.setdefault(name, []).append(json.loads((folder / "report.json").read_text()))
-            log.info("%s pair %d: %s", name, pair, folder)
+            configs, options = row_job(row, pair, args)
+            command = "python -m lewc.verify " + " ".join(row_argv(row, pair, args))
+            ctx = RunContext(command=command, data_root=args.data_root, ckpt_dir=args.ckpt_dir, progress=False)
+            done = verify_configs(configs, options, resolve_device(args.device), ctx, allow_slow=True)
+            results.setdefault(name, []).append(done.report)
+            log.info("%s pair %d: %s", name, pair, done.report_path.parent)
     text = table(results, args.smoke)
     out = args.out or data_home() / "results" / ("table1_smoke" if args.smoke else "table1")
     out.mkdir(parents=True, exist_ok=True)

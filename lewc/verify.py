@@ -19,17 +19,11 @@ Exit codes: 0 ran (whatever the verdicts), 2 bad input (one line, nothing writte
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
-import json
 import logging
 import shlex
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
-import torch
 
 from lewc.core import logs
 from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
@@ -37,20 +31,25 @@ from lewc.core.device import resolve_device
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.core.validate import check_int, check_plain_name, short
 from lewc.models.registry import MAX_BASE_WIDTH, MAX_WIDTH
-from lewc.pipeline.endpoints import check_endpoints, checkpoint_folder, ensure_trained, plan_pair
-from lewc.pipeline.folders import AnalysisOptions, check_writable, results_folder, run_provenance
-from lewc.pipeline.pair import PairResult, RunSettings, analyse_pair, write_folder
+from lewc.pipeline.endpoints import checkpoint_folder, plan_pair
+from lewc.pipeline.folders import AnalysisOptions, check_writable
+from lewc.pipeline.runs import (
+    MIN_TEST_IMAGES,
+    RunContext,
+    analysis_options,
+    verify_checkpoints,
+    verify_configs,
+    verify_foreign,
+)
 from lewc.pipeline.widths import write_sweep
 from lewc.reporting import report
-from lewc.reporting.results import open_results
 from lewc.stats.claims import evaluate_verdicts
-from lewc.sweep.merge import Pair, check_lams
+from lewc.sweep.merge import Pair
 from lewc.training import checkpoints
 from lewc.training.checkpoints import MAX_SEED
-from lewc.training.data import data_home, dataset_info, load_dataset
+from lewc.training.data import data_home
 from lewc.training.recipe import TrainConfig, add_recipe_arguments, config_from_args
 
-MIN_TEST_IMAGES = 10
 log = logging.getLogger("lewc.verify")  # not __name__: that is "__main__" under python -m lewc.verify
 MAX_COUNT = 10**8  # images, epochs, batch sizes: far above any dataset here, far below an overflow
 MAX_SEEDS = 1000
@@ -70,144 +69,23 @@ def command_line() -> str:
     return "python -m lewc.verify " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-# --- one pair from its checkpoints ------------------------------------------------------------------
+# --- from flags to the pipeline's typed arguments ---------------------------------------------------------
 
 
-def settings_from_args(args: argparse.Namespace) -> RunSettings:
-    return RunSettings(
+def context_from_args(args: argparse.Namespace) -> RunContext:
+    return RunContext(
+        command=command_line(),
+        data_root=args.data_root,
+        ckpt_dir=args.ckpt_dir,
         batch_size_eval=args.batch_size_eval,
         progress=not args.quiet,
-        align_cache=checkpoint_folder(args.ckpt_dir) / "aligned",
         keep_samples=args.keep_samples,
+        force=args.force,
     )
 
 
 def pair_configs(args: argparse.Namespace, width: int, seeds: tuple[int, int]) -> list[TrainConfig]:
     return [config_from_args(args, width, s) for s in seeds]
-
-
-def plan(args: argparse.Namespace, width: int, seeds: tuple[int, int], device: torch.device) -> list[TrainConfig]:
-    folder = checkpoint_folder(args.ckpt_dir)
-    return plan_pair(pair_configs(args, width, seeds), folder, device, args.no_train, args.allow_slow)
-
-
-def trained(configs: list[TrainConfig], args: argparse.Namespace, device: torch.device) -> list[Path]:
-    return ensure_trained(configs, checkpoint_folder(args.ckpt_dir), device, args.data_root, not args.quiet)
-
-
-def used_options(options: AnalysisOptions, n_test_images: int) -> AnalysisOptions:
-    """The options as run: an ``--n-test`` at or above the test set's size is all of it (recorded as such)."""
-    if options.n_test is not None and options.n_test >= n_test_images:
-        if options.n_test > n_test_images:
-            log.warning("--n-test %d exceeds the %d test images; using all of them", options.n_test, n_test_images)
-        return dataclasses.replace(options, n_test=None)
-    return options
-
-
-def reusable(out_dir: Path, meta_a: dict, meta_b: dict, data_id: str) -> bool:
-    """A published folder whose results were computed from exactly these weights and this dataset."""
-    if not (out_dir / "report.json").is_file() or not (out_dir / "results.nc").is_file():
-        return False
-    attrs = open_results(out_dir / "results.nc").attrs
-    return (
-        attrs.get("sha256_a") == meta_a["sha256"]
-        and attrs.get("sha256_b") == meta_b["sha256"]
-        and attrs.get("dataset_identity") == data_id
-    )
-
-
-def verify_checkpoints(
-    paths: list[Path], args: argparse.Namespace, options: AnalysisOptions, device: torch.device, out_dir: Path | None
-) -> tuple[Path, dict, object]:
-    """Verify one pair of checkpoints into its folder (reused when it exists): (report.json, report, results).
-
-    The folder is named by content (both weights' sha256 and the dataset's identity), and the
-    endpoints' accuracies are measured before any analysis: chance-level endpoints are refused.
-    """
-    meta_a, meta_b = checkpoints.read_meta(paths[0]), checkpoints.read_meta(paths[1])
-    t0 = time.perf_counter()
-    n_calib = (meta_a.get("train_config") or {}).get("n_calib")
-    ds = load_dataset(meta_a["dataset"], device, args.data_root, n_calib)
-    options = used_options(options, len(ds.test))
-    out_dir = out_dir or results_folder(meta_a, meta_b, options, ds.identity)
-    samples_ok = not args.keep_samples or (out_dir / "samples.nc").is_file()
-    if not args.force and args.out is None and samples_ok and reusable(out_dir, meta_a, meta_b, ds.identity):
-        log.info(
-            "reusing %s: the same weights (A sha256 %s, B %s), dataset %s (identity %s) and analysis (%s); "
-            "--force redoes it",
-            out_dir,
-            meta_a["sha256"][:16],
-            meta_b["sha256"][:16],
-            meta_a["dataset"],
-            ds.identity,
-            options.key(),
-        )
-        return (
-            out_dir / "report.json",
-            json.loads((out_dir / "report.json").read_text()),
-            open_results(out_dir / "results.nc").load(),
-        )
-    model_a, meta_a = checkpoints.load(paths[0], device)
-    model_b, meta_b = checkpoints.load(paths[1], device)
-    pair = Pair(model_a, model_b, meta_a, meta_b)
-    log.info(
-        "load: %s and %s, %s (%d train, %d test images) on %s, %.1f s",
-        paths[0].name,
-        paths[1].name,
-        ds.info.name,
-        len(ds.train),
-        len(ds.test),
-        device,
-        time.perf_counter() - t0,
-    )
-    check_endpoints(
-        {"a": model_a, "b": model_b},
-        {"a": meta_a, "b": meta_b},
-        {"a": paths[0], "b": paths[1]},
-        ds,
-        options.n_test,
-        args.batch_size_eval,
-    )
-    files = {"checkpoint_a": str(paths[0]), "checkpoint_b": str(paths[1])}
-    seeds = [meta_a["seed"], meta_b["seed"]]
-    provenance = run_provenance(command_line(), options, device, seeds, files, dataset_identity=ds.identity)
-    result: PairResult = analyse_pair(pair, ds, options, settings_from_args(args), device, provenance)
-    rep = write_folder(out_dir, result, command_line(), keep_samples=args.keep_samples)
-    return out_dir / "report.json", rep, result.results
-
-
-def verify_state_dicts(args: argparse.Namespace, options: AnalysisOptions, device: torch.device) -> tuple[Path, dict]:
-    """``--arch`` with plain state dicts: build, load strictly, trace if foreign, verify on ``--dataset``."""
-    from lewc.models import get_family
-    from lewc.pipeline import interop
-
-    if not args.ckpt_a:
-        raise LewcError("--arch describes the checkpoints given by --ckpt-a and --ckpt-b; give both")
-    arch = interop.parse_arch(args.arch, args.arch_kwargs)
-    if arch.family is None and not args.dataset:
-        raise LewcError("--arch module:factory needs --dataset (the data to evaluate the models on)")
-    dataset = args.dataset or get_family(arch.family).default_dataset
-    info = dataset_info(dataset)
-    ds = load_dataset(dataset, device, args.data_root)
-    endpoints = [
-        interop.foreign_endpoint(arch, Path(p), tag, dataset, info.num_classes, info.in_shape)
-        for p, tag in ((args.ckpt_a, "A"), (args.ckpt_b, "B"))
-    ]
-    (model_a, meta_a), (model_b, meta_b) = endpoints
-    if meta_a["sha256"] == meta_b["sha256"]:
-        raise LewcError("--ckpt-a and --ckpt-b are the same weights (identical sha256)")
-    with torch.no_grad():
-        classes = model_a(ds.normalize(ds.test.x[:2])).shape[1]
-    if classes < info.num_classes:
-        raise LewcError(f"the models have {classes} outputs but {dataset} has {info.num_classes} classes")
-    pair = Pair(model_a.to(device), model_b.to(device), meta_a, meta_b)
-    name = f"{dataset}_{arch.label}_{meta_a['sha256'][:8]}-{meta_b['sha256'][:8]}_d{ds.identity[:8]}_a{options.key()}"
-    out_dir = args.out or data_home() / "results" / name
-    files = {"checkpoint_a": str(args.ckpt_a), "checkpoint_b": str(args.ckpt_b)}
-    provenance = run_provenance(command_line(), options, device, ["A", "B"], files, dataset_identity=ds.identity)
-    settings = RunSettings(batch_size_eval=args.batch_size_eval, progress=not args.quiet, align_cache=None)
-    result = analyse_pair(pair, ds, options, settings, device, provenance)
-    return out_dir / "report.json", write_folder(out_dir, result, command_line(), keep_samples=args.keep_samples)
 
 
 # --- command line --------------------------------------------------------------------------------------
@@ -285,9 +163,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def validate(args: argparse.Namespace) -> tuple[AnalysisOptions, list[int], list[int]]:
     """Check every input before anything is trained, analysed or written."""
-    lams = check_lams(parse_list(args.lams))
-    if not any(np.isclose(lams, 0.5)):
-        raise LewcError("the λ grid must contain 0.5 (barriers and verdicts are taken at λ = ½)")
     widths = parse_list(args.widths, int) if args.widths else [args.width]
     for w in widths:
         check_int(w, "width", 1, MAX_WIDTH)
@@ -302,7 +177,7 @@ def validate(args: argparse.Namespace) -> tuple[AnalysisOptions, list[int], list
         raise LewcError("--ckpt-a/--ckpt-b name one pair; they cannot be combined with --widths or --seeds")
     if args.n_test is not None and args.n_test < MIN_TEST_IMAGES:
         raise LewcError(f"--n-test must be at least {MIN_TEST_IMAGES} (bootstrap intervals need images)")
-    if args.n_test is not None:  # above the test set's size it is clamped to all of it (used_options)
+    if args.n_test is not None:  # above the test set's size it is clamped to all of it (runs.used_options)
         check_int(args.n_test, "--n-test", MIN_TEST_IMAGES, MAX_COUNT)
     if args.bn_images < 2:
         raise LewcError(f"--bn-images must be at least 2 (BatchNorm statistics need a batch), got {args.bn_images}")
@@ -319,11 +194,8 @@ def validate(args: argparse.Namespace) -> tuple[AnalysisOptions, list[int], list
     if args.out is not None:
         check_writable(args.out)
     check_writable(data_home() / "results")
-    from lewc.align.methods import check_methods
-
-    methods = check_methods(args.align)
-    methods = ["none"] + [m for m in methods if m != "none"]
-    options = AnalysisOptions(tuple(lams), args.n_test, args.bn_images, not args.no_controls, tuple(methods))
+    lams = parse_list(args.lams)
+    options = analysis_options(lams, args.n_test, args.bn_images, not args.no_controls, args.align)
     return options, widths, seeds
 
 
@@ -349,54 +221,51 @@ def check_checkpoint_pair(path_a: Path, path_b: Path, args: argparse.Namespace) 
         raise LewcError(f"{', '.join(ignored)} describe(s) training, but --ckpt-a/--ckpt-b name finished checkpoints")
 
 
-def verify_pair(argv: list[str]) -> Path:
-    """One pair, as the command line would run it, for drivers (``experiments.study``): the folder.
-
-    Raises ``LewcError`` on bad input; trains missing endpoints; reuses a finished analysis.
-    """
-    args = build_parser().parse_args([*argv, "--quiet"])
-    options, widths, seeds = validate(args)
-    if len(widths) != 1 or len(seeds) != 2:
-        raise LewcError("verify_pair takes one width and one pair of seeds")
-    device = resolve_device(args.device)
-    paths = trained(plan(args, widths[0], (seeds[0], seeds[1]), device), args, device)
-    path, _, _ = verify_checkpoints(paths, args, options, device, args.out)
-    return path.parent
-
-
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logs.start(args)
     options, widths, seeds = validate(args)
     device = resolve_device(args.device)
+    ctx = context_from_args(args)
     if args.arch:
-        path, rep = verify_state_dicts(args, options, device)
-        finish(path, rep, args)
+        if not args.ckpt_a:
+            raise LewcError("--arch describes the checkpoints given by --ckpt-a and --ckpt-b; give both")
+        from lewc.pipeline.interop import parse_arch
+
+        arch = parse_arch(args.arch, args.arch_kwargs)
+        done = verify_foreign(arch, args.ckpt_a, args.ckpt_b, args.dataset, options, device, ctx, args.out)
+        finish(done.report_path, done.report, args)
         return
     if args.ckpt_a:
         check_checkpoint_pair(args.ckpt_a, args.ckpt_b, args)
-        path, rep, _ = verify_checkpoints([args.ckpt_a, args.ckpt_b], args, options, device, args.out)
-        finish(path, rep, args)
+        done = verify_checkpoints([args.ckpt_a, args.ckpt_b], options, device, ctx, args.out)
+        finish(done.report_path, done.report, args)
         return
     pairs = [(seeds[i], seeds[i + 1]) for i in range(0, len(seeds), 2)]
-    plans = {(w, p): plan(args, w, seed_pair, device) for w in widths for p, seed_pair in enumerate(pairs)}
+    folder = checkpoint_folder(args.ckpt_dir)
+    plans = {  # every pair through the cost gate before anything is trained
+        (w, p): plan_pair(pair_configs(args, w, seed_pair), folder, device, args.no_train, args.allow_slow)
+        for w in widths
+        for p, seed_pair in enumerate(pairs)
+    }
     if len(plans) == 1:
-        paths = trained(plans[(widths[0], 0)], args, device)
-        path, rep, _ = verify_checkpoints(paths, args, options, device, args.out)
-        finish(path, rep, args)
+        done = verify_configs(plans[(widths[0], 0)], options, device, ctx, allow_slow=True, out_dir=args.out)
+        finish(done.report_path, done.report, args)
         return
     results, report_paths, combined = {}, {}, {}
     for w in widths:
         for p, seed_pair in enumerate(pairs):
-            paths = trained(plans[(w, p)], args, device)
             out = args.out / check_plain_name(f"w{w}_p{p}", "--out subfolder") if args.out else None
-            path, rep, res = verify_checkpoints(paths, args, options, device, out)
+            done = verify_configs(plans[(w, p)], options, device, ctx, allow_slow=True, out_dir=out)
             log.info(
-                "width %d, seeds %s: %s", w, seed_pair, ", ".join(f"{c['id']} {c['verdict']}" for c in rep["claims"])
+                "width %d, seeds %s: %s",
+                w,
+                seed_pair,
+                ", ".join(f"{c['id']} {c['verdict']}" for c in done.report["claims"]),
             )
-            results[(w, p)] = res
-            report_paths[f"w{w}_p{p}"] = str(path)
+            results[(w, p)] = done.results
+            report_paths[f"w{w}_p{p}"] = str(done.report_path)
         combined[w] = evaluate_verdicts([results[(w, p)] for p in range(len(pairs))])
     dataset = args.dataset or results[(widths[0], 0)].attrs["dataset"]
     name = f"{dataset}_{args.model}_sweep_w{'-'.join(map(str, widths))}_s{'-'.join(map(str, seeds))}_a{options.key()}"

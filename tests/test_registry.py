@@ -48,6 +48,27 @@ def test_the_library_never_imports_experiments():
         assert '"-m", "experiments' not in path.read_text(), f"{path} shells out to experiments"
 
 
+# the command lines and the shared flag declarations they use; argparse and sys.argv stop here
+CLI_MODULES = {"verify.py", "cli.py", "core/errors.py", "core/logs.py", "training/recipe.py"}
+
+
+def test_no_namespace_or_argv_below_the_command_lines():
+    """The packages take typed arguments: only the CLIs (and the flag declarations they share) see argparse."""
+    for path in LEWC.rglob("*.py"):
+        if str(path.relative_to(LEWC)) in CLI_MODULES:
+            continue
+        tree = ast.parse(path.read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "argparse" not in imported, f"{path} imports argparse"
+        attributes = {
+            (n.value.id, n.attr)
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+        }
+        assert ("sys", "argv") not in attributes, f"{path} reads sys.argv"
+
+
 def test_a_family_added_in_one_file_runs_through_verify_end_to_end(tmp_path, capsys, isolated_data_home):
     import toy_family  # noqa: F401  (registers "toy")
 

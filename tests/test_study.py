@@ -184,6 +184,23 @@ def test_spec_flags_are_exactly_verify_flags(tmp_path):
         study.load_spec(tmp_path / "missing.toml")
 
 
+def test_a_job_is_exactly_what_verify_runs_for_its_flags(tmp_path):
+    """The worker gets typed configs and options; verify's own parser makes the same from the cell's flags."""
+    from lewc.training.recipe import config_from_args
+    from lewc.verify import build_parser, validate
+
+    text = SPEC.replace("epochs = [1]", "epochs = [1]\nbias = [false]\nwd = [1e-4]")
+    spec = study.load_spec(write(tmp_path, text.replace('lams = "0,0.5,1"', "lams = [0.0, 0.5, 1.0]")))
+    for cell in spec.cells():
+        job = spec.job(cell, 1)
+        args = build_parser().parse_args(spec.argv(cell, 1))
+        options, widths, seeds = validate(args)
+        assert job.options == options and job.options.lams == (0.0, 0.5, 1.0)
+        assert [c.as_dict() for c in job.configs] == [config_from_args(args, widths[0], s).as_dict() for s in seeds]
+        assert [c.seed for c in job.configs] == [2, 3] and not job.configs[0].bias and job.configs[0].wd == 1e-4
+        assert job.command.startswith("python -m lewc.verify ") and "--no-bias" in job.command
+
+
 @pytest.mark.slow
 def test_a_killed_study_cancels_its_jobs_and_a_rerun_completes_it(tmp_path):
     """SIGTERM after the first job: exit without orphans; the rerun reuses that job and runs the rest."""

@@ -34,3 +34,21 @@ def test_unknown_rows_are_one_line_errors(capsys):
         table1.main(["--rows", "mlp,bert", "--dry-run"])
     assert exc.value.code == 2
     assert "unknown row" in capsys.readouterr().err
+
+
+def test_a_row_job_is_exactly_what_verify_runs_for_the_printed_command():
+    """Table 1 runs typed configs and options; verify's parser makes the same from the command it prints."""
+    import argparse
+
+    from lewc.training.recipe import config_from_args
+    from lewc.verify import build_parser, validate
+
+    for smoke in (True, False):
+        args = argparse.Namespace(smoke=smoke, device=None, data_root=None, ckpt_dir=None)
+        for row in table1.ROWS.values():
+            configs, options = table1.row_job(row, 1, args)
+            parsed = build_parser().parse_args(table1.row_argv(row, 1, args))
+            verify_options, widths, seeds = validate(parsed)
+            assert options == verify_options
+            assert [c.as_dict() for c in configs] == [config_from_args(parsed, widths[0], s).as_dict() for s in seeds]
+            assert configs[0].recipe == "paper" and [c.seed for c in configs] == [2, 3]
