@@ -84,3 +84,26 @@ def test_the_command_writes_table_csv_and_figures_from_study_nc_alone(tmp_path, 
     assert "floor c" in out and "3×{128/256/512/1024/2048/4096}" in out
     for name in ("trend.md", "trend.json", "trend_points.csv", "trend_acc_mid.png", "trend_loss_mid_cal.png"):
         assert (tmp_path / "out" / name).is_file()
+
+
+@pytest.mark.parametrize("n_pairs", [2, 3])
+def test_a_new_independent_pair_falls_in_the_prediction_interval_95_percent_of_the_time(n_pairs):
+    """Pairs drawn from one normal law: a further draw lands in the prediction interval at its level,
+    while the mean's t-interval (the rival "interval over pairs") covers a new pair far less often."""
+    rng = np.random.default_rng(7)
+    trials = 4000
+    hits_new = hits_mean = 0
+    for _ in range(trials):
+        pairs, new = rng.normal(3.0, 0.5, n_pairs), rng.normal(3.0, 0.5)
+        ci, prediction = trend.t_intervals(pairs)
+        hits_new += prediction[0] <= new <= prediction[1]
+        hits_mean += ci[0] <= new <= ci[1]
+    from scipy import stats
+
+    se = np.sqrt(0.95 * 0.05 / trials)
+    assert abs(hits_new / trials - 0.95) < 4 * se  # ±1.4 pp at 4,000 trials
+    # the mean's interval covers a new pair with P(|t_{n-1}| ≤ t_crit/√(n+1)): 91% at n = 2, 84% at n = 3
+    t_crit = stats.t.ppf(0.975, n_pairs - 1)
+    rival = 2 * stats.t.cdf(t_crit / np.sqrt(n_pairs + 1), n_pairs - 1) - 1
+    assert rival < 0.92 and abs(hits_mean / trials - rival) < 4 * np.sqrt(rival * (1 - rival) / trials)
+    assert trend.t_intervals(np.array([1.0]))[1] != trend.t_intervals(np.array([1.0]))[1]  # NaN: no spread
