@@ -60,6 +60,7 @@ import itertools
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 import tomllib
@@ -137,11 +138,11 @@ class StudySpec:
             for seed in (2 * pair, 2 * pair + 1)
         )
         try:
-            lams = DEFAULT_LAMS if self.lams is None else [float(v) for v in self.lams.split(",") if v.strip()]
+            lams = DEFAULT_LAMS if not self.lams else [float(v) for v in self.lams.split(",") if v.strip()]
         except ValueError:
             raise LewcError(f"[study] lams {self.lams!r} is not a comma-separated list of numbers") from None
         options = analysis_options(lams, self.n_test, BN_IMAGES, self.controls, self.align)
-        command = "python -m lewc.verify " + " ".join(self.argv(cell, pair))
+        command = "python -m lewc.verify " + shlex.join(self.argv(cell, pair))
         return PairJob(configs, options, command)
 
     def argv(self, cell: dict, pair: int) -> list[str]:
@@ -232,8 +233,9 @@ def check_study_values(study: dict, slurm: dict) -> None:
     from lewc.align.methods import check_methods
     from lewc.core.validate import check_bool, check_int, check_number, check_plain_name, short
     from lewc.models import get_family
+    from lewc.pipeline.runs import MIN_TEST_IMAGES
     from lewc.training.data import dataset_info
-    from lewc.verify import MAX_COUNT, MIN_TEST_IMAGES
+    from lewc.training.recipe import MAX_COUNT
 
     check_plain_name(study["name"], "[study] name")
     get_family(check_plain_name(study["model"], "[study] model"))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, row in zip(names, rows, strict=True):
         for pair in range(args.pairs):
             configs, options = row_job(row, pair, args)
-            command = "python -m lewc.verify " + " ".join(row_argv(row, pair, args))
+            command = "python -m lewc.verify " + shlex.join(row_argv(row, pair, args))
             ctx = RunContext(command=command, data_root=args.data_root, ckpt_dir=args.ckpt_dir, progress=False)
             done = verify_configs(configs, options, resolve_device(args.device), ctx, allow_slow=True)
             results.setdefault(name, []).append(done.report)

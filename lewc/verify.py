@@ -48,10 +48,9 @@ from lewc.sweep.merge import Pair
 from lewc.training import checkpoints
 from lewc.training.checkpoints import MAX_SEED
 from lewc.training.data import data_home
-from lewc.training.recipe import TrainConfig, add_recipe_arguments, config_from_args
+from lewc.training.recipe import MAX_COUNT, TrainConfig, add_recipe_arguments, config_from_args
 
 log = logging.getLogger("lewc.verify")  # not __name__: that is "__main__" under python -m lewc.verify
-MAX_COUNT = 10**8  # images, epochs, batch sizes: far above any dataset here, far below an overflow
 MAX_SEEDS = 1000
 
 
@@ -163,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def validate(args: argparse.Namespace) -> tuple[AnalysisOptions, list[int], list[int]]:
     """Check every input before anything is trained, analysed or written."""
+    lams = parse_list(args.lams)
+    options = analysis_options(lams, args.n_test, args.bn_images, not args.no_controls, args.align)
     widths = parse_list(args.widths, int) if args.widths else [args.width]
     for w in widths:
         check_int(w, "width", 1, MAX_WIDTH)
@@ -194,8 +195,6 @@ def validate(args: argparse.Namespace) -> tuple[AnalysisOptions, list[int], list
     if args.out is not None:
         check_writable(args.out)
     check_writable(data_home() / "results")
-    lams = parse_list(args.lams)
-    options = analysis_options(lams, args.n_test, args.bn_images, not args.no_controls, args.align)
     return options, widths, seeds
 
 

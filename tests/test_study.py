@@ -1,6 +1,7 @@
 """experiments.study: a declarative grid run through submitit, resumable, failures listed, bad specs refused."""
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -190,15 +191,19 @@ def test_a_job_is_exactly_what_verify_runs_for_its_flags(tmp_path):
     from lewc.verify import build_parser, validate
 
     text = SPEC.replace("epochs = [1]", "epochs = [1]\nbias = [false]\nwd = [1e-4]")
-    spec = study.load_spec(write(tmp_path, text.replace('lams = "0,0.5,1"', "lams = [0.0, 0.5, 1.0]")))
+    spec = study.load_spec(write(tmp_path, text.replace('lams = "0,0.5,1"', 'lams = "0, 0.5, 1"')))
     for cell in spec.cells():
         job = spec.job(cell, 1)
-        args = build_parser().parse_args(spec.argv(cell, 1))
+        assert job.command == "python -m lewc.verify " + shlex.join(spec.argv(cell, 1))
+        args = build_parser().parse_args(shlex.split(job.command)[3:])
         options, widths, seeds = validate(args)
-        assert job.options == options and job.options.lams == (0.0, 0.5, 1.0)
+        assert job.options == options and job.options.lams == (0.0, 0.5, 1.0)  # a λ text with spaces survives
         assert [c.as_dict() for c in job.configs] == [config_from_args(args, widths[0], s).as_dict() for s in seeds]
         assert [c.seed for c in job.configs] == [2, 3] and not job.configs[0].bias and job.configs[0].wd == 1e-4
-        assert job.command.startswith("python -m lewc.verify ") and "--no-bias" in job.command
+        assert "--no-bias" in job.command
+    for empty in ('","', '" "'):  # an empty λ list is one line, never an IndexError
+        with pytest.raises(LewcError, match="empty"):
+            study.load_spec(write(tmp_path, SPEC.replace('"0,0.5,1"', empty)))
 
 
 @pytest.mark.slow

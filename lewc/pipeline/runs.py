@@ -117,7 +117,16 @@ def verify_configs(
     allow_slow: bool = False,
     out_dir: Path | None = None,
 ) -> Verified:
-    """Train the pair's missing endpoints (resuming a snapshot), then verify them into their folder."""
+    """Train the pair's missing endpoints (resuming a snapshot), then verify them into their folder.
+
+    Everything is checked before any training: the configs, the cost gate, and that the results can be
+    written (a read-only folder found after hours of training would lose them).
+    """
+    from lewc.pipeline.folders import check_writable
+
+    for cfg in configs:
+        cfg.validate()
+    check_writable(out_dir if out_dir is not None else data_home() / "results")
     folder = checkpoint_folder(ctx.ckpt_dir)
     plan_pair(configs, folder, device, no_train, allow_slow)
     paths = ensure_trained(configs, folder, device, ctx.data_root, ctx.progress)

@@ -33,6 +33,8 @@ def model_state(model: torch.nn.Module) -> State:
 def check_lams(lams: Sequence[float], require_endpoints: bool = True) -> list[float]:
     """Validate a λ grid: finite values in [0, 1], sorted unique, containing 0 and 1 (docs/conventions.md)."""
     values = [float(v) for v in lams]
+    if not values:
+        raise LewcError("the λ grid is empty; give values in [0, 1] including 0, 0.5 and 1")
     bad = [v for v in values if not (0.0 <= v <= 1.0)]  # also catches NaN
     if bad:
         raise LewcError(f"λ must lie in [0, 1]; got {bad}")
