@@ -84,10 +84,11 @@ def accuracy(model: nn.Module, x, y) -> float:
         return float((model.eval()(x).argmax(1) == y).double().mean())
 
 
-def test_accuracy_barrier_is_the_users_own_computation_and_models_are_untouched(models, data):
+def test_accuracy_barrier_is_the_users_own_computation_and_models_are_untouched(models, data, caplog):
     a, b = models
     train, (x, y) = data
     before = [snapshot(a), snapshot(b)]
+    caplog.set_level("WARNING", logger="lewc.pipeline.pair")
     rep = lewc.verify_pair(a, b, train=train, test=(x, y), lams=LAMS, align=("none",), controls=False, device="cpu")
     for model, (state, flags) in zip((a, b), before, strict=True):
         assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
@@ -107,6 +108,7 @@ def test_accuracy_barrier_is_the_users_own_computation_and_models_are_untouched(
     assert rep.claims["lmc_accuracy"].value == pytest.approx(rep.barriers["acc_mid"])
     assert [int(d) for d in rep.results.depth.values] == [1, 2, 3]  # ℓ from the graph: l1, l2, logits
     assert rep.results.attrs["n_test"] == len(y)  # the test set as given, whole
+    assert not [r for r in caplog.records if "at chance" in r.getMessage()]  # trained endpoints: no warning
 
 
 def test_two_architectures_are_refused_in_one_line_naming_the_tensor(models, data):
@@ -205,13 +207,14 @@ def test_relu_chain_positive_control_is_exact_lewc_and_save_writes_the_cli_folde
     assert json.loads(rep.to_json())["claims"] == saved["claims"]
 
 
-def test_residual_resnet18_from_torchvision_traces_aligns_and_verifies():
+def test_residual_resnet18_from_torchvision_traces_aligns_and_verifies(caplog):
     torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(0)
     a, b = (torchvision.models.resnet18(num_classes=10) for _ in range(2))
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(40, 3, 16, 16, generator=gen)  # small images keep ResNet-18's forward cheap
     y = torch.randint(0, 10, (40,), generator=gen)
+    caplog.set_level("WARNING", logger="lewc.pipeline.pair")
     rep = lewc.verify_pair(  # activation matching: one assignment per group (weight matching takes minutes here)
         a,
         b,
@@ -229,6 +232,9 @@ def test_residual_resnet18_from_torchvision_traces_aligns_and_verifies():
     assert "adds or concatenates" in rep.absent_controls["positive"]
     assert "negative" in rep.controls
     assert np.isfinite(rep.barriers["acc_mid"])
+    # random initialisations on random labels: analysed (the user's models), but said to be at chance
+    chance = [r.getMessage() for r in caplog.records if "at chance" in r.getMessage()]
+    assert len(chance) == 2 and chance[0].startswith("endpoint A reaches") and "12 test images" in chance[0]
 
 
 def test_cli_verifies_two_plain_torchvision_state_dicts(tmp_path, capsys):

@@ -111,6 +111,29 @@ def warn_degenerate(claims: list[Claim]) -> None:
         log.warning("%s; the claims that need A and B apart are INCONCLUSIVE", note)
 
 
+def warn_at_chance(res: xr.Dataset, ds, n_test: int | None) -> None:
+    """A WARNING per endpoint at chance level (only lewc checkpoints are refused before the sweep, by
+    ``endpoints.check_endpoints``; a researcher's own models and ``--arch`` state dicts are analysed,
+    but their barriers say nothing about the claim)."""
+    from lewc.pipeline.endpoints import chance_threshold
+    from lewc.reporting.report import endpoint_accuracies
+
+    n = min(n_test or len(ds.test), len(ds.test))
+    limit = chance_threshold(ds.info.num_classes, n)
+    ends = endpoint_accuracies(res)
+    for end in ("a", "b"):
+        if ends[end] / 100.0 <= limit:
+            log.warning(
+                "endpoint %s reaches %.2f %% on %d test images: at chance (≤ %.2f %% for %d classes); "
+                "its barriers and verdicts say nothing about connectivity",
+                end.upper(),
+                ends[end],
+                n,
+                100 * limit,
+                ds.info.num_classes,
+            )
+
+
 def analyse_pair(
     pair: Pair, ds, options: AnalysisOptions, settings: RunSettings, device: torch.device, provenance: dict
 ) -> PairResult:
@@ -122,6 +145,7 @@ def analyse_pair(
         batch_size=settings.batch_size_eval,
     )
     by_align = {"none": analyze(pair, ds, list(options.lams), sweep_options, provenance)}
+    warn_at_chance(by_align["none"], ds, options.n_test)
     for method in options.align:
         if method == "none":
             continue
