@@ -41,6 +41,7 @@ from pathlib import Path
 
 from lewc.core.conventions import N_CALIB
 from lewc.core.errors import LewcError
+from lewc.core.validate import short
 from lewc.models import family_names, get_family, width_label
 from lewc.models.common import NORMS
 from lewc.models.registry import MAX_BASE_WIDTH, MAX_WIDTH
@@ -117,12 +118,16 @@ class TrainConfig:
         limits = {"width": MAX_WIDTH, "epochs": MAX_COUNT, "batch_size": MAX_COUNT, "base_width": MAX_BASE_WIDTH}
         for key, limit in limits.items():
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
-                problems.append(f"{key.replace('_', ' ')} must be a positive integer ≤ {limit:,} (got {value!r})")
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                problems.append(f"{key.replace('_', ' ')} must be a positive integer (got {value!r})")
+            elif value > limit:
+                problems.append(f"{key.replace('_', ' ')} must be in [1, {limit}], got {short(value)}")
         if self.depth is not None and family.default_depth is None:
             problems.append(f"{self.model} has a fixed depth, but a depth of {self.depth} was given")
-        elif self.depth is not None and not 0 < self.depth <= MAX_COUNT:
-            problems.append(f"depth must be positive and ≤ {MAX_COUNT:,} (got {self.depth})")
+        elif self.depth is not None and self.depth <= 0:
+            problems.append(f"depth must be positive (got {self.depth})")
+        elif self.depth is not None and self.depth > MAX_COUNT:
+            problems.append(f"depth must be in [1, {MAX_COUNT}], got {short(self.depth)}")
         if not self.lr > 0:
             problems.append(f"learning rate must be positive (got {self.lr})")
         if not self.wd >= 0:
