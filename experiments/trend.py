@@ -16,6 +16,10 @@ per width this interval is coarse and says only how much the pairs disagree; it 
 the test-image noise within a pair (each pair's own interval is in its report). Widths are the
 MLP's hidden units per layer (``base_width × width``), so ×1 of the field's MLP is w = 512.
 
+Over the three widest widths, ``tail_trend`` asks the narrower question "does doubling the width
+still lower the barrier?" (OLS on log2 w, statsmodels): a change per doubling whose interval holds
+0 makes the mean over those widths the floor the data show, however the power law extrapolates.
+
 The map gives, per cell, the mean over pairs with its 95% t-interval and, for the two fitted
 barriers, the 95% **prediction interval** of one new independent pair, mean ± t·s·√(1 + 1/n): the
 range an independent run of that cell (same recipe, new seeds) should fall in. The mean's interval
@@ -112,6 +116,40 @@ def bootstrap(widths: np.ndarray, values: np.ndarray, tolerance: float, n_boot: 
         if params is not None:
             out[i] = (*params, width_reaching(*params, tolerance))
     return out
+
+
+TAIL_WIDTHS = 3  # the widest widths whose trend is tested separately from the power law
+
+
+def tail_trend(widths: np.ndarray, values: np.ndarray, k: int = TAIL_WIDTHS) -> dict | None:
+    """Is the barrier still falling over the ``k`` widest widths? OLS of the per-pair values on log2(w).
+
+    Returns the change per doubling of the width with its 95% t-interval (statsmodels OLS, every
+    (width, pair) point one observation), and the mean over those widths with its t-interval: when the
+    slope's interval holds 0, that mean is the floor the data show, whatever the power law says.
+    A three-parameter fit over a curve shaped like a step puts c anywhere; this asks the narrower
+    question "does doubling the width still help, where it was measured widest?".
+    """
+    import statsmodels.api as sm
+
+    ok = np.isfinite(values)
+    w, v = widths[ok], values[ok]
+    tail = np.sort(np.unique(w))[-k:]
+    keep = np.isin(w, tail)
+    w, v = w[keep], v[keep]
+    if len(tail) < 2 or len(v) < 3:
+        return None
+    fit = sm.OLS(v, sm.add_constant(np.log2(w))).fit()
+    slope_ci = fit.conf_int(0.05)[1]
+    mean = sm.OLS(v, np.ones_like(v)).fit()
+    return dict(
+        widths=[int(x) for x in tail],
+        slope_per_doubling=float(fit.params[1]),
+        slope_ci=[float(slope_ci[0]), float(slope_ci[1])],
+        mean=float(mean.params[0]),
+        mean_ci=[float(x) for x in mean.conf_int(0.05)[0]],
+        points=int(len(v)),
+    )
 
 
 def interval(replicates: np.ndarray) -> list[float]:
@@ -216,6 +254,7 @@ def fit_table(records: list[dict]) -> list[dict]:
             for w in np.unique(widths)
             if np.isfinite(values[widths == w]).any()
         }
+        row["tail"] = tail_trend(widths, values)
         params = fit_power_law(widths, values, tolerance)
         if params is None:
             row.update(fitted=False, note="fewer than 3 widths with values, or the fit did not converge")
@@ -334,6 +373,28 @@ def markdown(rows: list[dict], command: str) -> str:
             head + f"| {r['c']:.3g} [{c_lo:.3g}, {c_hi:.3g}] | {r['alpha']:.2f} [{a_lo:.2f}, {a_hi:.2f}] "
             f"| {_fmt_width(r['width_at_tolerance'])} [{_fmt_width(w_lo)}, {_fmt_width(w_hi)}] "
             f"| {r['rms_residual']:.3g}{' (a parameter at its bound)' if r['at_bound'] else ''} |"
+        )
+    lines += [
+        "",
+        f"## Over the {TAIL_WIDTHS} widest widths: is doubling the width still lowering the barrier?",
+        "",
+        "OLS of every pair's barrier on log2(width) (statsmodels); when the change per doubling's interval holds 0,",
+        "the mean over these widths is the floor the data show.",
+        "",
+        "| dataset | epochs | wd | align | barrier | widths | change per doubling [95% CI] | mean over them [95% CI] |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        t = r.get("tail")
+        if not t:
+            continue
+        unit = METRICS[r["metric"]][1]
+        lo, hi = t["slope_ci"]
+        m_lo, m_hi = t["mean_ci"]
+        lines.append(
+            f"| {r['dataset']} | {r['epochs']} | {r['wd']:g} | {r['align']} | {r['metric']} ({unit}) "
+            f"| 3×{{{'/'.join(str(w) for w in t['widths'])}}} | {t['slope_per_doubling']:.3g} [{lo:.3g}, {hi:.3g}] "
+            f"| {t['mean']:.3g} [{m_lo:.3g}, {m_hi:.3g}] |"
         )
     return "\n".join(lines) + "\n"
 

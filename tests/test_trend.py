@@ -107,3 +107,18 @@ def test_a_new_independent_pair_falls_in_the_prediction_interval_95_percent_of_t
     rival = 2 * stats.t.cdf(t_crit / np.sqrt(n_pairs + 1), n_pairs - 1) - 1
     assert rival < 0.92 and abs(hits_mean / trials - rival) < 4 * np.sqrt(rival * (1 - rival) / trials)
     assert trend.t_intervals(np.array([1.0]))[1] != trend.t_intervals(np.array([1.0]))[1]  # NaN: no spread
+
+
+def test_the_tail_trend_separates_a_falling_barrier_from_a_floor(tmp_path):
+    """Over the widest widths: a power law still falls per doubling (interval below 0); the rival, a
+    flat 5 pp, has a change per doubling whose interval holds 0 and a mean at its floor."""
+    falling = fake_study(tmp_path / "p", lambda w, al: 0.5 + 40 * (w / 512) ** -1.0, noise=0.05)
+    flat = fake_study(tmp_path / "f", lambda w, al: 5.0, noise=0.05, seed=1)
+    t = rows_by(trend.fit_table(trend.load_points([falling])), "none", "acc_mid")["tail"]
+    assert t["widths"] == WIDTHS[-3:] and t["points"] == 6
+    assert t["slope_ci"][1] < 0 and t["slope_per_doubling"] == pytest.approx(
+        (40 / 8 - 40 / 2) / 2, abs=0.1
+    )  # OLS over 3 equally spaced points
+    t = rows_by(trend.fit_table(trend.load_points([flat])), "none", "acc_mid")["tail"]
+    assert t["slope_ci"][0] < 0 < t["slope_ci"][1] and abs(t["slope_per_doubling"]) < 0.1
+    assert t["mean"] == pytest.approx(5.0, abs=0.1) and t["mean_ci"][0] > 3.0
