@@ -287,61 +287,49 @@ def _fmt_width(w: float) -> str:
     return f"3×{w:,.0f}"
 
 
-def map_markdown(cells: list[dict]) -> list[str]:
-    """The map: one line per (group, width), every metric for each alignment, mean [95% t-CI over pairs]."""
-    metrics = [*METRICS, *MAPPED]
-    groups = sorted({tuple(c[k] for k in (*GROUP_AXES, "width")) for c in cells}, key=lambda g: (str(g[:-1]), g[-1]))
+def cell_rows(cells: list[dict], metrics: list[str], fmt) -> list[str]:
+    """A table header and one line per (group, width), ``fmt(cell)`` for each metric × alignment ("—": none)."""
     aligns = sorted({c["align"] for c in cells}, key=lambda a: (a != "none", a))
     head = " | ".join(f"{m} ({a})" for m in metrics for a in aligns)
-    lines = ["", "## The map: mean over pairs [95% t-interval over pairs, n − 1 dof]", ""]
-    lines += [f"| dataset | epochs | wd | width | pairs | {head} |", "|" + "---|" * (5 + len(metrics) * len(aligns))]
+    lines = [f"| dataset | epochs | wd | width | pairs | {head} |", "|" + "---|" * (5 + len(metrics) * len(aligns))]
     index = {tuple(c[k] for k in (*GROUP_AXES, "width", "align", "metric")): c for c in cells}
+    groups = sorted({tuple(c[k] for k in (*GROUP_AXES, "width")) for c in cells}, key=lambda g: (str(g[:-1]), g[-1]))
     for g in groups:
         dataset, epochs, wd, _bias, width = g
-        parts, pairs = [], 0
-        for m in metrics:
-            for a in aligns:
-                c = index.get((*g, a, m))
-                if c is None or not c["pairs"]:
-                    parts.append("—")
-                    continue
-                pairs = max(pairs, c["pairs"])
-                lo, hi = c["ci"]
-                parts.append(f"{c['mean']:.3g}" + (f" [{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) else ""))
+        found = [index.get((*g, a, m)) for m in metrics for a in aligns]
+        parts = [fmt(c) if c is not None and c["pairs"] else "—" for c in found]
+        pairs = max((c["pairs"] for c in found if c is not None), default=0)
         lines.append(f"| {dataset} | {epochs} | {wd:g} | 3×{width} | {pairs} | " + " | ".join(parts) + " |")
     return lines
 
 
+def map_markdown(cells: list[dict]) -> list[str]:
+    """The map: one line per (group, width), every metric for each alignment, mean [95% t-CI over pairs]."""
+
+    def fmt(c: dict) -> str:
+        lo, hi = c["ci"]
+        return f"{c['mean']:.3g}" + (f" [{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) else "")
+
+    header = ["", "## The map: mean over pairs [95% t-interval over pairs, n − 1 dof]", ""]
+    return header + cell_rows(cells, [*METRICS, *MAPPED], fmt)
+
+
 def prediction_markdown(cells: list[dict]) -> list[str]:
     """Where an independent pair should fall: the fitted barriers' 95% prediction intervals, and the pairs."""
-    aligns = sorted({c["align"] for c in cells}, key=lambda a: (a != "none", a))
-    head = " | ".join(f"{m} ({a})" for m in METRICS for a in aligns)
-    lines = [
+
+    def fmt(c: dict) -> str:
+        lo, hi = c["prediction"]
+        measured = ", ".join(f"{x:.3g}" for x in c["values"])
+        return (f"[{lo:.3g}, {hi:.3g}] " if np.isfinite(lo) else "") + f"({measured})"
+
+    header = [
         "",
         "## Where one new, independent pair should fall: 95% prediction interval mean ± t·s·√(1 + 1/n)",
         "",
         "(each cell: the prediction interval, then the measured pairs)",
         "",
-        f"| dataset | epochs | wd | width | pairs | {head} |",
-        "|" + "---|" * (5 + len(METRICS) * len(aligns)),
     ]
-    index = {tuple(c[k] for k in (*GROUP_AXES, "width", "align", "metric")): c for c in cells}
-    groups = sorted({tuple(c[k] for k in (*GROUP_AXES, "width")) for c in cells}, key=lambda g: (str(g[:-1]), g[-1]))
-    for g in groups:
-        dataset, epochs, wd, _bias, width = g
-        parts, pairs = [], 0
-        for m in METRICS:
-            for a in aligns:
-                c = index.get((*g, a, m))
-                if c is None or not c["pairs"]:
-                    parts.append("—")
-                    continue
-                pairs = max(pairs, c["pairs"])
-                lo, hi = c["prediction"]
-                measured = ", ".join(f"{x:.3g}" for x in c["values"])
-                parts.append((f"[{lo:.3g}, {hi:.3g}] " if np.isfinite(lo) else "") + f"({measured})")
-        lines.append(f"| {dataset} | {epochs} | {wd:g} | 3×{width} | {pairs} | " + " | ".join(parts) + " |")
-    return lines
+    return header + cell_rows(cells, list(METRICS), fmt)
 
 
 def markdown(rows: list[dict], command: str) -> str:
