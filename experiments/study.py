@@ -82,6 +82,8 @@ AXES = {  # grid axis → (verify flag, value type)
     "norm": ("--norm", str),
     "lr": ("--lr", float),
     "base_width": ("--base-width", int),
+    "schedule": ("--schedule", str),
+    "inputs": ("--inputs", str),
 }
 STUDY_KEYS = {"name", "model", "dataset", "recipe", "pairs", "align", "n_test", "controls", "lams", "parallel"}
 # lewc's older [slurm] names → submitit's; every other key is one of submitit's own (see slurm_parameters)

@@ -135,3 +135,26 @@ def test_torchrun_two_processes_on_cpu_writes_one_comparable_checkpoint(tmp_path
     a, b = checkpoints.read_meta(single.stdout.strip().splitlines()[-1]), checkpoints.read_meta(written[0])
     assert b["world_size"] == 2
     assert abs(a["test_acc"] - b["test_acc"]) <= 0.01
+
+
+def test_schedule_and_inputs_are_identity_but_keep_old_names():
+    """The two later recipe fields change the checkpoint's name only when they leave their default."""
+    from lewc.training.recipe import default_config
+    from lewc.training.train import lr_factor
+
+    base = default_config("mlp", 1, "synthetic", 0)
+    assert "schedule" not in base.as_dict() and "inputs" not in base.as_dict()
+    constant = default_config("mlp", 1, "synthetic", 0, schedule="constant")
+    raw = default_config("mlp", 1, "synthetic", 0, inputs="raw")
+    assert len({base.name, constant.name, raw.name}) == 3
+    assert constant.as_dict()["schedule"] == "constant"
+    assert [lr_factor(s, 100, 10, "constant") for s in (9, 50, 99)] == [1.0, 1.0, 1.0]
+    assert lr_factor(99, 100, 10, "linear") < 0.05
+
+
+def test_raw_inputs_are_unstandardised():
+    from lewc.training.data import load_dataset
+
+    ds = load_dataset("synthetic", "cpu", inputs="raw")
+    x, _ = next(ds.batches("test", 64))
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0

@@ -144,8 +144,11 @@ def verify_checkpoints(
     """
     meta_a, meta_b = checkpoints.read_meta(paths[0]), checkpoints.read_meta(paths[1])
     t0 = time.perf_counter()
-    n_calib = (meta_a.get("train_config") or {}).get("n_calib")
-    ds = load_dataset(meta_a["dataset"], device, ctx.data_root, n_calib)
+    train_config = meta_a.get("train_config") or {}
+    n_calib, inputs = train_config.get("n_calib"), train_config.get("inputs", "standardized")
+    if inputs != (meta_b.get("train_config") or {}).get("inputs", "standardized"):
+        raise LewcError("the two checkpoints were trained on differently scaled inputs (train_config 'inputs')")
+    ds = load_dataset(meta_a["dataset"], device, ctx.data_root, n_calib, inputs=inputs)
     options = used_options(options, len(ds.test))
     explicit = out_dir is not None
     out_dir = out_dir or results_folder(meta_a, meta_b, options, ds.identity)

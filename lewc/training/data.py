@@ -15,6 +15,7 @@ download into ``data/datasets``.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -509,10 +510,18 @@ def load_dataset(
     data_root: str | os.PathLike | None = None,
     n_calib: int | None = None,
     download: bool = True,
+    inputs: str = "standardized",
 ) -> DeviceDataset:
-    """Load a dataset's splits onto ``device`` as uint8 tensors (see module docstring for lookup)."""
+    """Load a dataset's splits onto ``device`` as uint8 tensors (see module docstring for lookup).
+
+    ``inputs="raw"`` feeds pixels/255 unstandardised (mean 0, std 1): a training-config choice that
+    the analysis of its checkpoints must repeat."""
     spec = get_dataset(name)
     info = spec.info
+    if inputs == "raw":
+        info = dataclasses.replace(info, mean=(0.0,) * len(info.mean), std=(1.0,) * len(info.std))
+    elif inputs != "standardized":
+        raise LewcError(f"unknown inputs {inputs!r}; choose standardized or raw")
     train_x, train_y, test_x, test_y = load_arrays(name, data_root, download)
     if n_calib is None:
         n_calib = spec.n_calib

@@ -47,6 +47,16 @@ from lewc.models.common import NORMS
 from lewc.models.registry import MAX_BASE_WIDTH, MAX_WIDTH
 from lewc.training.data import dataset_names, get_dataset
 
+SCHEDULES = {
+    "linear": "linear warm-up, then linear decay (per step) to 0",
+    "constant": "linear warm-up, then the peak rate to the end (the co-author's code keeps lr constant)",
+}
+INPUTS = {
+    "standardized": "pixels/255 minus the dataset's mean, divided by its std",
+    "raw": "pixels/255 in [0, 1], no standardisation (as neither reference says it standardises)",
+}
+# Fields added after the first release → their default; at the default they are not part of as_dict().
+LATER_FIELDS = {"schedule": "linear", "inputs": "standardized"}
 MAX_COUNT = 10**8  # epochs, batch sizes, depths: far above any run, far below an overflow
 
 
@@ -107,6 +117,8 @@ class TrainConfig:
     n_calib: int = N_CALIB
     recipe: str = DEFAULT_RECIPE
     extra: dict = field(default_factory=dict)
+    schedule: str = "linear"
+    inputs: str = "standardized"
 
     def validate(self) -> None:
         family = get_family(self.model)
@@ -136,12 +148,16 @@ class TrainConfig:
             problems.append(f"momentum must be in [0, 1) (got {self.momentum})")
         if self.norm not in NORMS:
             problems.append(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.inputs not in INPUTS:
+            problems.append(f"unknown inputs {self.inputs!r}; choose one of {', '.join(INPUTS)}")
         if problems:
             raise LewcError("; ".join(problems))
 
     def hash_without_seed(self) -> str:
         """Short hash of every field but the seed: the two endpoints of a pair share it."""
-        fields = dataclasses.asdict(self)
+        fields = self.as_dict()
         fields.pop("seed")
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
 
@@ -164,7 +180,13 @@ class TrainConfig:
         return Path(folder) / f"{self.name}.safetensors"
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The config as a sidecar stores it. Fields added after the first release are left out while
+        they hold their default, so every earlier checkpoint keeps its name and identity."""
+        values = dataclasses.asdict(self)
+        for key, default in LATER_FIELDS.items():
+            if values[key] == default:
+                values.pop(key)
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -256,6 +278,20 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, model_default: str | N
     g.add_argument("--norm", choices=list(NORMS), help="normalisation (default per family: none for mlp, bn otherwise)")
     g.add_argument("--no-bias", action="store_true", help="bias-free layers (the setting of the paper's theorem)")
     g.add_argument(
+        "--schedule",
+        choices=list(SCHEDULES),
+        help="learning-rate schedule after warm-up (default linear): "
+        + "; ".join(f"{k} = {v}" for k, v in SCHEDULES.items())
+        + ". Part of the checkpoint's identity",
+    )
+    g.add_argument(
+        "--inputs",
+        choices=list(INPUTS),
+        help="input scaling (default standardized): "
+        + "; ".join(f"{k} = {v}" for k, v in INPUTS.items())
+        + ". Part of the checkpoint's identity; the analysis feeds the same inputs",
+    )
+    g.add_argument(
         "--base-width",
         type=int,
         help="units/channels at width ×1 (default per family: mlp 512 = the field's 3×512 MLP, vgg 64, resnet20 16)",
@@ -279,4 +315,6 @@ def config_from_args(args: argparse.Namespace, width: int, seed: int) -> TrainCo
         bias=False if args.no_bias else None,
         base_width=args.base_width,
         depth=args.depth,
+        schedule=getattr(args, "schedule", None),
+        inputs=getattr(args, "inputs", None),
     )

@@ -42,10 +42,12 @@ def checkpoint_dir() -> Path:
     return data_home() / "checkpoints"
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
-    """Linear warm-up to 1, then linear decay to 0 at ``total_steps``."""
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str = "linear") -> float:
+    """Linear warm-up to 1, then linear decay to 0 at ``total_steps`` (``constant``: stay at 1)."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
 
@@ -180,7 +182,7 @@ def train(
         torch.cuda.set_device(dev)
     if dev.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    ds = dataset if dataset is not None else load_dataset(cfg.dataset, dev, data_root, cfg.n_calib)
+    ds = dataset if dataset is not None else load_dataset(cfg.dataset, dev, data_root, cfg.n_calib, inputs=cfg.inputs)
     model = build_model(cfg, ds).to(dev)
     is_conv = get_family(cfg.model).convolutional
     if dev.type == "cuda" and is_conv:
@@ -197,7 +199,7 @@ def train(
         weight_decay=cfg.wd,
         **({"fused": True} if dev.type == "cuda" else {"foreach": True}),
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, cfg.schedule))
     start_epoch, history = 0, []
     snap = snapshot_path(ckpt)
     if snap.exists() and not force:
