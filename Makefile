@@ -32,7 +32,7 @@ test-fast: setup dataset
 	$(PY) -m pytest -q -m "not slow"
 
 figs: setup
-	$(PY) -m paper_figs
+	$(PY) -m lewc.commands.figs
 
 lint: setup
 	$(VENV)/bin/ruff check .

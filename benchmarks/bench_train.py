@@ -1,4 +1,4 @@
-"""Training throughput of ``experiments.train`` against a plain PyTorch loop, in one process.
+"""Training throughput of ``lewc.commands.train`` against a plain PyTorch loop, in one process.
 
 Two baselines, the same model, optimizer, batch size and number of images:
 

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lewc.commands.figs import collect_results
 from lewc.reporting.report import REPORT_SCHEMA
 from lewc.reporting.results import open_results
-from paper_figs.__main__ import collect_results
 
 
 def verify_cmd(pair, out=None):
@@ -56,7 +56,7 @@ def test_sigkill_at_any_moment_then_rerun_and_paper_figs(delay, trained_pair, tm
     assert len(collect_results(results)) == 1
     assert_only_complete_runs(results)
     figs = subprocess.run(
-        [sys.executable, "-m", "paper_figs", "--out", str(home / "figs")],
+        [sys.executable, "-m", "lewc.commands.figs", "--out", str(home / "figs")],
         env=env_for(home),
         capture_output=True,
         text=True,
@@ -90,7 +90,7 @@ def test_two_concurrent_runs_into_one_folder_leave_one_complete_run(trained_pair
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
 
 
-@pytest.mark.parametrize("module", ["lewc.verify", "experiments.train", "paper_figs"])
+@pytest.mark.parametrize("module", ["lewc.verify", "lewc.commands.train", "lewc.commands.figs"])
 def test_ctrl_c_while_importing_is_one_line(module, tmp_path):
     """SIGINT while the command's heavy imports run: one line, exit 130, no traceback.
 

@@ -15,8 +15,8 @@ from cli_runner import run_cli
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from experiments import study
 from lewc import verify
+from lewc.commands import study
 from lewc.core.errors import LewcError
 from lewc.core.io import sha256_file
 from lewc.core.validate import PLAIN_NAME, check_plain_name

@@ -35,7 +35,7 @@ def test_concurrent_publishes_leave_one_complete_folder_and_one_lock_file(tmp_pa
 
 
 def test_terminate_tree_stops_a_job_and_its_grandchildren():
-    from experiments.study import _terminate_tree
+    from lewc.commands.study import _terminate_tree
 
     proc = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60 & wait"])
     deadline = time.time() + 10

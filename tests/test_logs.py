@@ -10,8 +10,8 @@ import pytest
 import torch
 from cli_runner import run_cli
 
-from experiments import train as train_cli
 from lewc import verify
+from lewc.commands import train as train_cli
 from lewc.training import checkpoints
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (lewc|experiments|paper_figs)[\w.]* (DEBUG|INFO|WARNING|ERROR) \S")
@@ -79,7 +79,7 @@ def test_training_logs_a_line_per_epoch_and_tensorboard_reads_the_same_numbers(t
     assert acc.Scalars("lr")[-1].value == pytest.approx(0.0, abs=1e-12)  # linear decay ends at 0
 
 
-@pytest.mark.parametrize("module", ["lewc.verify", "experiments.train", "experiments.study", "paper_figs.__main__"])
+@pytest.mark.parametrize("module", ["lewc.verify", "lewc.commands.train", "lewc.commands.study", "lewc.commands.figs"])
 def test_every_command_has_version_and_threads(module, capsys):
     import importlib
 

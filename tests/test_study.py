@@ -1,4 +1,4 @@
-"""experiments.study: a declarative grid run through submitit, resumable, failures listed, bad specs refused."""
+"""lewc.commands.study: a declarative grid run through submitit, resumable, failures listed, bad specs refused."""
 
 import json
 import shlex
@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 from cli_runner import run_cli
 
-from experiments import study
+from lewc.commands import study
 from lewc.core.errors import LewcError
 from lewc.reporting.results import open_results
 
@@ -88,7 +88,7 @@ def test_the_local_executor_runs_jobs_as_subprocesses(tmp_path):
     spec = write(tmp_path, SPEC)
     env = {"LEWC_DATA": str(tmp_path / "data"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "experiments.study", str(spec), "--parallel", "2"],
+        [sys.executable, "-m", "lewc.commands.study", str(spec), "--parallel", "2"],
         capture_output=True,
         text=True,
         env=env,
@@ -215,7 +215,7 @@ def test_a_killed_study_cancels_its_jobs_and_a_rerun_completes_it(tmp_path):
 
     spec = write(tmp_path, SPEC)
     env = {"LEWC_DATA": str(tmp_path / "data"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "experiments.study", str(spec), "--parallel", "1"]
+    cmd = [sys.executable, "-m", "lewc.commands.study", str(spec), "--parallel", "1"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     for line in proc.stderr:
         if " INFO [1/2] " in line:

@@ -1,11 +1,11 @@
-"""experiments.table1 --smoke: the whole Table 1 path (train, both alignments, the table) on tiny networks."""
+"""lewc.commands.table1 --smoke: the whole Table 1 path (train, both alignments, the table) on tiny networks."""
 
 from __future__ import annotations
 
 import json
 import re
 
-from experiments import table1
+from lewc.commands import table1
 
 
 def test_smoke_prints_the_papers_numbers_beside_lewcs(tmp_path, isolated_data_home, capsys):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from experiments import train as train_mod
+from lewc.commands import train as train_mod
 from lewc.training import checkpoints
 from lewc.training import train as train_lib
 from lewc.training.recipe import default_config
@@ -75,7 +75,7 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys, monkeypatc
 
 def run_cli(args, env, **kw):
     return subprocess.run(
-        [sys.executable, "-m", "experiments.train", *args], env=env, capture_output=True, text=True, **kw
+        [sys.executable, "-m", "lewc.commands.train", *args], env=env, capture_output=True, text=True, **kw
     )
 
 
@@ -87,7 +87,7 @@ def test_sigkill_mid_training_then_rerun_matches_uninterrupted(tmp_path):
     ref = run_cli(base + ["--ckpt-dir", str(tmp_path / "ref")], env)
     assert ref.returncode == 0, ref.stderr
     proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments.train", *base, "--ckpt-dir", str(tmp_path / "cut")],
+        [sys.executable, "-m", "lewc.commands.train", *base, "--ckpt-dir", str(tmp_path / "cut")],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -119,7 +119,7 @@ def test_torchrun_two_processes_on_cpu_writes_one_comparable_checkpoint(tmp_path
             "--nproc_per_node",
             "2",
             "-m",
-            "experiments.train",
+            "lewc.commands.train",
             *base,
             "--ckpt-dir",
             str(tmp_path / "ddp"),

@@ -1,4 +1,4 @@
-"""experiments.trend: the floor fit recovers known power laws from a study.nc it did not make."""
+"""lewc.commands.trend: the floor fit recovers known power laws from a study.nc it did not make."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments import trend
+from lewc.commands import trend
 
 WIDTHS = [128, 256, 512, 1024, 2048, 4096]
 
 
 def fake_study(path, fn, pairs=2, noise=0.0, seed=0):
-    """A study.nc shaped like experiments.study's: axes epochs, wd, base_width; pair, align, barrier_name."""
+    """A study.nc shaped like lewc.commands.study's: axes epochs, wd, base_width; pair, align, barrier_name."""
     rng = np.random.default_rng(seed)
     names = ["acc_mid", "loss_mid_raw", "loss_mid_cal"]
     values = np.zeros((1, 1, len(WIDTHS), pairs, 2, 3))

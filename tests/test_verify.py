@@ -229,7 +229,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, traine
 def test_missing_paper_scale_checkpoints_without_training(tmp_path, capsys):
     code, _, stderr = run(["--model", "resnet20", "--width", "32", "--dataset", "cifar10", "--no-train"], capsys)
     assert code == 2
-    assert "missing checkpoint" in stderr and "experiments.train" in stderr and len(stderr.strip().splitlines()) == 1
+    assert "missing checkpoint" in stderr and "lewc.commands.train" in stderr and len(stderr.strip().splitlines()) == 1
 
 
 def test_expensive_cpu_training_needs_allow_slow(tmp_path, capsys):
@@ -294,7 +294,7 @@ def test_width_sweep_and_paper_figures(tmp_path, isolated_data_home, synthetic, 
     assert list(sweep.align.values) == ["none", "weights"]
     gap = {c["id"]: c for c in summary["claims_over_pairs"]["1"]}["permutation_gap"]
     assert gap["n_pairs"] == 2 and len(gap["per_pair"]) == 2
-    from paper_figs.__main__ import main as figs_main
+    from lewc.commands.figs import main as figs_main
 
     figs_main(["--out", str(tmp_path / "figs")])
     index = (tmp_path / "figs" / "index.md").read_text()
@@ -344,7 +344,7 @@ def test_paper_figs_ignores_a_killed_runs_leftovers(tmp_path, trained_pair, isol
     debris = folder.parent / f".tmp-{folder.name}-killed"
     debris.mkdir()
     (debris / "results.nc").write_bytes((folder / "results.nc").read_bytes()[:1000])  # half-written
-    from paper_figs.__main__ import collect_results
+    from lewc.commands.figs import collect_results
 
     found = collect_results(isolated_data_home / "results")
     assert found == [folder / "results.nc"]
@@ -355,7 +355,7 @@ def test_paper_figs_refuses_foreign_files_in_one_line(tmp_path, kind):
     """A netCDF file lewc did not write (or not netCDF at all) is exit 2 with the file named."""
     import xarray as xr
 
-    from paper_figs.__main__ import main as figs_main
+    from lewc.commands.figs import main as figs_main
 
     folder = tmp_path / "results" / "someone_else"
     folder.mkdir(parents=True)

@@ -13,7 +13,7 @@ export PYTHONPATH=$WT
 COMMON=(--model mlp --dataset mnist --recipe paper --width 1 --threads 2 -q)
 train() {  # seeds, then the cell's flags
   echo "=== $(date -u +%FT%TZ) train_pair --seeds $1 ${*:2}"
-  "$PY" -m experiments.train_pair "${COMMON[@]}" --seeds "$1" "${@:2}" || echo "train_pair exited $?"
+  "$PY" -m lewc.commands.train_pair "${COMMON[@]}" --seeds "$1" "${@:2}" || echo "train_pair exited $?"
 }
 ARMS=(
   "--base-width 1024 --epochs 10"

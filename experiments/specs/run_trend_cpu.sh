@@ -11,7 +11,7 @@ export LEWC_DATA=${LEWC_DATA:-/work/lewc-data}
 export PYTHONPATH=$WT
 run() {
   echo "=== $(date -u +%FT%TZ) $1 --parallel $2"
-  nice -n 5 "$PY" -m experiments.study "experiments/specs/$1.toml" --parallel "$2" || echo "study $1 exited $?"
+  nice -n 5 "$PY" -m lewc.commands.study "experiments/specs/$1.toml" --parallel "$2" || echo "study $1 exited $?"
 }
 while pgrep -f "specs/trend_mnist_i_wide.toml" >/dev/null; do sleep 20; done  # a run already in progress
 run trend_mnist_i_wide 1          # (i) the widest cell

@@ -14,7 +14,7 @@ import sys
 
 FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 DATEFMT = "%Y-%m-%d %H:%M:%S"
-PACKAGES = ("lewc", "experiments", "paper_figs", "benchmarks")  # the loggers a command configures
+PACKAGES = ("lewc", "benchmarks")  # the loggers a command configures
 
 
 class _StderrHandler(logging.StreamHandler):

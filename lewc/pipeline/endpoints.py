@@ -42,12 +42,15 @@ def training_cost_seconds(cfg: TrainConfig, device: torch.device, n_train: int =
 
 
 def train_command(cfg: TrainConfig) -> str:
-    """The ``experiments.train`` command that makes ``cfg``'s checkpoint (for messages)."""
-    parts = ["python -m experiments.train", f"--model {cfg.model}", f"--width {cfg.width}", f"--dataset {cfg.dataset}"]
+    """The ``lewc train`` command that makes ``cfg``'s checkpoint (for messages)."""
+    parts = ["lewc train", f"--model {cfg.model}", f"--width {cfg.width}", f"--dataset {cfg.dataset}"]
     parts += [f"--seed {cfg.seed}", f"--epochs {cfg.epochs}", f"--lr {cfg.lr}", f"--wd {cfg.wd}"]
     parts += [f"--batch-size {cfg.batch_size}", f"--norm {cfg.norm}", f"--base-width {cfg.base_width}"]
     parts += [f"--depth {cfg.depth}"] if cfg.depth is not None else []
     parts += ["--no-bias"] if not cfg.bias else []
+    parts += [f"--schedule {cfg.schedule}"] if cfg.schedule != "linear" else []
+    parts += [f"--inputs {cfg.inputs}"] if cfg.inputs != "standardized" else []
+    parts += [f"--recipe {cfg.recipe}"]
     return " ".join(parts)
 
 

@@ -1,7 +1,7 @@
 """Checkpoints in, a published results folder out: the runs every client shares.
 
-``lewc.verify`` (the command line), ``experiments.study`` (its jobs, in a worker process or on a
-SLURM node) and ``experiments.table1`` all end here with explicit, typed arguments — training
+``lewc.verify`` (the command line), ``lewc.commands.study`` (its jobs, in a worker process or on a
+SLURM node) and ``lewc.commands.table1`` all end here with explicit, typed arguments — training
 configs, ``AnalysisOptions`` and a ``RunContext`` — never an argparse ``Namespace`` or ``sys.argv``.
 
 * ``verify_configs``: train the pair's missing endpoints (cost gate first), then ``verify_checkpoints``.

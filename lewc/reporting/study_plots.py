@@ -1,4 +1,4 @@
-"""Figures of a study (``study.nc`` from ``experiments.study``), each answering one question.
+"""Figures of a study (``study.nc`` from ``lewc.commands.study``), each answering one question.
 
 * barrier against width, one curve per weight decay, without (solid) and with weight matching
   (dashed): where does permutation-free LMC hold, and what do permutations add?

@@ -26,7 +26,7 @@ random crop and a horizontal flip, MNIST-likes no augmentation. The default data
 base width and depth come from the model family's spec (``lewc.models.registry``).
 
 ``add_recipe_arguments`` declares the recipe's flags for every command that names a checkpoint
-(``experiments.train``, ``train_pair``, ``sweep``, ``study`` and ``lewc.verify``), and
+(``lewc.commands.train``, ``train_pair``, ``sweep``, ``study`` and ``lewc.verify``), and
 ``config_from_args`` turns them into a ``TrainConfig``: train and verify resolve the same name.
 """
 
@@ -300,7 +300,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, model_default: str | N
 
 
 def config_from_args(args: argparse.Namespace, width: int, seed: int) -> TrainConfig:
-    """The config named by the recipe flags (the same for ``experiments.train`` and ``lewc.verify``)."""
+    """The config named by the recipe flags (the same for ``lewc.commands.train`` and ``lewc.verify``)."""
     return default_config(
         args.model,
         width,

@@ -9,9 +9,9 @@ recorded in the snapshot and the sidecar, and a resume with another count says s
 ``train`` again resumes from it. A finished checkpoint with the same configuration is reused
 unless ``force``.
 
-Under ``torchrun --nproc_per_node N -m experiments.train`` it trains with DistributedDataParallel
+Under ``torchrun --nproc_per_node N -m lewc.commands.train`` it trains with DistributedDataParallel
 at the same global batch size (each rank takes 1/N of every global batch; gloo on CPU, NCCL on
-CUDA) and only rank 0 writes. ``experiments.train`` is the command-line front end.
+CUDA) and only rank 0 writes. ``lewc.commands.train`` is the command-line front end.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``python -m experiments.table1``: the paper's Table 1 (barriers at λ = ½) in one command, beside lewc's.
+"""``python -m lewc.commands.table1``: the paper's Table 1 (barriers at λ = ½) in one command, beside lewc's.
 
 For each row it trains the seed pairs with the ``paper`` recipe (docs/recipes.md) unless their
 checkpoints exist, verifies each pair without permutation and with weight matching (exactly
@@ -50,7 +50,7 @@ ROWS = {
     "vgg11": Row("vgg11", 16, "cifar10", (1.308, 0.066), (7.000, 0.177)),
     "resnet20": Row("resnet20", 32, "cifar10", (2.694, 0.087), (5.135, 0.173)),
 }
-log = logging.getLogger("experiments.table1")  # not __name__: that is "__main__" under python -m
+log = logging.getLogger("lewc.commands.table1")  # not __name__: that is "__main__" under python -m
 # base width 8 and 3 epochs: the tiny VGG/ResNet get well above chance (lewc refuses chance-level endpoints)
 SMOKE_FLAGS = ["--dataset", "synthetic", "--base-width", "8", "--epochs", "3", "--batch-size", "64", "--n-test", "200"]
 SMOKE_FLAGS += ["--no-controls"]
@@ -156,7 +156,7 @@ def table(results: dict[str, list[dict]], smoke: bool) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineArgumentParser(
-        prog="python -m experiments.table1", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m lewc.commands.table1", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--rows", default="mlp,vgg11,resnet20", help="comma-separated rows (default mlp,vgg11,resnet20)")
     p.add_argument("--pairs", type=int, default=1, help="seed pairs per row: (0,1), (2,3), … (default 1)")

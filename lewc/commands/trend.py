@@ -1,4 +1,4 @@
-"""``python -m experiments.trend STUDY_DIR [STUDY_DIR …]``: does more width remove the barrier, and where?
+"""``python -m lewc.commands.trend STUDY_DIR [STUDY_DIR …]``: does more width remove the barrier, and where?
 
 Reads ``study.nc`` only (never runs a model). For every (dataset, epochs, weight decay, alignment)
 it fits, over the hidden width w in units,
@@ -167,14 +167,14 @@ def load_points(folders: list[Path]) -> list[dict]:
     for folder in folders:
         path = folder / "study.nc" if folder.is_dir() else folder
         if not path.is_file():
-            raise LewcError(f"{path} does not exist (run the study first: python -m experiments.study SPEC)")
+            raise LewcError(f"{path} does not exist (run the study first: python -m lewc.commands.study SPEC)")
         with xr.open_dataset(path) as raw:
             ds = raw.load()
         spec = json.loads(ds.attrs.get("spec", "{}"))
         model = ds.attrs.get("model", spec.get("model"))
         family = get_family(model)
         if family.name != "mlp":
-            raise LewcError(f"experiments.trend fits MLP width trends; {path} is a {model} study")
+            raise LewcError(f"lewc.commands.trend fits MLP width trends; {path} is a {model} study")
         dataset = spec.get("dataset") or family.default_dataset
         cell_axes = [d for d in ds.barrier.dims if d not in ("pair", "align", "barrier_name")]
         stacked = ds.barrier.stack(cell=cell_axes) if cell_axes else ds.barrier.expand_dims(cell=[0])
@@ -432,7 +432,7 @@ def figure(records: list[dict], rows: list[dict], metric: str, path: Path) -> No
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineArgumentParser(
-        prog="python -m experiments.trend", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m lewc.commands.trend", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("studies", nargs="+", type=Path, help="study folders (or study.nc files) to combine")
     p.add_argument("--out", type=Path, help="output folder (default: the first study folder)")
@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> None:
     cells = cell_table(records)
     out = args.out or (args.studies[0] if args.studies[0].is_dir() else args.studies[0].parent)
     out.mkdir(parents=True, exist_ok=True)
-    command = "python -m experiments.trend " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m lewc.commands.trend " + " ".join(sys.argv[1:] if argv is None else argv)
     md = markdown(rows, command) + "\n".join(map_markdown(cells) + prediction_markdown(cells)) + "\n"
     write_atomic(out / "trend.md", lambda p: p.write_text(md))
     write_json_atomic(out / "trend.json", {"command": command, "fits": rows, "cells": cells})

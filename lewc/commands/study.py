@@ -1,4 +1,4 @@
-"""``python -m experiments.study SPEC.toml``: map where permutation-free LMC holds, over a declarative grid.
+"""``python -m lewc.commands.study SPEC.toml``: map where permutation-free LMC holds, over a declarative grid.
 
 A spec names a model and dataset, the axes of the grid (any of width, wd, epochs, bias, depth,
 norm, lr, base_width, each a list) and the number of independent seed pairs per cell. Each (cell,
@@ -71,7 +71,7 @@ from lewc.core import logs
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.reporting.results import STUDY_SCHEMA
 
-log = logging.getLogger("experiments.study")  # not __name__: that is "__main__" under python -m
+log = logging.getLogger("lewc.commands.study")  # not __name__: that is "__main__" under python -m
 
 AXES = {  # grid axis → (verify flag, value type)
     "width": ("--width", int),
@@ -752,7 +752,7 @@ def estimate_seconds(spec: StudySpec, target: str) -> tuple[float, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineArgumentParser(
-        prog="python -m experiments.study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m lewc.commands.study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("spec", type=Path, help="study spec (TOML; see the format above)")
     p.add_argument("--dry-run", action="store_true", help="print the jobs and a cost estimate, run nothing")
@@ -801,7 +801,7 @@ def main(argv: list[str] | None = None) -> None:
 
     folder = args.out or data_home() / "studies" / spec.name
     jobs = [(cell, pair, spec.job(cell, pair)) for cell in spec.cells() for pair in range(spec.pairs)]
-    command = "python -m experiments.study " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m lewc.commands.study " + " ".join(sys.argv[1:] if argv is None else argv)
     if sum((args.status, args.collect, args.detach, args.dry_run)) > 1:
         raise LewcError("--status, --collect, --detach and --dry-run exclude each other")
     if args.detach and args.executor != "slurm":

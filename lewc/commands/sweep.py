@@ -1,4 +1,4 @@
-"""Train a grid: ``python -m experiments.sweep --model mlp --widths 1,2,4,8,16 --seeds 0,1,2,3``.
+"""Train a grid: ``python -m lewc.commands.sweep --model mlp --widths 1,2,4,8,16 --seeds 0,1,2,3``.
 
 Every (width, seed) checkpoint is trained unless a finished one exists, so an interrupted sweep is
 resumed by rerunning the same command (unfinished runs resume from their epoch snapshot).
@@ -10,7 +10,7 @@ import argparse
 
 from tqdm import tqdm
 
-from experiments.train import add_config_arguments, run_training
+from lewc.commands.train import add_config_arguments, run_training
 from lewc.core import logs
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.training.recipe import config_from_args
@@ -29,7 +29,7 @@ def parse_ints(text: str, what: str) -> list[int]:
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     parser = OneLineArgumentParser(
-        prog="python -m experiments.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m lewc.commands.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_config_arguments(parser)
     parser.add_argument("--widths", required=True, help="comma-separated width multipliers, e.g. 1,2,4,8,16")

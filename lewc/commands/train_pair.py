@@ -1,6 +1,6 @@
-"""Train both endpoints of a pair: ``python -m experiments.train_pair --model mlp --width 16 --seeds 0,1``.
+"""Train both endpoints of a pair: ``python -m lewc.commands.train_pair --model mlp --width 16 --seeds 0,1``.
 
-Each endpoint is an independent ``experiments.train`` run (own initialisation and data order);
+Each endpoint is an independent ``lewc.commands.train`` run (own initialisation and data order);
 finished checkpoints are reused. Prints the two checkpoint paths, one per line.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from experiments.sweep import parse_ints
-from experiments.train import add_config_arguments, run_training
+from lewc.commands.sweep import parse_ints
+from lewc.commands.train import add_config_arguments, run_training
 from lewc.core import logs
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 
@@ -17,7 +17,7 @@ from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     parser = OneLineArgumentParser(
-        prog="python -m experiments.train_pair",
+        prog="python -m lewc.commands.train_pair",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

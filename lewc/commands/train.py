@@ -1,9 +1,9 @@
-"""Train one endpoint: ``python -m experiments.train --model mlp --width 16 --seed 0``.
+"""Train one endpoint: ``python -m lewc.commands.train --model mlp --width 16 --seed 0``.
 
 The command-line front end of ``lewc.training.train.train`` (the loop, resumption and determinism are
 documented there). The dataset defaults to the model family's (fashion-mnist for the mlp, cifar10
 for the convnets), exactly as ``lewc.verify`` resolves it, so both name the same checkpoint.
-Under ``torchrun --nproc_per_node N -m experiments.train ...`` it trains with DDP. The last line
+Under ``torchrun --nproc_per_node N -m lewc.commands.train ...`` it trains with DDP. The last line
 printed is the checkpoint's path; ``--dry-run`` prints that path without training.
 """
 
@@ -20,7 +20,7 @@ from lewc.training import checkpoints
 from lewc.training.recipe import add_recipe_arguments, config_from_args
 from lewc.training.train import checkpoint_dir, train
 
-log = logging.getLogger("experiments.train")  # not __name__: that is "__main__" under python -m
+log = logging.getLogger("lewc.commands.train")  # not __name__: that is "__main__" under python -m
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +66,7 @@ def run_training(args: argparse.Namespace, width: int, seed: int) -> Path:
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     parser = OneLineArgumentParser(
-        prog="python -m experiments.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m lewc.commands.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_config_arguments(parser)
     parser.add_argument("--width", type=int, required=True, help="width multiplier (positive integer)")
