@@ -308,6 +308,11 @@ def fit_table(records: list[dict]) -> list[dict]:
     return rows
 
 
+def _g(x) -> str:
+    """A grid value for a table: ``3e-3`` → ``0.003``; the recipe's default (not an axis of the study) → "default"."""
+    return "default" if x is None else f"{x:g}"
+
+
 def _fmt_width(w: float) -> str:
     if not np.isfinite(w) or w >= 1e29:
         return "∞"
@@ -329,7 +334,7 @@ def cell_rows(cells: list[dict], metrics: list[str], fmt) -> list[str]:
         found = [index.get((*g, a, m)) for m in metrics for a in aligns]
         parts = [fmt(c) if c is not None and c["pairs"] else "—" for c in found]
         pairs = max((c["pairs"] for c in found if c is not None), default=0)
-        lines.append(f"| {dataset} | {epochs} | {wd:g} | 3×{width} | {pairs} | " + " | ".join(parts) + " |")
+        lines.append(f"| {dataset} | {epochs} | {_g(wd)} | 3×{width} | {pairs} | " + " | ".join(parts) + " |")
     return lines
 
 
@@ -400,7 +405,7 @@ def paper_markdown(cells: list[dict]) -> list[str]:
         found = [index.get((*g, m, lam)) for m, lam in columns]
         pairs = max((c["pairs"] for c in found if c is not None), default=0)
         parts = " | ".join(fmt(c) for c in found)
-        lines.append(f"| {dataset} | {epochs} | {wd:g} | 3×{width} | {align} | {ell} | {pairs} | {parts} |")
+        lines.append(f"| {dataset} | {epochs} | {_g(wd)} | 3×{width} | {align} | {ell} | {pairs} | {parts} |")
     return lines
 
 
@@ -440,7 +445,7 @@ def markdown(rows: list[dict], command: str) -> str:
         label, unit, tol = METRICS[r["metric"]]
         means = ", ".join(f"{m:.3g}" for m in r["mean_by_width"].values())
         widths = "/".join(str(w) for w in r["widths"])
-        head = f"| {r['dataset']} | {r['epochs']} | {r['wd']:g} | {r['align']} | {r['metric']} ({unit}, tol {tol:g}) "
+        head = f"| {r['dataset']} | {r['epochs']} | {_g(r['wd'])} | {r['align']} | {r['metric']} ({unit}, tol {tol:g}) "
         head += f"| 3×{{{widths}}} | {means} "
         if not r["fitted"]:
             lines.append(head + f"| — | — | — ({r['note']}) | — |")
@@ -472,7 +477,7 @@ def markdown(rows: list[dict], command: str) -> str:
         lo, hi = t["slope_ci"]
         m_lo, m_hi = t["mean_ci"]
         lines.append(
-            f"| {r['dataset']} | {r['epochs']} | {r['wd']:g} | {r['align']} | {r['metric']} ({unit}) "
+            f"| {r['dataset']} | {r['epochs']} | {_g(r['wd'])} | {r['align']} | {r['metric']} ({unit}) "
             f"| 3×{{{'/'.join(str(w) for w in t['widths'])}}} | {t['slope_per_doubling']:.3g} [{lo:.3g}, {hi:.3g}] "
             f"| {t['mean']:.3g} [{m_lo:.3g}, {m_hi:.3g}] |"
         )
@@ -494,7 +499,7 @@ def figure(records: list[dict], rows: list[dict], metric: str, path: Path) -> No
         w = np.array([p["width"] for p in pts], float)
         v = np.array([p["value"] for p in pts], float)
         style = "-" if row["align"] == "none" else "--"
-        name = f"{row['dataset']}, {row['epochs']} ep, wd {row['wd']:g}, {row['align']}"
+        name = f"{row['dataset']}, {row['epochs']} ep, wd {_g(row['wd'])}, {row['align']}"
         color = f"C{k % 10}"
         ax.plot(w, v, "o", color=color, alpha=0.6, ms=4)
         if row["fitted"]:
