@@ -604,6 +604,62 @@ def combine(spec: StudySpec, outcomes: list[Outcome]):
     return ds, verdicts
 
 
+def paper_lines(ds, axes: list[str]) -> list[str]:
+    """study.md's table of the paper's per-layer statistics beside the verdicts: per cell and depth ℓ,
+    without alignment, the mean over the cell's pairs [t-interval over pairs] (``experiments.trend``
+    maps them over widths; study.nc keeps every pair's value)."""
+    import numpy as np
+
+    from lewc.reporting.results import PAPER_STATISTICS, WEAK_ADDITIVITY_REFERENCES
+    from lewc.stats.pairs import t_intervals
+
+    names = [v for v in PAPER_STATISTICS if v in ds]
+    if not names:
+        return []
+    columns = []  # (variable, λ or None): the cosines at every λ, the other λ-dependent ones at ½
+    for v in names:
+        if "lam" not in ds[v].dims:
+            columns.append((v, None))
+        elif v.startswith("cos_"):
+            columns += [(v, float(lam)) for lam in ds.lam.values]
+        else:
+            columns.append((v, 0.5))
+    ref = WEAK_ADDITIVITY_REFERENCES
+    lines = [
+        "",
+        "## The paper's statistics beside the verdicts (no alignment)",
+        "",
+        "Per cell and layer depth ℓ: mean over the cell's pairs [95% t-interval over pairs, n − 1 d.f.; one pair: "
+        "its value, conditional on it]. cos_lewc / cos_llfc: cosine of the merged layer output with the LEWC / "
+        f"LLFC prediction; weak_additivity: raw cosine (exact {ref['exact']:g}, independent Gaussians "
+        f"{ref['independent_gaussians_mid']:g} at ½); ro_*: raw cross-term ratios (exact LEWC 0); r2_full: the "
+        "fit's R²; lewc_position: t_ℓ = (k_gram − 1)/(ℓ − 1), 0 at LLFC, 1 at LEWC (docs/conventions.md).",
+        "",
+        "| " + " | ".join([*axes, "ℓ"] + [v + (f" λ={lam:g}" if lam is not None else "") for v, lam in columns]) + " |",
+        "|" + "---|" * (len(axes) + 1 + len(columns)),
+    ]
+    none = ds.sel(align="none")
+    cells = none[names].stack(cell=axes) if axes else none[names].expand_dims(cell=[0])
+    for k in range(cells.sizes["cell"]):
+        cell = cells.isel(cell=k)
+        for ell in cell.ell.values:
+            parts = []
+            for v, lam in columns:
+                da = cell[v].sel(ell=ell)
+                vals = (da.sel(lam=lam) if lam is not None else da).values
+                vals = vals[np.isfinite(vals)]
+                over = t_intervals(vals)
+                parts.append(
+                    "—"
+                    if not len(vals)
+                    else f"{over.mean:.3g}" + (f" [{over.ci[0]:.3g}, {over.ci[1]:.3g}]" if len(vals) > 1 else "")
+                )
+            if all(p == "—" for p in parts):
+                continue
+            lines.append("| " + " | ".join([str(cell[a].item()) for a in axes] + [str(int(ell))] + parts) + " |")
+    return lines
+
+
 def _verdict_cell(claim) -> str:
     """``PASS 0.084 [−0.07, 0.24] (n=3)``: a verdict over pairs says its n; one pair's says it is one pair."""
     lo, hi = claim.ci
@@ -650,6 +706,7 @@ def write_outputs(spec: StudySpec, folder: Path, outcomes: list[Outcome], comman
         row += [_verdict_cell(claims[c]) if c in claims else "—" for c in claim_ids]
         lines.append("| " + " | ".join(row) + " |")
     failed = [o for o in outcomes if o.error]
+    lines += paper_lines(ds, axes)
     lines += ["", f"## Failed jobs ({len(failed)})", ""]
     lines += [f"- {o.cell}, pair {o.pair}: {o.error}" for o in failed] or ["none"]
     lines += ["", "## Figures", ""]

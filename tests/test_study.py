@@ -327,6 +327,7 @@ def test_a_registered_claim_and_the_paper_statistics_reach_report_results_study_
         )
         md = nc.with_name("study.md").read_text()
         assert cid in md and "(n=2)" in md and COVERS["pairs"] in md
+        assert "The paper's statistics beside the verdicts" in md and "| 1 | 4 | 32 | 2 | " in md
         # the trend's map and its paper table
         records = trend.load_points([nc.parent])
         cells = trend.cell_table(records)
