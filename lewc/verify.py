@@ -10,7 +10,8 @@ analysis never overwrites another and rerunning the same one reuses it (``--forc
 The last line printed is the path of ``report.json``.
 
 ``--seeds 0,1,2,3`` forms pairs (0,1), (2,3): each pair gets its own folder, and the verdicts are
-combined over pairs (intervals resample pairs, then images). ``--widths 1,4,16`` repeats that per
+combined over pairs (the mean's t-interval over pairs, n − 1 d.f., and one new pair's prediction
+interval; one pair's intervals are over its test images only). ``--widths 1,4,16`` repeats that per
 width and writes ``sweep.nc`` with ``width`` and ``pair`` dimensions.
 
 Exit codes: 0 ran (whatever the verdicts), 2 bad input (one line, nothing written), 1 internal error.

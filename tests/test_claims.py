@@ -162,17 +162,6 @@ def test_weak_additivity_exact_on_disjoint_supports_and_not_on_other_images(seed
     assert verdict("weak_additivity", wa_dataset(za, other_images, seed))[0] != PASS
 
 
-def test_combining_pairs_lets_seed_to_seed_spread_into_the_interval():
-    rng = np.random.default_rng(0)
-    reps = np.stack([rng.normal(0.0, 0.1, 1000), rng.normal(10.0, 0.1, 1000)])
-    point, combined = claims.combine_pairs(np.array([0.0, 10.0]), reps, seed=0)
-    lo, hi = np.percentile(combined, [2.5, 97.5])
-    assert point == pytest.approx(5.0)
-    assert lo < 0.5 and hi > 9.5  # one pair's image bootstrap alone would give ±0.2
-    single_point, single = claims.combine_pairs(np.array([0.0]), reps[:1], seed=0)
-    assert single_point == 0.0 and np.array_equal(single, reps[0])
-
-
 def test_reciprocal_orthogonality_is_relative_to_the_shuffled_input_null():
     ro = np.zeros((2, 50, 6))
     ro[..., 1] = ro[..., 3] = 4.0  # ‖W_A z_A‖², ‖W_B z_B‖²

@@ -272,3 +272,69 @@ def test_slurm_without_slurm_is_exit_2_before_creating_anything(tmp_path, isolat
     code, _, err = run([str(write(tmp_path, SPEC)), "--executor", "slurm", "--out", str(out)], capsys)
     assert code == 2 and "SLURM is not available" in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists() and not (isolated_data_home / "studies").exists()
+
+
+def test_a_registered_claim_and_the_paper_statistics_reach_report_results_study_and_trend(
+    tmp_path, isolated_data_home, capsys
+):
+    """A toy claim registered in one file reaches report.json, results.nc, study.nc and the trend map with
+    nothing naming it; the paper's per-layer statistics sit beside the verdicts in each; a cell of two
+    pairs gets the t-interval over pairs and says n."""
+    import toy_claim
+
+    from experiments import trend
+    from lewc.stats.claims import unregister_claim
+    from lewc.stats.pairs import COVERS, t_intervals
+
+    spec = write(tmp_path, SPEC.replace("pairs = 1", "pairs = 2").replace("width = [1, 2]", "width = [1]"))
+    text = spec.read_text().replace('lams = "0,0.5,1"', 'lams = "0,0.3,0.5,0.7,1"')
+    spec.write_text(text.replace("epochs = [1]", "epochs = [4]"))  # every endpoint above chance
+    try:
+        code, out, err = run([str(spec), "--executor", "inprocess"], capsys)
+        assert code == 0, err
+        nc = Path(out.strip().splitlines()[-1])
+        ds = open_results(nc).load()
+        outcomes = json.loads(nc.with_name("outcomes.json").read_text())
+        folder = Path(outcomes[0]["folder"])
+        res = open_results(folder / "results.nc").load()
+        rep = json.loads((folder / "report.json").read_text())
+        cid = toy_claim.ENDPOINTS_AGREE.id
+        # results.nc and report.json
+        assert cid in res.claim.values and "lewc_position" in res
+        assert cid in {c["id"] for c in rep["claims"]} and rep["claims"][0]["covers"] == COVERS["images"]
+        block = rep["paper_statistics"]
+        assert block["lams"] == [0.3, 0.5, 0.7] and block["references"]["weak_additivity"]["exact"] == 1.0
+        layer = block["layers"][1]  # ℓ = 2
+        for key in ("cos_lewc", "cos_llfc", "weak_additivity", "r2_full"):
+            assert len(layer[key]) == 3
+        assert layer["cos_lewc"][0] == pytest.approx(float(res.cos_lewc.sel(lam=0.3, align="none").isel(layer=1)))
+        report_md = (folder / "report.md").read_text()
+        assert "The paper's statistics beside lewc's" in report_md and "conditional on this pair" in report_md
+        # study.nc: the claim from the registry, per-pair image intervals, the t-interval over the 2 pairs
+        assert cid in ds.claim.values
+        values = ds.claim_value.sel(claim=cid, align="none").squeeze().values
+        over = t_intervals(values)
+        ci = ds.claim_ci_pairs.sel(claim=cid, align="none").squeeze().values
+        np.testing.assert_allclose(ci, over.ci) and np.testing.assert_allclose(
+            ds.claim_prediction.sel(claim=cid, align="none").squeeze().values, over.prediction
+        )
+        assert int(ds.claim_n_pairs.sel(claim=cid, align="none").squeeze()) == 2
+        assert ds.claim_ci.attrs["covers"] == COVERS["images"]
+        assert ds.cos_lewc.dims[-2:] == ("lam", "ell") and list(ds.lam.values) == [0.3, 0.5, 0.7]
+        assert ds.lewc_position.dims[-1] == "ell" and np.isfinite(ds.cos_llfc.sel(lam=0.5, ell=2)).all()
+        assert float(ds.cos_lewc.sel(lam=0.3, ell=2, align="none", pair=0).squeeze()) == pytest.approx(
+            layer["cos_lewc"][0]
+        )
+        md = nc.with_name("study.md").read_text()
+        assert cid in md and "(n=2)" in md and COVERS["pairs"] in md
+        assert "The paper's statistics beside the verdicts" in md and "| 1 | 4 | 32 | 2 | " in md
+        # the trend's map and its paper table
+        records = trend.load_points([nc.parent])
+        cells = trend.cell_table(records)
+        text = "\n".join(trend.map_markdown(cells))
+        assert f"{cid} (none)" in text and "lewc_magnitude (none)" in text
+        assert "The paper's statistics per layer" in text and "cos_lewc λ=0.3" in text and "lewc_position" in text
+        row = next(c for c in cells if c["metric"] == "cos_lewc" and c["ell"] == 2 and c["lam"] == 0.3)
+        assert row["pairs"] == 2 and row["covers"]["ci"] == COVERS["pairs"]
+    finally:
+        unregister_claim("endpoints_agree")

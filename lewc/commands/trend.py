@@ -10,10 +10,11 @@ to the accuracy barrier at λ = ½ (pp) and the calibrated loss barrier at λ = 
 (c ≤ the tolerance: yes, in the limit), and the **width w\\*** at which the fit reaches the tolerance
 (3 pp, 0.1 nats) is the prediction a wider run then tests (∞ when c is above the tolerance).
 
-Intervals: a bootstrap over seed pairs — each replicate draws, at every width, the width's pairs
-with replacement and refits (1,000 replicates, seeded); 95% percentile intervals. With two pairs
-per width this interval is coarse and says only how much the pairs disagree; it does not include
-the test-image noise within a pair (each pair's own interval is in its report). Widths are the
+Intervals of the fit: a bootstrap over the pairs drawn — each replicate draws, at every width, the
+width's pairs with replacement and refits (1,000 replicates, seeded); 95% percentile intervals. With
+two or three pairs per width this interval is roughly the range of the pairs drawn: it describes
+those pairs, not pairs (labelled so in trend.md); the map's and the tail's intervals are the ones
+over pairs (t, with their degrees of freedom). Widths are the
 MLP's hidden units per layer (``base_width × width``), so ×1 of the field's MLP is w = 512.
 
 Over the three widest widths, ``tail_trend`` asks the narrower question "does doubling the width
@@ -24,6 +25,11 @@ The map gives, per cell, the mean over pairs with its 95% t-interval and, for th
 barriers, the 95% **prediction interval** of one new independent pair, mean ± t·s·√(1 + 1/n): the
 range an independent run of that cell (same recipe, new seeds) should fall in. The mean's interval
 is too narrow for that (it covers a new pair 91% of the time at two pairs, 84% at three).
+
+Every claim study.nc holds (its ``claim`` coordinate: the registry's claims) is mapped, and so are
+the paper's per-layer statistics (``lewc.reporting.results.PAPER_STATISTICS``: cosines to the LEWC
+and LLFC predictions at λ = 0.3, ½, 0.7, the raw additivity cosine, the cross-term ratios, R², the
+position t_ℓ between LLFC and LEWC), per layer depth ℓ, in a table of their own.
 
 Writes ``trend.md``, ``trend.csv``, ``trend.json`` and ``trend_<metric>.png`` into ``--out``
 (default: the first study folder).
@@ -46,11 +52,9 @@ METRICS = {  # barrier name in study.nc → (label, unit, LMC tolerance)
     "acc_mid": ("accuracy barrier at λ = ½", "pp", 3.0),
     "loss_mid_cal": ("calibrated loss barrier at λ = ½", "nats", 0.1),
 }
-MAPPED = {  # further per-pair values mapped (not fitted): study.nc variable → (selector, label)
-    "beta_mid": ("beta_mid", "β at λ = ½"),
-    "lewc_magnitude": ("claim_value", "lewc_magnitude statistic"),
-    "lewc_weighting": ("claim_value", "lewc_weighting statistic"),
-}
+# further per-pair values mapped (not fitted): β at λ = ½, every claim of study.nc's ``claim``
+# coordinate, and the paper's per-layer statistics (PAPER_STATISTICS, with ``ell`` and ``lam``)
+PAPER_MID = 0.5  # the λ at which the λ-dependent paper statistics other than the cosines are tabled
 REFERENCE_WIDTH = 512  # the field's MLP ×1: widths are fitted in units of it
 N_BOOT = 1000
 BOOT_SEED = 0
@@ -189,15 +193,34 @@ def load_points(folders: list[Path]) -> list[dict]:
             for align in cell.align.values:
                 for pair in cell.pair.values:
                     values = {m: float(cell.sel(align=align, barrier_name=m, pair=pair)) for m in METRICS}
-                    for name, (var, _) in MAPPED.items():
-                        if var == "beta_mid" and var in ds:
-                            values[name] = float(ds[var].sel(where).sel(align=align, pair=pair))
-                        elif var in ds and name in ds.claim.values:
-                            values[name] = float(ds[var].sel(where).sel(align=align, pair=pair, claim=name))
+                    here = ds.sel(where).sel(align=align, pair=pair)
+                    if "beta_mid" in ds:
+                        values["beta_mid"] = float(here["beta_mid"])
+                    if "claim_value" in ds:  # every claim study.nc holds: the registry's, not a list here
+                        values |= {str(c): float(here["claim_value"].sel(claim=c)) for c in ds.claim.values}
+                    base = group | {"align": str(align), "width": hidden, "pair": int(pair), "study": str(path)}
                     for metric, value in values.items():
-                        row = dict(align=str(align), metric=metric, width=hidden, pair=int(pair), value=value)
-                        records.append(group | row | {"study": str(path)})
+                        records.append(base | {"metric": metric, "ell": None, "lam": None, "value": value})
+                    records += paper_records(here, base)
     return records
+
+
+def paper_records(here: xr.Dataset, base: dict) -> list[dict]:
+    """One record per (paper statistic, layer depth ℓ[, λ]) of one pair; layers the cell lacks are skipped."""
+    from lewc.reporting.results import PAPER_STATISTICS
+
+    out = []
+    for var in PAPER_STATISTICS:
+        if var not in here:
+            continue
+        da = here[var]
+        lams = [float(v) for v in da["lam"].values] if "lam" in da.dims else [None]
+        for ell in da["ell"].values:
+            for lam in lams:
+                value = float(da.sel(ell=ell, lam=lam) if lam is not None else da.sel(ell=ell))
+                if np.isfinite(value):
+                    out.append(base | {"metric": var, "ell": int(ell), "lam": lam, "value": value})
+    return out
 
 
 def t_intervals(values: np.ndarray, level: float = 0.95) -> tuple[list[float], list[float]]:
@@ -205,30 +228,34 @@ def t_intervals(values: np.ndarray, level: float = 0.95) -> tuple[list[float], l
 
     The first says where the mean over pairs lies; the second where an *independent* pair — trained
     by anyone with the same recipe and new seeds — should fall: mean ± t·s·√(1 + 1/n). Fewer than two
-    values: NaN (no spread to scale by).
+    values: NaN (no spread to scale by). The one implementation is ``lewc.stats.pairs.t_intervals``.
     """
-    from scipy import stats
+    from lewc.stats.pairs import t_intervals as over_pairs
 
-    n = len(values)
-    if n < 2:
-        return [float("nan")] * 2, [float("nan")] * 2
-    mean, sd = float(values.mean()), float(values.std(ddof=1))
-    t = stats.t.ppf(0.5 + level / 2, n - 1)
-    half_mean, half_new = t * sd / np.sqrt(n), t * sd * np.sqrt(1 + 1 / n)
-    return [mean - half_mean, mean + half_mean], [mean - half_new, mean + half_new]
+    over = over_pairs(values, level)
+    return list(over.ci), list(over.prediction)
+
+
+CELL_FIELDS = (*GROUP_AXES, "align", "width", "metric", "ell", "lam")
 
 
 def cell_table(records: list[dict]) -> list[dict]:
-    """Per (group, alignment, width, metric): pairs, mean, its 95% t-interval and a new pair's prediction interval."""
-    fields = (*GROUP_AXES, "align", "width", "metric")
-    keys = sorted({tuple(r[k] for k in fields) for r in records}, key=str)
+    """Per (group, alignment, width, metric[, ℓ, λ]): pairs, mean, its 95% t-interval and a new pair's
+    prediction interval (``covers`` says which is which)."""
+    from lewc.stats.pairs import COVERS
+
+    fields = CELL_FIELDS
+    groups: dict[tuple, list[float]] = {}
+    for r in records:
+        groups.setdefault(tuple(r.get(k) for k in fields), []).append(r["value"])
     rows = []
-    for key in keys:
-        v = np.array([r["value"] for r in records if tuple(r[k] for k in fields) == key])
+    for key in sorted(groups, key=str):
+        v = np.array(groups[key], dtype=np.float64)
         v = v[np.isfinite(v)]
         row = dict(zip(fields, key, strict=True)) | {"pairs": len(v)}
         row["mean"] = float(v.mean()) if len(v) else float("nan")
         row["ci"], row["prediction"] = t_intervals(v)
+        row["covers"] = {"ci": COVERS["pairs"], "prediction": COVERS["new_pair"]}
         row["values"] = [float(x) for x in v]
         rows.append(row)
     return rows
@@ -281,6 +308,11 @@ def fit_table(records: list[dict]) -> list[dict]:
     return rows
 
 
+def _g(x) -> str:
+    """A grid value for a table: ``3e-3`` → ``0.003``; the recipe's default (not an axis of the study) → "default"."""
+    return "default" if x is None else f"{x:g}"
+
+
 def _fmt_width(w: float) -> str:
     if not np.isfinite(w) or w >= 1e29:
         return "∞"
@@ -292,14 +324,17 @@ def cell_rows(cells: list[dict], metrics: list[str], fmt) -> list[str]:
     aligns = sorted({c["align"] for c in cells}, key=lambda a: (a != "none", a))
     head = " | ".join(f"{m} ({a})" for m in metrics for a in aligns)
     lines = [f"| dataset | epochs | wd | width | pairs | {head} |", "|" + "---|" * (5 + len(metrics) * len(aligns))]
-    index = {tuple(c[k] for k in (*GROUP_AXES, "width", "align", "metric")): c for c in cells}
-    groups = sorted({tuple(c[k] for k in (*GROUP_AXES, "width")) for c in cells}, key=lambda g: (str(g[:-1]), g[-1]))
+    index = {tuple(c[k] for k in (*GROUP_AXES, "width", "align", "metric")): c for c in cells if c.get("ell") is None}
+    groups = sorted(
+        {tuple(c[k] for k in (*GROUP_AXES, "width")) for c in cells if c.get("ell") is None},
+        key=lambda g: (str(g[:-1]), g[-1]),
+    )
     for g in groups:
         dataset, epochs, wd, _bias, width = g
         found = [index.get((*g, a, m)) for m in metrics for a in aligns]
         parts = [fmt(c) if c is not None and c["pairs"] else "—" for c in found]
         pairs = max((c["pairs"] for c in found if c is not None), default=0)
-        lines.append(f"| {dataset} | {epochs} | {wd:g} | 3×{width} | {pairs} | " + " | ".join(parts) + " |")
+        lines.append(f"| {dataset} | {epochs} | {_g(wd)} | 3×{width} | {pairs} | " + " | ".join(parts) + " |")
     return lines
 
 
@@ -310,8 +345,68 @@ def map_markdown(cells: list[dict]) -> list[str]:
         lo, hi = c["ci"]
         return f"{c['mean']:.3g}" + (f" [{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) else "")
 
-    header = ["", "## The map: mean over pairs [95% t-interval over pairs, n − 1 dof]", ""]
-    return header + cell_rows(cells, [*METRICS, *MAPPED], fmt)
+    header = [
+        "",
+        "## The map: mean over pairs [95% t-interval over pairs, n − 1 dof]",
+        "",
+        "(one pair: its value alone, conditional on that pair — no interval over pairs)",
+        "",
+    ]
+    mapped = [m for m in dict.fromkeys(c["metric"] for c in cells if c.get("ell") is None) if m not in METRICS]
+    return header + cell_rows(cells, [*METRICS, *mapped], fmt) + paper_markdown(cells)
+
+
+def paper_markdown(cells: list[dict]) -> list[str]:
+    """The paper's per-layer statistics beside lewc's verdicts: per (group, width, alignment, ℓ), each
+    statistic's mean over pairs [95% t-interval over pairs]; the cosines at every λ, the rest at ½."""
+    from lewc.reporting.results import PAPER_STATISTICS, WEAK_ADDITIVITY_REFERENCES
+
+    paper = [c for c in cells if c.get("ell") is not None]
+    if not paper:
+        return []
+    lams = sorted({c["lam"] for c in paper if c["lam"] is not None})
+    columns = []  # (metric, λ or None)
+    for var in PAPER_STATISTICS:
+        have = {c["lam"] for c in paper if c["metric"] == var}
+        if not have:
+            continue
+        if None in have:
+            columns.append((var, None))
+        elif var.startswith("cos_"):
+            columns += [(var, lam) for lam in lams if lam in have]
+        elif PAPER_MID in have:
+            columns.append((var, PAPER_MID))
+    index = {(*(c[k] for k in (*GROUP_AXES, "width", "align", "ell")), c["metric"], c["lam"]): c for c in paper}
+
+    def fmt(c: dict | None) -> str:
+        if c is None or not c["pairs"]:
+            return "—"
+        lo, hi = c["ci"]
+        return f"{c['mean']:.3g}" + (f" [{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) else "")
+
+    ref = WEAK_ADDITIVITY_REFERENCES
+    head = " | ".join(f"{m}" + (f" λ={lam:g}" if lam is not None else "") for m, lam in columns)
+    lines = [
+        "",
+        "## The paper's statistics per layer: mean over pairs [95% t-interval over pairs, n − 1 dof]",
+        "",
+        "cos_lewc / cos_llfc: cosine of the merged layer output with the LEWC / LLFC prediction; weak_additivity: "
+        f"the raw cosine (exact {ref['exact']:g}, independent Gaussians {ref['independent_gaussians_mid']:g} at ½); "
+        "ro_b_on_a / ro_a_on_b: raw cross-term ratios (exact LEWC 0); r2_full: the fit's R²; lewc_position: "
+        "t_ℓ = (k_gram − 1)/(ℓ − 1), 0 at LLFC, 1 at LEWC.",
+        "",
+        f"| dataset | epochs | wd | width | align | ℓ | pairs | {head} |",
+        "|" + "---|" * (7 + len(columns)),
+    ]
+    keys = sorted({tuple(c[k] for k in (*GROUP_AXES, "width", "align", "ell")) for c in paper}, key=str)
+    keys.sort(key=lambda g: (str(g[:4]), g[4], g[5] != "none", g[5], g[6]))
+    for g in keys:
+        dataset, epochs, wd, _bias, width, align, ell = g
+        found = [index.get((*g, m, lam)) for m, lam in columns]
+        pairs = max((c["pairs"] for c in found if c is not None), default=0)
+        parts = " | ".join(fmt(c) for c in found)
+        lines.append(f"| {dataset} | {epochs} | {_g(wd)} | 3×{width} | {align} | {ell} | {pairs} | {parts} |")
+    return lines
 
 
 def prediction_markdown(cells: list[dict]) -> list[str]:
@@ -338,8 +433,9 @@ def markdown(rows: list[dict], command: str) -> str:
         "",
         f"Command: `{command}`",
         "",
-        "w = hidden units per layer of the 3-hidden-layer MLP (×1 = 3×512). Intervals: 95% bootstrap over seed",
-        "pairs (pairs redrawn within each width, refitted). ∞: the floor c lies above the tolerance.",
+        "w = hidden units per layer of the 3-hidden-layer MLP (×1 = 3×512). Intervals of the fit: 95% bootstrap",
+        "over the n pairs drawn (pairs redrawn within each width, refitted) — roughly the range of those pairs,",
+        "not an interval over pairs. ∞: the floor c lies above the tolerance.",
         "",
         "| dataset | epochs | wd | align | barrier | widths | mean by width | floor c [95% CI] | α [95% CI] | "
         "width reaching tolerance [95% CI] | rms residual |",
@@ -349,7 +445,7 @@ def markdown(rows: list[dict], command: str) -> str:
         label, unit, tol = METRICS[r["metric"]]
         means = ", ".join(f"{m:.3g}" for m in r["mean_by_width"].values())
         widths = "/".join(str(w) for w in r["widths"])
-        head = f"| {r['dataset']} | {r['epochs']} | {r['wd']:g} | {r['align']} | {r['metric']} ({unit}, tol {tol:g}) "
+        head = f"| {r['dataset']} | {r['epochs']} | {_g(r['wd'])} | {r['align']} | {r['metric']} ({unit}, tol {tol:g}) "
         head += f"| 3×{{{widths}}} | {means} "
         if not r["fitted"]:
             lines.append(head + f"| — | — | — ({r['note']}) | — |")
@@ -366,8 +462,9 @@ def markdown(rows: list[dict], command: str) -> str:
         "",
         f"## Over the {TAIL_WIDTHS} widest widths: is doubling the width still lowering the barrier?",
         "",
-        "OLS of every pair's barrier on log2(width) (statsmodels); when the change per doubling's interval holds 0,",
-        "the mean over these widths is the floor the data show.",
+        "OLS of every pair's barrier on log2(width) (statsmodels); intervals over pairs (t, points − 2 d.f. for",
+        "the change, points − 1 for the mean). When the change per doubling's interval holds 0, the mean over these",
+        "widths is the floor the data show.",
         "",
         "| dataset | epochs | wd | align | barrier | widths | change per doubling [95% CI] | mean over them [95% CI] |",
         "|---|---|---|---|---|---|---|---|",
@@ -380,7 +477,7 @@ def markdown(rows: list[dict], command: str) -> str:
         lo, hi = t["slope_ci"]
         m_lo, m_hi = t["mean_ci"]
         lines.append(
-            f"| {r['dataset']} | {r['epochs']} | {r['wd']:g} | {r['align']} | {r['metric']} ({unit}) "
+            f"| {r['dataset']} | {r['epochs']} | {_g(r['wd'])} | {r['align']} | {r['metric']} ({unit}) "
             f"| 3×{{{'/'.join(str(w) for w in t['widths'])}}} | {t['slope_per_doubling']:.3g} [{lo:.3g}, {hi:.3g}] "
             f"| {t['mean']:.3g} [{m_lo:.3g}, {m_hi:.3g}] |"
         )
@@ -402,7 +499,7 @@ def figure(records: list[dict], rows: list[dict], metric: str, path: Path) -> No
         w = np.array([p["width"] for p in pts], float)
         v = np.array([p["value"] for p in pts], float)
         style = "-" if row["align"] == "none" else "--"
-        name = f"{row['dataset']}, {row['epochs']} ep, wd {row['wd']:g}, {row['align']}"
+        name = f"{row['dataset']}, {row['epochs']} ep, wd {_g(row['wd'])}, {row['align']}"
         color = f"C{k % 10}"
         ax.plot(w, v, "o", color=color, alpha=0.6, ms=4)
         if row["fitted"]:
@@ -459,7 +556,7 @@ def main(argv: list[str] | None = None) -> None:
     import io
 
     buf = io.StringIO()
-    fields = [*GROUP_AXES, "align", "metric", "width", "pair", "value", "study"]
+    fields = [*GROUP_AXES, "align", "metric", "ell", "lam", "width", "pair", "value", "study"]
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     writer.writerows(records)

@@ -16,7 +16,7 @@ import xarray as xr
 
 import lewc
 from lewc.core.conventions import LAM_CONVENTION, LEVEL, N_BOOT, percentile_interval
-from lewc.reporting.results import RESULTS_SCHEMA, json_attr
+from lewc.reporting.results import RESULTS_SCHEMA, json_attr, lewc_position
 from lewc.stats import barriers, conditions, ensemble, fit
 from lewc.stats.calibrate import cross_entropy_per_sample, fit_betas
 from lewc.stats.claims import claims_dataset
@@ -115,6 +115,7 @@ def layer_dataset(result: SweepResult, depths: Sequence[int], names: Sequence[st
         data[key] = (lam_layer, fits[key].T)
     full = np.stack([fits["coef_a_full"], fits["coef_b_full"]], axis=-1)  # (layer, λ, 2)
     data["k_gram"] = (("layer",), fit.weighting_exponent(lams, full))
+    data["lewc_position"] = (("layer",), lewc_position(data["k_gram"][1], np.asarray(depths)))
     return xr.Dataset(
         data,
         coords={

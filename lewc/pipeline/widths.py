@@ -56,6 +56,8 @@ def sweep_dataset(
         "cos_llfc",
         "rel_err_lewc",
         "rel_err_llfc",
+        "r2_full",
+        "lewc_position",
     ]
     rows = []
     for w in widths:
@@ -146,6 +148,7 @@ def write_sweep(
     for w, claims in combined.items():
         md += [f"## Verdicts at width {w} over {len(pairs)} pair(s)", "", "```"]
         md += [report.verdict_table([c.__dict__ for c in claims]), "```", ""]
+        md += report.interval_lines(report.clean([c.__dict__ for c in claims]))
         print(f"width {w}, {len(pairs)} pair(s):\n" + report.verdict_table([c.__dict__ for c in claims]))
     md += [f"![{s}]({s}.png)\n\n*{c}*\n" for s, c in figures]
     (out_dir / "report.md").write_text("\n".join(md))

@@ -12,12 +12,17 @@ import xarray as xr
 
 from lewc.reporting.results import (
     BARRIER_NAMES,
+    PAPER_LAMS,
+    PAPER_STATISTICS,
+    WEAK_ADDITIVITY_REFERENCES,
     alignments,
     attr_json,
     barrier,
     barrier_ci,
     barrier_units,
     for_alignment,
+    lewc_position,
+    paper_statistics,
 )
 from lewc.stats.claims import Claim, claims_as_dicts, specs_as_dicts
 
@@ -117,6 +122,7 @@ def build_report(
             for kind in res.kind.values
         },
         "claims": claims_as_dicts(claims),
+        "paper_statistics": paper_block(res),
         "claim_specs": specs_as_dicts(),
         "controls": {
             name: {
@@ -152,6 +158,7 @@ def build_report(
                     "rel_err_llfc": _v(s.rel_err_llfc),
                     "k_coord": {"value": float(s.k_coord), "ci": _v(s.k_coord_ci)},
                     "k_gram": {"value": float(s.k_gram), "ci": _v(s.k_gram_ci) if "k_gram_ci" in s else [None, None]},
+                    "lewc_position": float(lewc_position(s.k_gram.values, s.depth.values)),
                     "weak_additivity": _v(s.weak_additivity),
                     "weak_additivity_null": _v(s.weak_additivity_null),
                     "reciprocal_orthogonality": {
@@ -163,6 +170,65 @@ def build_report(
                 }
             )
     return clean(report)
+
+
+def paper_block(res: xr.Dataset) -> dict:
+    """The paper's own statistics per layer at λ ∈ PAPER_LAMS, beside lewc's verdicts (empty without layers).
+
+    ``layers[i][name]`` is a list over ``lams`` for the per-λ statistics and a number for the others;
+    ``definitions`` says what each is, ``references`` what the raw additivity cosine is read against.
+    """
+    ps = paper_statistics(res)
+    block = {
+        "lams": list(PAPER_LAMS),
+        "definitions": dict(PAPER_STATISTICS),
+        "references": {"weak_additivity": dict(WEAK_ADDITIVITY_REFERENCES)},
+        "conditional_on": "this pair (one pair: no interval over pairs)",
+        "layers": [],
+    }
+    for name in ps.layer.values if "layer" in ps.dims else []:
+        s = ps.sel(layer=name)
+        row = {"name": str(name), "depth": int(s.depth)}
+        for var in ps.data_vars:
+            row[var] = _v(s[var]) if "lam" in s[var].dims else float(s[var])
+        block["layers"].append(row)
+    return block
+
+
+def paper_table(block: dict) -> list[str]:
+    """report.md's table of the paper's statistics (cosines at each λ of ``block["lams"]``, the rest as is)."""
+    if not block.get("layers"):
+        return []
+    lams = block["lams"]
+    ref = block["references"]["weak_additivity"]
+    mid = lams.index(0.5) if 0.5 in lams else None
+    head = "| layer | ℓ | " + " | ".join(f"cos LEWC / LLFC at λ={lam:g}" for lam in lams)
+    head += " | weak add. cos at ½ | cross terms B→A / A→B | R² at ½ | position t_ℓ (LLFC 0, LEWC 1) |"
+    lines = [
+        "",
+        "## The paper's statistics beside lewc's",
+        "",
+        "Per layer, this pair only (conditional on it). Cosines of the merged output with the LEWC prediction "
+        "(1-λ)^ℓ f_A + λ^ℓ f_B and with the LLFC prediction (1-λ) f_A + λ f_B; the raw weak-additivity cosine "
+        f"(references: exact {ref['exact']:g}, independent Gaussians {ref['independent_gaussians_mid']:g} at ½); "
+        "the raw cross-term ratios ‖W_B z_A‖/‖W_A z_A‖ and ‖W_A z_B‖/‖W_B z_B‖ (exact LEWC 0); the fit's R² "
+        "(all images); t_ℓ = (k_gram − 1)/(ℓ − 1), the layer's signed position between LLFC and LEWC.",
+        "",
+        head,
+        "|" + "---|" * (2 + len(lams) + 4),
+    ]
+
+    def at(row, key, j):
+        return _fmt(row[key][j]) if key in row and j is not None else "n/a"
+
+    for row in block["layers"]:
+        cos = " | ".join(f"{at(row, 'cos_lewc', j)} / {at(row, 'cos_llfc', j)}" for j in range(len(lams)))
+        lines.append(
+            f"| {row['name']} | {row['depth']} | {cos} | {at(row, 'weak_additivity', mid)} "
+            f"| {_fmt(row.get('ro_b_on_a'))} / {_fmt(row.get('ro_a_on_b'))} | {at(row, 'r2_full', mid)} "
+            f"| {_fmt(row.get('lewc_position'), 2)} |"
+        )
+    return lines
 
 
 def endpoint_accuracies(res: xr.Dataset) -> dict:
@@ -265,6 +331,18 @@ def verdict_table(claims: list[dict], controls: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+def interval_lines(claims: list[dict]) -> list[str]:
+    """What the verdicts' intervals cover: one pair (images only) or n pairs (t-interval, and one new pair)."""
+    ns = sorted({c.get("n_pairs", 1) for c in claims})
+    if ns == [1]:
+        return ["Intervals: 95%, over test images only — every verdict is conditional on this pair.", ""]
+    lines = [f"Intervals: 95%, {claims[0].get('covers', '')}, n = {', '.join(map(str, ns))} pairs.", ""]
+    for c in claims:
+        lo, hi = c.get("prediction") or [None, None]
+        lines.append(f"- {c['id']}: one new pair would fall in [{_fmt(lo)}, {_fmt(hi)}] (prediction interval)")
+    return lines + [""]
+
+
 def markdown(report: dict, figures: list[tuple[str, str]]) -> str:
     a, b = report["pair"]["a"], report["pair"]["b"]
     lams = report["lams"]
@@ -284,6 +362,9 @@ def markdown(report: dict, figures: list[tuple[str, str]]) -> str:
         "```",
         verdict_table(report["claims"], report.get("controls")),
         "```",
+        "",
+        *interval_lines(report["claims"]),
+        *paper_table(report.get("paper_statistics", {})),
         "",
     ]
     table = alignment_table(report)

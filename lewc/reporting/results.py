@@ -104,6 +104,12 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
         "coef_b_full): the k of the lewc_weighting claim",
     ),
     "k_gram_ci": ("k_gram 95% interval", "1", "bootstrap over test images (the claims' resamples)"),
+    "lewc_position": (
+        "signed position between LLFC (0) and LEWC (1)",
+        "1",
+        "t_ℓ = (k_gram − 1)/(ℓ − 1): 0 when the layer splits as (1-λ) : λ (LLFC), 1 as (1-λ)^ℓ : λ^ℓ (LEWC); "
+        "below 0 or above 1 beyond either; undefined at ℓ = 1 (both predictions agree)",
+    ),
     "ens_agreement": (
         "top-1 agreement with the ensemble",
         "1",
@@ -120,7 +126,7 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "claim_replicates": (
         "claim statistic bootstrap replicates",
         "see claim_units",
-        "the image-bootstrap replicates behind claim_ci; several pairs combine them (pairs, then images)",
+        "the image-bootstrap replicates behind claim_ci (over test images, conditional on this pair)",
     ),
     "claim_verdict": ("verdict", "", "PASS / FAIL / INCONCLUSIVE of the claim on this pair alone"),
     "claim_threshold": ("claim threshold", "see claim_units", "PASS needs the interval on the claim's side of it"),
@@ -180,6 +186,59 @@ SAMPLE_VARIABLES = (
 )
 BARRIER_NAMES = ("acc_mid", "acc_max", "loss_mid_raw", "loss_max_raw", "loss_mid_cal", "loss_max_cal")
 BARRIER_UNITS = {"acc": "pp", "loss_raw": "nats", "loss_cal": "nats"}
+
+
+# The paper's own per-layer statistics, kept beside lewc's verdicts everywhere a verdict appears
+# (report.json/md, results.nc, study.nc, the trend): results.nc variable → (label, dims it has there).
+PAPER_LAMS = (0.3, 0.5, 0.7)  # the λ at which the cosines are reported (LEWC and LLFC differ away from ½)
+PAPER_STATISTICS: dict[str, str] = {
+    "cos_lewc": "cosine of the merged output with the LEWC prediction (1-λ)^ℓ f_A + λ^ℓ f_B",
+    "cos_llfc": "cosine of the merged output with the LLFC prediction (1-λ) f_A + λ f_B",
+    "weak_additivity": "raw weak-additivity cosine (references: exact 1, independent Gaussians 0.93 at ½)",
+    "r2_full": "uncentred R² of the layer's fit m ≈ a f_A + b f_B over all images",
+    "ro_b_on_a": "raw cross-term ratio ‖W_B z_A‖/‖W_A z_A‖",
+    "ro_a_on_b": "raw cross-term ratio ‖W_A z_B‖/‖W_B z_B‖",
+    "lewc_position": "signed position between LLFC (0) and LEWC (1), t_ℓ = (k_gram − 1)/(ℓ − 1)",
+}
+# what the raw additivity cosine is read against: exact weak additivity, and two independent Gaussian
+# pre-activations at λ = ½ (the paper's reference; a cosine near it is what chance alone gives)
+WEAK_ADDITIVITY_REFERENCES = {"exact": 1.0, "independent_gaussians_mid": 0.93}
+
+
+def lewc_position(k: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """t_ℓ = (k_ℓ − 1)/(ℓ − 1): 0 at LLFC (k = 1), 1 at LEWC (k = ℓ); NaN where ℓ < 2."""
+    k, depth = np.asarray(k, dtype=np.float64), np.asarray(depth, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(depth >= 2, (k - 1) / (depth - 1), np.nan)
+
+
+def paper_statistics(res: xr.Dataset, lams=PAPER_LAMS) -> xr.Dataset:
+    """One pair's (one alignment's) paper statistics over ``lam`` ∈ ``lams`` and ``layer``.
+
+    Only the variables of ``PAPER_STATISTICS`` the results hold (a run without layer captures has
+    none: an empty Dataset). A λ the grid lacks (within 1e-6) is NaN, never a neighbour's value.
+    """
+    if "layer" not in res.dims:
+        return xr.Dataset()
+    grid = np.asarray(res["lam"].values, dtype=np.float64)
+    out = {}
+    for name in PAPER_STATISTICS:
+        if name == "lewc_position" and name not in res and "k_gram" in res:
+            da = xr.DataArray(lewc_position(res["k_gram"].values, res["depth"].values), dims=("layer",))
+        elif name in res:
+            da = res[name].reset_coords(drop=True)
+        else:
+            continue
+        if "lam" in da.dims:
+            picked = []
+            for lam in lams:
+                j = int(np.argmin(np.abs(grid - lam)))
+                row = da.isel(lam=j, drop=True)
+                picked.append(row if abs(grid[j] - lam) < 1e-6 else row * np.nan)
+            da = xr.concat(picked, dim="lam").assign_coords(lam=list(lams))
+        out[name] = da.transpose(*[d for d in ("lam", "layer") if d in da.dims]).astype(np.float64)
+    ds = xr.Dataset(out).assign_coords(layer=res["layer"].values, depth=("layer", res["depth"].values))
+    return ds.assign_coords(lam=list(lams)) if "lam" not in ds.coords else ds
 
 
 def barrier_parts(name: str) -> tuple[str, str]:

@@ -19,7 +19,9 @@ it (docs/claims.md gives statement, statistic, rival, interval, threshold and po
   the plain one (1-λ) z_A + λ z_B really differ: top-1 agreement of the merged model with the LEWC
   ensemble minus that with the plain one.
 
-Intervals resample test images (one pair) or pairs and then images (several pairs). Claims that
+Intervals: on one pair, a bootstrap over its test images (conditional on that pair: it says nothing
+about another pair); over n ≥ 2 pairs, the t-interval of the mean over pairs (n − 1 d.f.), with the
+prediction interval of one new pair beside it (lewc.stats.pairs; each claim says which). Claims that
 need the A/B split (LMC, weighting, ensemble) are INCONCLUSIVE on degenerate pairs (identical or
 collinear endpoints), with a note; a FAIL is a scientific outcome, not an error.
 """
@@ -36,6 +38,7 @@ from lewc.core.conventions import BOOT_SEED, LEVEL, N_BOOT, percentile_interval
 from lewc.core.errors import LewcError
 from lewc.stats import conditions, fit
 from lewc.stats.barriers import image_counts, mid_index
+from lewc.stats.pairs import COVERS, t_intervals
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 # an interval needs more than this fraction of finite bootstrap replicates (else INCONCLUSIVE)
@@ -174,6 +177,8 @@ class Claim:
     note: str = ""
     n_pairs: int = 1
     per_pair: list[float] = field(default_factory=list)
+    covers: str = COVERS["images"]  # what ``ci`` covers (lewc.stats.pairs.COVERS)
+    prediction: list[float] = field(default_factory=lambda: [float("nan")] * 2)  # one new pair (n ≥ 2)
 
 
 def decide(value: float, ci: Sequence[float], threshold: float, direction: str) -> str:
@@ -452,22 +457,6 @@ def degeneracy(res: xr.Dataset) -> str:
     return ""
 
 
-def combine_pairs(points: np.ndarray, reps: np.ndarray, seed: int) -> tuple[float, np.ndarray]:
-    """Point = mean over pairs; replicates resample pairs, then (within each) images.
-
-    ``points`` (P,), ``reps`` (P, n_boot) image-bootstrap replicates per pair. With one pair the
-    interval is the image bootstrap; with several, replicate r averages the r-th image resample of
-    pairs drawn with replacement (a two-stage bootstrap), so seed-to-seed spread enters the interval.
-    """
-    n_pairs, n_boot = reps.shape
-    if n_pairs == 1:
-        return float(points[0]), reps[0]
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, n_pairs, size=(n_boot, n_pairs))
-    cols = (np.arange(n_boot)[:, None] + 7919 * np.arange(n_pairs)[None]) % n_boot
-    return float(np.mean(points)), reps[picks, cols].mean(axis=1)
-
-
 def evaluate_claims(
     results: xr.Dataset | Sequence[xr.Dataset], n_boot: int = N_BOOT, seed: int = BOOT_SEED
 ) -> list[Claim]:
@@ -487,7 +476,7 @@ def evaluate_claims(
         notes = [s[2] for s in stats]
         value, ci, finite = _interval(points, reps, seed)
         verdict = decide(value, ci, spec.threshold, spec.direction)
-        note = notes[0] if len(results) == 1 else f"{len(results)} pairs; CI resamples pairs, then images"
+        note = notes[0] if len(results) == 1 else over_pairs_note(points)
         if finite <= MIN_FINITE and np.isfinite(value):
             note += f"; the statistic is undefined in {100 * (1 - finite):.0f}% of bootstrap replicates"
         bad = sorted({r for r in reasons if r})
@@ -499,14 +488,30 @@ def evaluate_claims(
 
 
 def _interval(points: list[float], reps: list[np.ndarray], seed: int) -> tuple[float, np.ndarray, float]:
-    """Point, 95% interval (pairs then images) and the fraction of finite replicates of one statistic."""
-    value, combined = combine_pairs(np.array(points), np.stack(reps), seed + 1)
-    finite = np.isfinite(combined)
-    ci = percentile_interval(combined[finite], LEVEL) if finite.mean() > MIN_FINITE else np.array([np.nan, np.nan])
-    return value, ci, float(finite.mean())
+    """Point, 95% interval and the fraction of finite replicates of one statistic.
+
+    One pair: the percentile interval of its image bootstrap (conditional on the pair). Several: the
+    mean over pairs and its t-interval (n − 1 d.f.; the pairs' image replicates are not used — each
+    pair's value already carries its image noise into the spread over pairs).
+    """
+    if len(points) == 1:
+        finite = np.isfinite(reps[0])
+        ci = percentile_interval(reps[0][finite], LEVEL) if finite.mean() > MIN_FINITE else np.array([np.nan] * 2)
+        return float(points[0]), ci, float(finite.mean())
+    over = t_intervals(points, LEVEL)
+    return over.mean, np.array(over.ci), float(np.mean([np.isfinite(r).mean() for r in reps]))
+
+
+def over_pairs_note(points: list[float]) -> str:
+    """The wording of a verdict over pairs: n, what the interval covers, one new pair's interval."""
+    over = t_intervals(points, LEVEL)
+    lo, hi = over.prediction
+    per_pair = ", ".join(f"{p:.4g}" for p in points)
+    return f"{over.n} pairs; CI {COVERS['pairs']}; {COVERS['new_pair']}: [{lo:.4g}, {hi:.4g}]; per pair: {per_pair}"
 
 
 def _claim(spec: ClaimSpec, verdict: str, value: float, ci, note: str, points: list[float]) -> Claim:
+    over = t_intervals(points, LEVEL)
     return Claim(
         spec.id,
         spec.statement,
@@ -520,6 +525,8 @@ def _claim(spec: ClaimSpec, verdict: str, value: float, ci, note: str, points: l
         note,
         len(points),
         points,
+        COVERS["images"] if len(points) == 1 else COVERS["pairs"],
+        [float(x) for x in over.prediction],
     )
 
 
@@ -530,7 +537,7 @@ def evaluate_permutation_gap(
 
     Both barriers are measured on the same test images, and one ``Resampler`` seed draws the same
     image resamples for both, so each replicate is a paired difference; several pairs are combined
-    like every other claim (pairs, then images).
+    like every other claim (the t-interval of the mean over pairs).
     """
     plain = [pair_statistic(r, "lmc_loss_calibrated", n_boot, seed) for r in unaligned]
     matched = [pair_statistic(r, "lmc_loss_calibrated", n_boot, seed) for r in aligned]
@@ -546,7 +553,7 @@ def evaluate_permutation_gap(
         f"{a:.4f} / {b:.4f}" for a, b in zip(plain_points, matched_points, strict=True)
     )
     if len(points) > 1:
-        note += f"; {len(points)} pairs, CI resamples pairs, then images"
+        note += "; " + over_pairs_note(points)
     if any(degeneracy(r) for r in unaligned):
         verdict, note = INCONCLUSIVE, "degenerate pair — " + note
     return _claim(GAP_SPEC, verdict, value, ci, note, points)
@@ -570,8 +577,8 @@ def evaluate_verdicts(results: Sequence[xr.Dataset]) -> list[Claim]:
 def claims_dataset(res: xr.Dataset, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> xr.Dataset:
     """One pair's claims as variables over ``claim``: value, interval, verdict, replicates, and k_gram_ci.
 
-    Stored in results.nc so that the verdicts are there and several pairs can be combined (pairs,
-    then images) without the per-image data, which then goes to samples.nc only on request.
+    Stored in results.nc so that the verdicts are there and several pairs can be combined (the
+    t-interval over pairs) without the per-image data, which then goes to samples.nc only on request.
     """
     found = {cid: pair_statistic(res, cid, n_boot, seed) for cid in _CLAIMS}
     ids = [cid for cid, st in found.items() if st is not None]
