@@ -1,0 +1,101 @@
+"""Device correctness without a GPU: lewc's commands on a CPU-backed stand-in for CUDA (tests/fakecuda.py).
+
+Every tensor the run puts on ``cuda`` is device-resident in the harness; an op mixing it with a CPU
+tensor of ≥ 1 dimension, ``.numpy()`` of it, or a generator of the other device raises as CUDA would.
+With ``LEWC_TEST_DEVICE=cuda`` on a machine with a GPU the same tests run on the real device
+(the ``test_device`` fixture), without the harness's counters.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from cli_runner import run_cli
+from fakecuda import DeviceRuleError, FakeCuda
+
+from lewc import verify
+from lewc.training.recipe import default_config
+
+
+def _cuda_args(tmp_path):
+    return ["--device", "cuda", "--lams", "0,0.5,1", "--n-test", "200", "--bn-images", "64", "--quiet"]
+
+
+def test_the_harness_enforces_cudas_rules():
+    with FakeCuda() as fc:
+        x = torch.randn(4, 3, device="cuda")
+        assert x.device.type == "cuda" and torch.cuda.is_available()
+        with pytest.raises(DeviceRuleError, match="same device"):
+            torch.nn.Linear(3, 2)(x)  # a CPU-built layer on device data: the --arch bug
+        with pytest.raises(TypeError, match="numpy"):
+            x.numpy()
+        g = torch.Generator(device="cuda").manual_seed(0)
+        with pytest.raises(DeviceRuleError, match="generator"):
+            torch.randperm(5, generator=g)
+        with pytest.raises(DeviceRuleError, match="generator"):
+            torch.randperm(5, device="cuda", generator=torch.Generator().manual_seed(0))
+        assert (x * torch.tensor(2.0)).device.type == "cuda"  # 0-dim CPU scalars may mix, as on CUDA
+        y = x.cpu()
+        assert y.device.type == "cpu" and y.numpy().shape == (4, 3) and fc.d2h_bytes == 48
+        float(x.sum())
+        assert fc.syncs == 2
+
+
+def test_verify_trains_and_verifies_an_mlp_on_cuda(tmp_path, capsys):
+    """The card's command shape (train both endpoints, verify with weight matching and both controls)
+    on the device: no mixing, no ``.numpy()`` of a device tensor, syncs and copies per λ bounded."""
+    argv = ["--model", "mlp", "--width", "1", "--base-width", "32", "--dataset", "synthetic", "--epochs", "1"]
+    argv += _cuda_args(tmp_path) + ["--align", "none,weights", "--out", str(tmp_path / "out")]
+    with FakeCuda() as fc:
+        code, _, err = run_cli(verify.main, argv, capsys)
+    assert code in (0, None), err
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert rep["provenance"]["device"].startswith("cuda") if "provenance" in rep else True
+    assert rep["controls"]["positive"]["note"].startswith("exact LEWC")
+    assert fc.peak_bytes > 0
+
+
+def test_verify_a_bn_resnet_on_cuda(tmp_path, capsys):
+    argv = ["--model", "resnet20", "--width", "1", "--base-width", "4", "--dataset", "synthetic", "--epochs", "1"]
+    argv += _cuda_args(tmp_path) + ["--align", "none", "--out", str(tmp_path / "out")]
+    with FakeCuda():
+        code, _, err = run_cli(verify.main, argv, capsys)
+    assert code in (0, None), err
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert rep["bn_reestimated"]
+
+
+def test_arch_state_dicts_on_cuda(tmp_path, capsys):
+    """``--arch``: plain state dicts, built on the CPU, analysed on the device (it crashed in addmm)."""
+    from lewc.training.train import train
+
+    paths = [
+        train(default_config("mlp", 1, "synthetic", s, base_width=32, epochs=1), tmp_path, "cpu", progress=False)
+        for s in (0, 1)
+    ]
+    from lewc.training import checkpoints
+
+    for tag, path in zip("ab", paths, strict=True):
+        model, meta = checkpoints.load(path)
+        torch.save(model.state_dict(), tmp_path / f"{tag}.pth")
+    argv = ["--arch", f"mlp:width={meta['width']},base_width={meta['base_width']}", "--dataset", "synthetic"]
+    argv += ["--ckpt-a", str(tmp_path / "a.pth"), "--ckpt-b", str(tmp_path / "b.pth"), "--align", "none"]
+    argv += _cuda_args(tmp_path) + ["--out", str(tmp_path / "out")]
+    with FakeCuda():
+        code, _, err = run_cli(verify.main, argv, capsys)
+    assert code in (0, None), err
+
+
+def test_verify_pair_on_cuda(tmp_path):
+    import lewc
+    from test_api import Net, fit, make_data
+
+    train_data, test_data = make_data(600, 0), make_data(200, 1)
+    a, b = fit(Net(), train_data, 0, epochs=2), fit(Net(), train_data, 1, epochs=2)
+    with FakeCuda():
+        rep = lewc.verify_pair(
+            a, b, train=train_data, test=test_data, lams=(0, 0.5, 1), align=("none",), controls=True, device="cuda"
+        )
+    assert rep is not None
