@@ -20,7 +20,7 @@ from lewc.training.recipe import default_config
 
 
 def _cuda_args(tmp_path):
-    return ["--device", "cuda", "--lams", "0,0.5,1", "--n-test", "200", "--bn-images", "64", "--quiet"]
+    return ["--device", "cuda", "--lams", "0,0.5,1", "--n-test", "100", "--bn-images", "32", "--batch-size-eval", "100"]
 
 
 def test_the_harness_enforces_cudas_rules():
@@ -46,7 +46,7 @@ def test_the_harness_enforces_cudas_rules():
 def test_verify_trains_and_verifies_an_mlp_on_cuda(tmp_path, capsys):
     """The card's command shape (train both endpoints, verify with weight matching and both controls)
     on the device: no mixing, no ``.numpy()`` of a device tensor, syncs and copies per λ bounded."""
-    argv = ["--model", "mlp", "--width", "1", "--base-width", "32", "--dataset", "synthetic", "--epochs", "1"]
+    argv = ["--model", "mlp", "--width", "1", "--base-width", "16", "--dataset", "synthetic", "--epochs", "1"]
     argv += _cuda_args(tmp_path) + ["--align", "none,weights", "--out", str(tmp_path / "out")]
     with FakeCuda() as fc:
         code, _, err = run_cli(verify.main, argv, capsys)
@@ -58,13 +58,32 @@ def test_verify_trains_and_verifies_an_mlp_on_cuda(tmp_path, capsys):
 
 
 def test_verify_a_bn_resnet_on_cuda(tmp_path, capsys):
-    argv = ["--model", "resnet20", "--width", "1", "--base-width", "4", "--dataset", "synthetic", "--epochs", "1"]
-    argv += _cuda_args(tmp_path) + ["--align", "none", "--out", str(tmp_path / "out")]
-    with FakeCuda():
+    """BN re-estimation, layer capture and both controls of a convolutional BN network on the device:
+    two ResNet-20 state dicts (``--arch``, untrained: chance-level foreign weights are analysed)."""
+    from lewc.models import build
+
+    for tag, seed in (("a", 0), ("b", 1)):
+        torch.manual_seed(seed)
+        torch.save(build("resnet20", 1, 10, (3, 16, 16), base_width=2).state_dict(), tmp_path / f"{tag}.pth")
+    argv = ["--arch", "resnet20:width=1,base_width=2", "--dataset", "synthetic", "--align", "none"]
+    argv += ["--ckpt-a", str(tmp_path / "a.pth"), "--ckpt-b", str(tmp_path / "b.pth")]
+    argv += _cuda_args(tmp_path) + ["--out", str(tmp_path / "out")]
+    with FakeCuda() as fc:
         code, _, err = run_cli(verify.main, argv, capsys)
     assert code in (0, None), err
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert rep["bn_reestimated"]
+    assert rep["bn_reestimated"] and fc.peak_bytes > 0
+
+
+@pytest.mark.slow
+def test_training_a_bn_resnet_on_cuda(tmp_path):
+    """bf16 autocast, channels_last and the fused optimizer's path on the device: one epoch."""
+    from lewc.training.train import train
+
+    cfg = default_config("resnet20", 1, "synthetic", 0, base_width=4, epochs=1)
+    with FakeCuda():
+        path = train(cfg, tmp_path, "cuda", progress=False)
+    assert path.is_file()
 
 
 def test_arch_state_dicts_on_cuda(tmp_path, capsys):
