@@ -156,6 +156,8 @@ class FakeGenerator(_REAL_GENERATOR):
     @property
     def device(self):
         return torch.device("cuda", 0) if self.fake_cuda else torch.device("cpu")
+
+
 _SYNC_METHODS = {torch.Tensor.tolist}  # item, bool, float, int: counted at aten::_local_scalar_dense
 
 

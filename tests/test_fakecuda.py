@@ -108,8 +108,9 @@ def test_arch_state_dicts_on_cuda(tmp_path, capsys):
 
 
 def test_verify_pair_on_cuda(tmp_path):
-    import lewc
     from test_api import Net, fit, make_data
+
+    import lewc
 
     train_data, test_data = make_data(600, 0), make_data(200, 1)
     a, b = fit(Net(), train_data, 0, epochs=2), fit(Net(), train_data, 1, epochs=2)

@@ -84,7 +84,9 @@ class BlockPair(Pair):
             self._wide_shapes = [tuple(t.shape for t in r) for r in rec_wide]
             z, rec = self.forward({LAM_KEY: 0.5}, probe, capture=True)
             self._cached = None
-            pairs = [(z, z_wide)] + [(u, w) for r, rw in zip(rec, rec_wide, strict=True) for u, w in zip(r, rw, strict=True)]
+            pairs = [(z, z_wide)] + [
+                (u, w) for r, rw in zip(rec, rec_wide, strict=True) for u, w in zip(r, rw, strict=True)
+            ]
             for got, ref in pairs:
                 if got.shape != ref.shape:
                     return False
