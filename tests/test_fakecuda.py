@@ -119,3 +119,19 @@ def test_verify_pair_on_cuda(tmp_path):
             a, b, train=train_data, test=test_data, lams=(0, 0.5, 1), align=("none",), controls=True, device="cuda"
         )
     assert rep is not None
+
+
+def test_the_cost_gate_proceeds_on_an_accelerator(tmp_path, caplog):
+    """The card's ResNet-20 ×32 pair costs hours by the FLOP estimate: refused on the CPU without
+    --allow-slow, told and allowed on a GPU."""
+    import logging
+
+    from lewc.core.errors import LewcError
+    from lewc.pipeline.endpoints import plan_pair
+
+    cfgs = [default_config("resnet20", 32, "cifar10", s) for s in (0, 1)]
+    with pytest.raises(LewcError, match="allow-slow"):
+        plan_pair(cfgs, tmp_path, torch.device("cpu"))
+    with caplog.at_level(logging.INFO, logger="lewc.pipeline.endpoints"):
+        assert plan_pair(cfgs, tmp_path, torch.device("cuda")) == cfgs
+    assert "by a FLOP estimate" in caplog.text
