@@ -32,7 +32,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     base = ["--model", "mlp", "--width", str(args.width), "--dataset", args.dataset, "--epochs", "1", "--allow-slow"]
-    base += ["--device", args.device, "--quiet", "--force"] + (["--data-root", args.data_root] if args.data_root else [])
+    base += ["--device", args.device, "--quiet", "--force"]
+    base += ["--data-root", args.data_root] if args.data_root else []
     with tempfile.TemporaryDirectory() as tmp:
         run(base + ["--no-controls", "--align", "none", "--out", f"{tmp}/warm"])  # trains the pair; not timed
         bare = run(base + ["--no-controls", "--align", "none", "--out", f"{tmp}/bare"])

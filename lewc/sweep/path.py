@@ -14,6 +14,7 @@ unless all λ's states fit in ``state_cache_bytes``, so memory does not grow wit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -189,9 +190,29 @@ def logits_pass(
     return torch.cat(out, dim=1)
 
 
-@torch.no_grad()
+TF32_SETTINGS = {"cuda_matmul_allow_tf32": False, "cudnn_allow_tf32": False}  # recorded by the sweep
+
+
+@contextlib.contextmanager
+def fp32_exact():
+    """TF32 off for matmuls and cuDNN convolutions while the analysis runs (cuDNN's default runs fp32
+    convolutions in TF32, ≈ 1e-3 relative; the controls' probes use 1e-4), restored afterwards."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = TF32_SETTINGS["cuda_matmul_allow_tf32"]
+    torch.backends.cudnn.allow_tf32 = TF32_SETTINGS["cudnn_allow_tf32"]
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepOptions | None = None) -> SweepResult:
-    """Run the whole path sweep (see module docstring) and return logits and layer statistics."""
+    """Run the whole path sweep (see module docstring) and return logits and layer statistics (TF32 off)."""
+    with fp32_exact(), torch.no_grad():
+        return _sweep(pair, ds, lams, options)
+
+
+def _sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepOptions | None = None) -> SweepResult:
     opt = options or SweepOptions()
     lams = check_lams(lams)
     timings: dict[str, float] = {}
