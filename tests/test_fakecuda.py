@@ -43,21 +43,21 @@ def test_the_harness_enforces_cudas_rules():
         assert fc.syncs == 2
 
 
-def test_verify_trains_and_verifies_an_mlp_on_cuda(tmp_path, capsys):
+def test_verify_trains_and_verifies_an_mlp_on_cuda(tmp_path, capsys, device_context):
     """The card's command shape (train both endpoints, verify with weight matching and both controls)
     on the device: no mixing, no ``.numpy()`` of a device tensor, syncs and copies per λ bounded."""
     argv = ["--model", "mlp", "--width", "1", "--base-width", "16", "--dataset", "synthetic", "--epochs", "1"]
     argv += _cuda_args(tmp_path) + ["--align", "none,weights", "--out", str(tmp_path / "out")]
-    with FakeCuda() as fc:
+    with device_context() as fc:
         code, _, err = run_cli(verify.main, argv, capsys)
     assert code in (0, None), err
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     assert rep["provenance"]["device"].startswith("cuda") if "provenance" in rep else True
     assert rep["controls"]["positive"]["note"].startswith("exact LEWC")
-    assert fc.peak_bytes > 0
+    assert fc is None or fc.peak_bytes > 0
 
 
-def test_verify_a_bn_resnet_on_cuda(tmp_path, capsys):
+def test_verify_a_bn_resnet_on_cuda(tmp_path, capsys, device_context):
     """BN re-estimation, layer capture and both controls of a convolutional BN network on the device:
     two ResNet-20 state dicts (``--arch``, untrained: chance-level foreign weights are analysed)."""
     from lewc.models import build
@@ -68,25 +68,25 @@ def test_verify_a_bn_resnet_on_cuda(tmp_path, capsys):
     argv = ["--arch", "resnet20:width=1,base_width=2", "--dataset", "synthetic", "--align", "none"]
     argv += ["--ckpt-a", str(tmp_path / "a.pth"), "--ckpt-b", str(tmp_path / "b.pth")]
     argv += _cuda_args(tmp_path) + ["--out", str(tmp_path / "out")]
-    with FakeCuda() as fc:
+    with device_context() as fc:
         code, _, err = run_cli(verify.main, argv, capsys)
     assert code in (0, None), err
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert rep["bn_reestimated"] and fc.peak_bytes > 0
+    assert rep["bn_reestimated"] and (fc is None or fc.peak_bytes > 0)
 
 
 @pytest.mark.slow
-def test_training_a_bn_resnet_on_cuda(tmp_path):
+def test_training_a_bn_resnet_on_cuda(tmp_path, device_context):
     """bf16 autocast, channels_last and the fused optimizer's path on the device: one epoch."""
     from lewc.training.train import train
 
     cfg = default_config("resnet20", 1, "synthetic", 0, base_width=4, epochs=1)
-    with FakeCuda():
+    with device_context():
         path = train(cfg, tmp_path, "cuda", progress=False)
     assert path.is_file()
 
 
-def test_arch_state_dicts_on_cuda(tmp_path, capsys):
+def test_arch_state_dicts_on_cuda(tmp_path, capsys, device_context):
     """``--arch``: plain state dicts, built on the CPU, analysed on the device (it crashed in addmm)."""
     from lewc.training.train import train
 
@@ -102,19 +102,19 @@ def test_arch_state_dicts_on_cuda(tmp_path, capsys):
     argv = ["--arch", f"mlp:width={meta['width']},base_width={meta['base_width']}", "--dataset", "synthetic"]
     argv += ["--ckpt-a", str(tmp_path / "a.pth"), "--ckpt-b", str(tmp_path / "b.pth"), "--align", "none"]
     argv += _cuda_args(tmp_path) + ["--out", str(tmp_path / "out")]
-    with FakeCuda():
+    with device_context():
         code, _, err = run_cli(verify.main, argv, capsys)
     assert code in (0, None), err
 
 
-def test_verify_pair_on_cuda(tmp_path):
+def test_verify_pair_on_cuda(tmp_path, device_context):
     from test_api import Net, fit, make_data
 
     import lewc
 
     train_data, test_data = make_data(600, 0), make_data(200, 1)
     a, b = fit(Net(), train_data, 0, epochs=2), fit(Net(), train_data, 1, epochs=2)
-    with FakeCuda():
+    with device_context():
         rep = lewc.verify_pair(
             a, b, train=train_data, test=test_data, lams=(0, 0.5, 1), align=("none",), controls=True, device="cuda"
         )
