@@ -135,3 +135,15 @@ def test_the_cost_gate_proceeds_on_an_accelerator(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="lewc.pipeline.endpoints"):
         assert plan_pair(cfgs, tmp_path, torch.device("cuda")) == cfgs
     assert "by a FLOP estimate" in caplog.text
+
+
+def test_gpu_run_script_is_prepared():
+    """benchmarks/gpu_run.sh: three steps with their own limits summing to at most 9 minutes."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).parent.parent / "benchmarks" / "gpu_run.sh"
+    out = subprocess.run(["bash", str(script), "--dry-run"], capture_output=True, text=True, check=True).stdout
+    limits = [int(s) for s in re.findall(r"≤ (\d+)s\]", out)]
+    assert len(limits) == 3 and sum(limits) <= 540 and "--device cuda" in out and "--align none,weights" in out
