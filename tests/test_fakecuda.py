@@ -147,3 +147,16 @@ def test_gpu_run_script_is_prepared():
     out = subprocess.run(["bash", str(script), "--dry-run"], capture_output=True, text=True, check=True).stdout
     limits = [int(s) for s in re.findall(r"≤ (\d+)s\]", out)]
     assert len(limits) == 3 and sum(limits) <= 540 and "--device cuda" in out and "--align none,weights" in out
+
+
+def test_out_of_memory_is_exit_2_with_the_fix(capsys, monkeypatch):
+    from lewc.core.errors import cli_main
+
+    @cli_main
+    def main():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 74.30 GiB")
+
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--batch-size-eval" in err and len(err.strip().splitlines()) == 1
