@@ -80,7 +80,7 @@ def test_training_a_bn_resnet_on_cuda(tmp_path, device_context):
     """bf16 autocast, channels_last and the fused optimizer's path on the device: one epoch."""
     from lewc.training.train import train
 
-    cfg = default_config("resnet20", 1, "synthetic", 0, base_width=4, epochs=1)
+    cfg = default_config("resnet20", 1, "synthetic", 0, base_width=4, epochs=1, precision="bf16")
     with device_context():
         path = train(cfg, tmp_path, "cuda", progress=False)
     assert path.is_file()
@@ -160,3 +160,13 @@ def test_out_of_memory_is_exit_2_with_the_fix(capsys, monkeypatch):
         main()
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "--batch-size-eval" in err and len(err.strip().splitlines()) == 1
+
+
+def test_training_precision_is_part_of_the_config_and_the_checkpoint_name():
+    fp32 = default_config("mlp", 1, "synthetic", 0)
+    bf16 = default_config("mlp", 1, "synthetic", 0, precision="bf16")
+    assert "precision" not in fp32.as_dict() and bf16.as_dict()["precision"] == "bf16"  # old names unchanged
+    assert fp32.name != bf16.name
+    from lewc.training.recipe import TrainConfig
+
+    assert TrainConfig.from_dict(bf16.as_dict()) == bf16

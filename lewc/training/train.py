@@ -225,7 +225,7 @@ def train(
             log.info("resuming %s from epoch %d/%d", cfg.name, start_epoch, cfg.epochs)
     net = torch.nn.parallel.DistributedDataParallel(model) if dist.enabled else model
     step_net = torch.compile(net) if compile_model else net
-    use_bf16 = dev.type == "cuda"
+    use_bf16 = cfg.precision == "bf16"  # part of the config and the checkpoint's identity, whatever the device
     local_bs = cfg.batch_size // dist.world
 
     def train_step(x: torch.Tensor, y: torch.Tensor):
@@ -356,7 +356,12 @@ def train(
             "device": str(dev),
             "bf16_autocast": use_bf16,
             "threads": torch.get_num_threads(),
-            "determinism": "bit-identical for the same torch version, device type and CPU thread count",
+            "determinism": (
+                "bit-identical for the same torch version and CPU thread count (deterministic algorithms on)"
+                if dev.type == "cpu"
+                else "not guaranteed: deterministic algorithms are off on CUDA (atomics in some kernels); "
+                "expect run-to-run differences at float rounding"
+            ),
             "train_acc": train_acc,
             "train_loss": train_loss,
             "test_acc": test_acc,
