@@ -49,3 +49,17 @@ def trained_pair(tmp_path_factory, synthetic):
         for s in (0, 1)
     ]
     return paths
+
+
+@pytest.fixture
+def device_context():
+    """A factory of the context a device test runs in: the CPU-backed stand-in for CUDA
+    (tests/fakecuda.py, yielding its counters), or real CUDA when ``LEWC_TEST_DEVICE=cuda`` on a
+    machine with a GPU (yielding None: the counters are the harness's)."""
+    import contextlib
+
+    from fakecuda import FakeCuda
+
+    if os.environ.get("LEWC_TEST_DEVICE") == "cuda" and torch.cuda.is_available():
+        return contextlib.nullcontext
+    return FakeCuda

@@ -315,3 +315,24 @@ def test_the_vectorize_probe_runs_once_per_architecture_and_device(synthetic, is
     (isolated_data_home / "cache" / "vectorize.json").write_text("{damaged")
     sweep(Pair(a, b), synthetic, [0.0, 0.5, 1.0], options)  # a damaged cache is measured again, not fatal
     assert len(calls) == 2
+
+
+def test_bn_reestimation_images_are_drawn_on_the_cpu_the_same_on_every_device(synthetic):
+    """The subset and its augmentation come from a CPU generator: the numbers a CUDA generator would
+    have given differ, so the device must not choose them. Same images as the seeded CPU draw."""
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from fakecuda import FakeCuda
+
+    ref = reestimation_images(synthetic, 50)
+    gen = torch.Generator().manual_seed(1234)
+    expected = synthetic.train.x[torch.randperm(len(synthetic.train), generator=gen)[:50]]
+    assert torch.equal(ref, expected)  # synthetic has no augmentation: the subset itself
+    with FakeCuda():
+        from lewc.training.data import DeviceDataset
+
+        dev = DeviceDataset(synthetic.info, synthetic.train, synthetic.calib, synthetic.test, torch.device("cuda"))
+        on_device = reestimation_images(dev, 50)
+        assert on_device.device.type == "cuda"
+        assert torch.equal(on_device.cpu(), ref)

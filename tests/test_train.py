@@ -158,3 +158,16 @@ def test_raw_inputs_are_unstandardised():
     ds = load_dataset("synthetic", "cpu", inputs="raw")
     x, _ = next(ds.batches("test", 64))
     assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+
+
+@pytest.mark.parametrize(("every", "saves"), [(1, 3), (2, 2), (5, 1)])
+def test_snapshots_every_n_epochs(tmp_path, synthetic, monkeypatch, every, saves):
+    """A snapshot every ``snapshot_every`` epochs, and at the last one (a kill before the checkpoint
+    is written loses no training)."""
+    import torch
+
+    real, calls = torch.save, []
+    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: (calls.append(obj.get("epoch")), real(obj, f, *a, **k)))
+    cfg = default_config("mlp", 1, "synthetic", 0, base_width=8, epochs=3)
+    train_lib.train(cfg, tmp_path, "cpu", progress=False, dataset=synthetic, snapshot_every=every)
+    assert len(calls) == saves and calls[-1] == 3

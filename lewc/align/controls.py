@@ -93,7 +93,13 @@ def disjoint_block_pair(
                     "functions (the layout ties channels across blocks, e.g. option-A shortcuts)"
                 )
             models.append(wide)
+            # the sweep composes the exact control from bias-free A's and B's passes (lewc.sweep.blocks);
+            # set past nn.Module so that it is no submodule (the state dict is unchanged)
+            object.__setattr__(wide, "lewc_block_source", bias_free)
     exact, why = is_exact_lewc_family(model_a)
+    if not exact:
+        for wide in models:
+            object.__delattr__(wide, "lewc_block_source")
     note = "exact LEWC by construction (biases set to zero)" if exact else f"approximate LEWC: {why}"
     metas = []
     for tag, meta in (("A", meta_a), ("B", meta_b)):

@@ -162,10 +162,20 @@ def weight_matching(spec: PermutationSpec, a: State, b: State, seed: int = ALIGN
     b64 = {k: v.detach().double() for k, v in b.items() if k in params}
     axes_of = [[ax for ax in spec.axes_of(g) if ax[0] in params] for g in range(len(spec.group_sizes))]
     before = weight_objective(spec, a64, b64)
+    # A group's cost matrix depends only on the permutations of the groups sharing a tensor with it
+    # (itself included). One whose neighbours have not changed since it was last solved would get the
+    # same matrix, the same assignment and no change: it is skipped. The result, the visiting order and
+    # the pass count are those of solving every group every pass; only the repeated work is gone.
+    keys_of = [{key for key, _ in axes} for axes in axes_of]
+    neighbours = [[h for h in range(len(axes_of)) if keys_of[g] & keys_of[h]] for g in range(len(axes_of))]
+    stale = [True] * len(axes_of)
     passes = 0
     for passes in range(1, MAX_PASSES + 1):  # noqa: B007 - the count is reported
         changed = False
         for g in rng.permutation(len(spec.group_sizes)):
+            if not stale[g]:
+                continue
+            stale[g] = False
             n = spec.group_sizes[g]
             cost = 0
             for key, dim in axes_of[g]:
@@ -181,6 +191,8 @@ def weight_matching(spec: PermutationSpec, a: State, b: State, seed: int = ALIGN
             if new_value > old_value + 1e-12 * max(1.0, abs(old_value)):
                 perms[g] = new
                 changed = True
+                for h in neighbours[g]:
+                    stale[h] = True
         if not changed:
             break
     after = weight_objective(spec, a64, spec.apply(b64, perms))  # what the returned state achieves

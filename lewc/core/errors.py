@@ -54,6 +54,13 @@ def quiet_startup_interrupts() -> None:
         signal.signal(signal.SIGINT, _exit_on_interrupt)
 
 
+OUT_OF_MEMORY = (
+    "error: the device ran out of memory; nothing was published. Rerun with a smaller --batch-size-eval "
+    "(the default is 500), with --no-controls (the positive control is the largest network), or on a "
+    "device with more memory\n"
+)
+
+
 def cli_main(func: F) -> F:
     """Wrap a command's ``main``: LewcError → one line + exit 2, other errors → exit 1."""
 
@@ -77,6 +84,9 @@ def cli_main(func: F) -> F:
             sys.stderr.write(INTERRUPTED)
             sys.exit(130)
         except Exception as err:  # noqa: BLE001 - last-resort guard of a CLI
+            if type(err).__name__ == "OutOfMemoryError":  # torch's, on a GPU: the user's to fix, not a bug
+                sys.stderr.write(OUT_OF_MEMORY)
+                sys.exit(2)
             raise_internal(err)
 
     return wrapper  # type: ignore[return-value]

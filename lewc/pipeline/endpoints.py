@@ -64,6 +64,17 @@ def plan_pair(
         how = " && ".join(train_command(c) for c in missing)
         raise LewcError(f"missing checkpoint(s) {paths}; train them with: {how}")
     cost = sum(training_cost_seconds(c, device) for c in missing)
+    if missing and device.type != "cpu":  # an accelerator is what training is for: say, and proceed
+        c = configs[0]
+        log.info(
+            "train: %d endpoint(s) of %s ×%d on %s, about %.1f h by a FLOP estimate",
+            len(missing),
+            c.model,
+            c.width,
+            device.type,
+            cost / 3600,
+        )
+        return configs
     if cost > SLOW_SECONDS and not allow_slow:
         c = configs[0]
         raise LewcError(

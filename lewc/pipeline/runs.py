@@ -221,11 +221,14 @@ def verify_foreign(
     (model_a, meta_a), (model_b, meta_b) = endpoints
     if meta_a["sha256"] == meta_b["sha256"]:
         raise LewcError("--ckpt-a and --ckpt-b are the same weights (identical sha256)")
+    # built on the CPU from the files; the dataset is on ``device`` already (a CPU model on CUDA data
+    # crashed here in addmm)
+    model_a, model_b = model_a.to(device), model_b.to(device)
     with torch.no_grad():
         classes = model_a(ds.normalize(ds.test.x[:2])).shape[1]
     if classes < info.num_classes:
         raise LewcError(f"the models have {classes} outputs but {dataset} has {info.num_classes} classes")
-    pair = Pair(model_a.to(device), model_b.to(device), meta_a, meta_b)
+    pair = Pair(model_a, model_b, meta_a, meta_b)
     name = f"{dataset}_{arch.label}_{meta_a['sha256'][:8]}-{meta_b['sha256'][:8]}_d{ds.identity[:8]}_a{options.key()}"
     out_dir = out_dir or data_home() / "results" / name
     files = {"checkpoint_a": str(path_a), "checkpoint_b": str(path_b)}

@@ -39,11 +39,15 @@ def bn_templates(pair: Pair) -> torch.nn.Module:
 
 
 def reestimation_images(ds: DeviceDataset, n_images: int = DEFAULT_BN_IMAGES, seed: int = BN_SEED) -> torch.Tensor:
-    """A fixed, seeded subset of training images with fixed augmentation draws (uint8, on device)."""
-    gen = torch.Generator(device=ds.device).manual_seed(seed)
+    """A fixed, seeded subset of training images with fixed augmentation draws (uint8, on device).
+
+    Drawn with a CPU generator on the CPU whatever the device (a CUDA generator draws other numbers),
+    so a GPU run re-estimates on the same images with the same crops and flips as a CPU run.
+    """
+    gen = torch.Generator().manual_seed(seed)
     n = min(n_images, len(ds.train))
-    idx = torch.randperm(len(ds.train), device=ds.device, generator=gen)[:n]
-    return ds.augment(ds.train.x[idx], gen)
+    idx = torch.randperm(len(ds.train), generator=gen)[:n]
+    return ds.augment(ds.train.x[idx.to(ds.train.x.device)].cpu(), gen).to(ds.device)
 
 
 @torch.no_grad()

@@ -90,6 +90,12 @@ class Pair:
         check_pair(self.state_a, self.state_b, self.meta_a or None, self.meta_b or None)
         # The template is a private deep copy: its own buffers are never used (every call passes a
         # full state), and the endpoints' training flags and BN momenta are left alone.
+        # A with itself (the negative control): θ(λ) = θ_A at every λ, bit for bit (torch.lerp), so the
+        # sweep runs one pass per batch for all λ
+        self.identical = self.model_a is self.model_b or all(
+            self.state_a[k] is self.state_b[k] or self.state_a[k].data_ptr() == self.state_b[k].data_ptr()
+            for k in self.state_a
+        )
         self.template: CapturingModel = copy.deepcopy(self.model_a).eval()
         self.has_batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.template.modules())
         self.layers = self.template.layers()

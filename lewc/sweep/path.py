@@ -14,6 +14,7 @@ unless all λ's states fit in ``state_cache_bytes``, so memory does not grow wit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -84,8 +85,12 @@ class MergedStates:
         images = reestimation_images(ds, n_images)
         template = bn_templates(self.pair)
         names = [n for n in self.pair.state_a if n.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+        first = None
         for i in tqdm(range(len(self.lams)), desc="BN re-estimation", disable=None if progress else True, leave=False):
-            new = reestimate(self.pair, self[i], images, ds, batch_size, template)
+            if self.pair.identical and first is not None:
+                new = first  # A merged with itself: the same state, the same statistics
+            else:
+                new = first = reestimate(self.pair, self[i], images, ds, batch_size, template)
             self.buffers[i] = {n: new[n] for n in names}
             if self.cache is not None:
                 self.cache[i] = {**self.cache[i], **self.buffers[i]}
@@ -176,20 +181,45 @@ def logits_pass(
         leave=False,
         total=-(-len(ds.split(split).head(n)) // batch_size),
     ):
-        if stacked is not None:
+        if pair.identical:  # every λ is A itself
+            out.append(pair.forward(states[0], x).float().cpu().unsqueeze(0).repeat(len(states.lams), 1, 1))
+        elif stacked is not None:
             out.append(pair.forward_vmapped(stacked, x).float().cpu())
         else:
             out.append(torch.stack([pair.forward(states[i], x).float() for i in range(len(states.lams))]).cpu())
     return torch.cat(out, dim=1)
 
 
-@torch.no_grad()
+TF32_SETTINGS = {"cuda_matmul_allow_tf32": False, "cudnn_allow_tf32": False}  # recorded by the sweep
+
+
+@contextlib.contextmanager
+def fp32_exact():
+    """TF32 off for matmuls and cuDNN convolutions while the analysis runs (cuDNN's default runs fp32
+    convolutions in TF32, ≈ 1e-3 relative; the controls' probes use 1e-4), restored afterwards."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = TF32_SETTINGS["cuda_matmul_allow_tf32"]
+    torch.backends.cudnn.allow_tf32 = TF32_SETTINGS["cudnn_allow_tf32"]
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepOptions | None = None) -> SweepResult:
-    """Run the whole path sweep (see module docstring) and return logits and layer statistics."""
+    """Run the whole path sweep (see module docstring) and return logits and layer statistics (TF32 off)."""
+    with fp32_exact(), torch.no_grad():
+        return _sweep(pair, ds, lams, options)
+
+
+def _sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepOptions | None = None) -> SweepResult:
     opt = options or SweepOptions()
     lams = check_lams(lams)
     timings: dict[str, float] = {}
     pair.template.to(ds.device)
+    from lewc.sweep.blocks import block_pair
+
+    pair = block_pair(pair, next(ds.batches("calib", 64))[0])  # the exact positive control: composed
     states = MergedStates(pair, lams, opt.state_cache_bytes)
     t0 = time.perf_counter()
     if pair.has_batchnorm and opt.reestimate_bn:
@@ -197,6 +227,8 @@ def sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepOp
     timings["bn"] = time.perf_counter() - t0
     first_x = next(ds.batches("calib", opt.batch_size))[0]
     vectorized = {"yes": states.cache is not None, "no": False}.get(opt.vectorize)
+    if pair.identical or not getattr(pair, "vectorizable", True):
+        vectorized = False
     if vectorized is None:
         vectorized = choose_vectorize(pair, states, first_x, ds.device)
     t0 = time.perf_counter()
@@ -223,13 +255,18 @@ def sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepOp
             # grow with the number of λ.
             ends = {}
             for i in (i0, i1):  # each endpoint's forward is freed but for what the batch needs
+                if pair.identical and i == i1:
+                    ends[i1] = ends[i0]
+                    continue
                 z, records = pair.forward(states[i], x, capture=True)
                 ends[i] = (z, stats.keep_endpoint(records))
                 del z, records
             stats.observe_endpoints(b * opt.batch_size, ends[i0][1], ends[i1][1])
             rows: list = [None] * len(lams)
             for i in range(len(lams)):
-                z, records = ends[i] if i in ends else pair.forward(states[i], x, capture=True)
+                # A merged with itself (the negative control) is A at every λ, bit for bit: one pass
+                same = ends[i0] if pair.identical else None
+                z, records = ends[i] if i in ends else same or pair.forward(states[i], x, capture=True)
                 stats.observe(i, records)
                 rows[i] = z.float()
                 del z, records

@@ -56,7 +56,11 @@ INPUTS = {
     "raw": "pixels/255 in [0, 1], no standardisation (as neither reference says it standardises)",
 }
 # Fields added after the first release → their default; at the default they are not part of as_dict().
-LATER_FIELDS = {"schedule": "linear", "inputs": "standardized"}
+LATER_FIELDS = {"schedule": "linear", "inputs": "standardized", "precision": "fp32"}
+PRECISIONS = {
+    "fp32": "float32 throughout (the analysis's precision; bit-reproducible on the CPU)",
+    "bf16": "bf16 autocast for the forward pass (the fast path on a GPU), float32 weights and loss",
+}
 MAX_COUNT = 10**8  # epochs, batch sizes, depths: far above any run, far below an overflow
 
 
@@ -119,6 +123,7 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
     schedule: str = "linear"
     inputs: str = "standardized"
+    precision: str = "fp32"  # training arithmetic: part of the checkpoint's identity when not fp32
 
     def validate(self) -> None:
         family = get_family(self.model)
@@ -152,6 +157,8 @@ class TrainConfig:
             problems.append(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.inputs not in INPUTS:
             problems.append(f"unknown inputs {self.inputs!r}; choose one of {', '.join(INPUTS)}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if problems:
             raise LewcError("; ".join(problems))
 
@@ -292,6 +299,13 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, model_default: str | N
         + ". Part of the checkpoint's identity; the analysis feeds the same inputs",
     )
     g.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        help="training arithmetic (default fp32): "
+        + "; ".join(f"{k} = {v}" for k, v in PRECISIONS.items())
+        + ". Part of the checkpoint's identity",
+    )
+    g.add_argument(
         "--base-width",
         type=int,
         help="units/channels at width ×1 (default per family: mlp 512 = the field's 3×512 MLP, vgg 64, resnet20 16)",
@@ -317,4 +331,5 @@ def config_from_args(args: argparse.Namespace, width: int, seed: int) -> TrainCo
         depth=args.depth,
         schedule=getattr(args, "schedule", None),
         inputs=getattr(args, "inputs", None),
+        precision=getattr(args, "precision", None),
     )
