@@ -32,7 +32,11 @@ def test_every_subcommand_runs_from_a_wheel_outside_the_clone(tmp_path):
     outside.mkdir()
     env = dict(os.environ, PYTHONPATH=str(site), LEWC_DATA=str(tmp_path / "data"))
     where = subprocess.run(
-        [sys.executable, "-c", "import lewc; print(lewc.__file__)"], cwd=outside, env=env, capture_output=True, text=True
+        [sys.executable, "-c", "import lewc; print(lewc.__file__)"],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert where.stdout.strip().startswith(str(site)), where.stdout  # the wheel's copy, not the clone's
     for name in cli.COMMANDS:

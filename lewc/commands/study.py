@@ -606,7 +606,7 @@ def combine(spec: StudySpec, outcomes: list[Outcome]):
 
 def paper_lines(ds, axes: list[str]) -> list[str]:
     """study.md's table of the paper's per-layer statistics beside the verdicts: per cell and depth ℓ,
-    without alignment, the mean over the cell's pairs [t-interval over pairs] (``experiments.trend``
+    without alignment, the mean over the cell's pairs [t-interval over pairs] (``lewc trend``
     maps them over widths; study.nc keeps every pair's value)."""
     import numpy as np
 
