@@ -14,7 +14,7 @@ from lewc.sweep.merge import Pair
 
 IN_SHAPE = (3, 8, 8)
 N_CLASSES = 4
-LAMS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+LAMS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
