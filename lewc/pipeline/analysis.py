@@ -16,6 +16,7 @@ import xarray as xr
 
 import lewc
 from lewc.core.conventions import LAM_CONVENTION, LEVEL, N_BOOT, percentile_interval
+from lewc.models.effective import effective_depths
 from lewc.reporting.results import RESULTS_SCHEMA, json_attr, lewc_position
 from lewc.stats import barriers, conditions, ensemble, fit
 from lewc.stats.calibrate import cross_entropy_per_sample, fit_betas
@@ -79,8 +80,17 @@ def path_dataset(result: SweepResult, n_boot: int = N_BOOT) -> tuple[xr.Dataset,
     return ds, barrier
 
 
-def layer_dataset(result: SweepResult, depths: Sequence[int], names: Sequence[str]) -> xr.Dataset:
-    """Layer statistics, conditions and fits; dimensions in the order (lam, layer, …)."""
+def layer_dataset(
+    result: SweepResult,
+    depths: Sequence[int],
+    names: Sequence[str],
+    effective: tuple[Sequence[float], Sequence[str]] | None = None,
+) -> xr.Dataset:
+    """Layer statistics, conditions and fits; dimensions in the order (lam, layer, …).
+
+    ``effective`` is (k, reason) per layer from ``lewc.models.effective``: the exponent LEWC predicts after
+    the network's normalisation (coordinates ``depth_eff``, NaN where none, and ``depth_eff_reason``).
+    """
     stats = result.layer_stats
     lams = result.lams
     fits = fit.fit_layers(lams, depths, stats.act, stats.gram)
@@ -122,6 +132,14 @@ def layer_dataset(result: SweepResult, depths: Sequence[int], names: Sequence[st
             "lam": lams,
             "layer": list(names),
             "depth": ("layer", list(depths)),
+            **(
+                {
+                    "depth_eff": ("layer", np.asarray(effective[0], dtype=np.float64)),
+                    "depth_eff_reason": ("layer", np.array(list(effective[1]), dtype=object).astype(str)),
+                }
+                if effective is not None
+                else {}
+            ),
             "term": list(GRAM_TERMS),
             "condition_image": ("condition_image", np.asarray(stats.condition_image_index, dtype=np.int64)),
             "wa_term": list(WA_TERMS),
@@ -138,6 +156,14 @@ def ensemble_dataset(result: SweepResult, betas: np.ndarray, depth: int) -> xr.D
     data["ens_acc"] = (("lam", "kind"), 100.0 * cmp["acc"].T)  # percent, like acc
     data["ens_agree_per_image"] = (("lam", "kind", "image"), cmp["agree_per_image"].transpose(1, 0, 2))
     return xr.Dataset(data, coords={"kind": list(ensemble.KINDS), "lam": result.lams})
+
+
+def predicted_depths(pair: Pair, ds: DeviceDataset, options: SweepOptions) -> tuple[list[float], list[str]]:
+    """LEWC's exponent per captured layer for this network and normalisation (docs/conventions.md)."""
+    param = next(pair.template.parameters())
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    example = torch.randn(2, *ds.info.in_shape, generator=gen).to(param.device, param.dtype)
+    return effective_depths(pair.template, example, reestimate_bn=options.reestimate_bn)
 
 
 def _label(provenance: dict | None) -> str:
@@ -171,9 +197,13 @@ def analyze(
     path_ds, _ = path_dataset(result, n_boot)
     log_passes(path_ds, _label(provenance), time.perf_counter() - t0)
     parts = [path_ds]
+    effective = predicted_depths(pair, ds, options)
     if result.layer_stats is not None:
-        parts.append(layer_dataset(result, [s.depth for s in pair.layers], [s.name for s in pair.layers]))
-    parts.append(ensemble_dataset(result, path_ds["beta"].values, pair.template.total_depth))
+        parts.append(layer_dataset(result, [s.depth for s in pair.layers], [s.name for s in pair.layers], effective))
+    depth_eff, depth_eff_reason = effective[0][-1], effective[1][-1]
+    # the LEWC ensemble uses the exponent LEWC predicts at the logits (ℓ where it predicts none)
+    ens_depth = depth_eff if np.isfinite(depth_eff) else pair.template.total_depth
+    parts.append(ensemble_dataset(result, path_ds["beta"].values, ens_depth))
     out = xr.merge(parts, combine_attrs="override", join="exact")
     out.attrs.update(
         {
@@ -188,6 +218,8 @@ def analyze(
             "bn_images": options.bn_images if pair.has_batchnorm and options.reestimate_bn else 0,
             "lam_convention": LAM_CONVENTION,
             "total_depth": pair.template.total_depth,
+            "total_depth_eff": float(depth_eff),
+            "total_depth_eff_reason": depth_eff_reason,
             "vectorized": int(result.vectorized),
             "timings": json_attr(result.timings),
             "sha256_a": pair.meta_a.get("sha256", ""),

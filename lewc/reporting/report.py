@@ -144,6 +144,11 @@ def build_report(
                 {
                     "name": str(name),
                     "depth": int(s.depth),
+                    **(
+                        {"depth_eff": _v(s.depth_eff), "depth_eff_reason": str(s.depth_eff_reason.values)}
+                        if "depth_eff" in s.coords
+                        else {}
+                    ),
                     "coef_a": _v(s.coef_a),
                     "coef_a_ci": _v(s.coef_ci.sel(coef="a")),
                     "coef_b": _v(s.coef_b),

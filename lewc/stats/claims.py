@@ -17,7 +17,15 @@ it (docs/claims.md gives statement, statistic, rival, interval, threshold and po
   ℓ ≥ 2, both directions);
 * ``ensemble_equivalence`` — at the interior λ ≠ ½, where the LEWC ensemble (1-λ)^L z_A + λ^L z_B and
   the plain one (1-λ) z_A + λ z_B really differ: top-1 agreement of the merged model with the LEWC
-  ensemble minus that with the plain one.
+  ensemble minus that with the plain one;
+* ``lewc_temperature`` — s = log₂(β_merged(½)/β_plain(½))/(L_eff − 1): 1 under LEWC (ratio 2^(L_eff−1)),
+  0 under LLFC (ratio 1); |s − 1|.
+
+The LEWC claims compare with the exponent LEWC predicts for the network's normalisation
+(``predicted_exponent``: ℓ for normalisation-free chains, weight layers since the last re-estimated
+BatchNorm plus its γ otherwise; docs/conventions.md). Where the theory predicts nothing (LayerNorm, a
+residual sum of unequal exponents, BatchNorm without re-estimation, or only layers where LEWC and LLFC
+coincide) a claim is NOT APPLICABLE with the reason — never a FAIL.
 
 Intervals: on one pair, a bootstrap over its test images (conditional on that pair: it says nothing
 about another pair); over n ≥ 2 pairs, the t-interval of the mean over pairs (n − 1 d.f.), with the
@@ -28,6 +36,7 @@ collinear endpoints), with a note; a FAIL is a scientific outcome, not an error.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -41,6 +50,11 @@ from lewc.stats.barriers import image_counts, mid_index
 from lewc.stats.pairs import COVERS, t_intervals
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+# The theory makes no prediction for this network (e.g. LayerNorm, a residual sum of unequal exponents, or a
+# depth where LEWC and LLFC coincide): neither a pass nor a failure. A statistic says so with a NaN value and a
+# note starting with NA_PREFIX (stored with the replicates, so results.nc keeps the state).
+NOT_APPLICABLE = "NOT APPLICABLE"
+NA_PREFIX = "not applicable: "
 # an interval needs more than this fraction of finite bootstrap replicates (else INCONCLUSIVE)
 MIN_FINITE = 0.95
 EQUIVALENCE_MARGIN = 0.25  # a quarter of the distance between the LLFC (0) and LEWC (1) predictions
@@ -146,6 +160,19 @@ _BUILTIN_SPECS: dict[str, ClaimSpec] = {
             "at λ = ½ the two ensembles differ by a constant factor and cannot be told apart; elsewhere the "
             "merged model must side with LEWC",
             True,
+        ),
+        ClaimSpec(
+            "lewc_temperature",
+            "At λ = ½ the calibrated inverse temperature of the merged model is 2^(L_eff−1) times the plain "
+            "ensemble's (LEWC), not equal to it (LLFC)",
+            "|s − 1|, s = log₂(β_merged(½)/β_plain(½)) / (L_eff − 1), β fitted on the calibration split, "
+            "β_plain of ½(z_A + z_B); L_eff the exponent LEWC predicts at the logits",
+            "LLFC: the merged model is the plain ensemble, ratio 1 (s = 0, distance 1)",
+            EQUIVALENCE_MARGIN,
+            "below",
+            "|s − 1|",
+            "the ratio within a quarter of the LLFC–LEWC distance in log₂ of LEWC's 2^(L_eff−1)",
+            False,
         ),
     )
 }
@@ -254,6 +281,42 @@ def _depths(res: xr.Dataset) -> np.ndarray:
     return res["depth"].values.astype(np.float64)
 
 
+def predicted_exponent(res: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """LEWC's exponent per layer for this network's normalisation, and why it has none (NaN) where so.
+
+    ``depth_eff`` (lewc.models.effective, docs/conventions.md): ℓ for normalisation-free chains; weight
+    layers since the last re-estimated BatchNorm plus its γ otherwise. Results written before it existed
+    fall back to ℓ.
+    """
+    if "depth_eff" not in res.coords:
+        return _depths(res), np.full(res.sizes["layer"], "", dtype=object)
+    return res["depth_eff"].values.astype(np.float64), res["depth_eff_reason"].values.astype(str).astype(object)
+
+
+def logits_exponent(res: xr.Dataset) -> tuple[float, str]:
+    """L_eff, LEWC's exponent at the logits, and why it is undefined (NaN) where so; ℓ of the head for
+    results written before it existed."""
+    if "total_depth_eff" in res.attrs:
+        return float(res.attrs["total_depth_eff"]), str(res.attrs.get("total_depth_eff_reason", ""))
+    return float(res.attrs.get("total_depth", np.nan)), ""
+
+
+def _not_applicable(n: int, why: str) -> tuple[np.ndarray, str]:
+    return np.full(n, np.nan), NA_PREFIX + why
+
+
+def _informative(depth: np.ndarray, reasons: np.ndarray, res: xr.Dataset) -> tuple[np.ndarray, str]:
+    """Layers where LEWC's and LLFC's predictions differ (exponent defined and ≠ 1), and a note on the rest."""
+    defined = np.isfinite(depth)
+    use = defined & ~np.isclose(depth, 1.0)
+    parts = []
+    if (~defined).any():
+        parts.append(f"no LEWC prediction for {_layer_names(res, ~defined)} ({sorted(set(reasons[~defined]))[0]})")
+    if (defined & ~use).any():
+        parts.append(f"exponent 1 (LEWC = LLFC) at {_layer_names(res, defined & ~use)}")
+    return use, "; ".join(parts)
+
+
 def _lams(res: xr.Dataset) -> list[float]:
     return [float(v) for v in res["lam"].values]
 
@@ -270,18 +333,23 @@ def k_gram(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, np.ndarra
 
 def stat_lewc_weighting(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
     k, collinear = k_gram(res, rs)  # (R, layer)
-    depth = _depths(res)
+    depth, reasons = predicted_exponent(res)
+    informative, skipped = _informative(depth, reasons, res)
+    if not informative.any():
+        return _not_applicable(len(k), "no layer where LEWC's exponent differs from LLFC's 1" + f" ({skipped})")
     with np.errstate(invalid="ignore", divide="ignore"):
         t = (k - 1) / (depth - 1)
-    use = (depth >= 2) & ~collinear
+    use = informative & ~collinear
     if not use.any():
-        return np.full(len(k), np.nan), "no layer with ℓ ≥ 2 whose endpoint outputs can be told apart"
+        return np.full(len(k), np.nan), "no layer with ℓ_eff ≠ 1 whose endpoint outputs can be told apart"
     values = np.abs(t[:, use] - 1).max(axis=1)
     values = np.where(np.isnan(t[:, use]).any(axis=1), np.nan, values)
     note = "t_ℓ (0 = LLFC, 1 = LEWC): " + ", ".join(
-        f"{n} (ℓ={int(d)}, k_gram={kk:.2f}) {tt:.2f}"
+        f"{n} (ℓ_eff={d:g}, k_gram={kk:.2f}) {tt:.2f}"
         for n, d, kk, tt in zip(res["layer"].values[use], depth[use], k[0, use], t[0, use], strict=True)
     )
+    if skipped:
+        note += f"; {skipped}"
     if collinear.any():
         note += f"; excluded (collinear endpoint outputs): {_layer_names(res, collinear)}"
     return values, note
@@ -290,18 +358,20 @@ def stat_lewc_weighting(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarr
 def stat_lewc_magnitude(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
     coef, _ = _layer_coefficients(res, rs)
     mid = mid_index(_lams(res))
-    depth = _depths(res)
+    depth, reasons = predicted_exponent(res)
+    use, skipped = _informative(depth, reasons, res)
+    if not use.any():
+        return _not_applicable(len(coef), "no layer where LEWC's exponent differs from LLFC's 1" + f" ({skipped})")
     total = coef[:, mid, :, 0] + coef[:, mid, :, 1]  # (R, layer)
     with np.errstate(invalid="ignore", divide="ignore"):
         u = -np.log2(total) / (depth - 1)
-    use = depth >= 2
     values = np.abs(u[:, use] - 1).max(axis=1)
     values = np.where(np.isnan(u[:, use]).any(axis=1), np.nan, values)
     note = "u_ℓ (0 = LLFC, 1 = LEWC), a + b at ½: " + ", ".join(
         f"{n} {uu:.2f} ({tt:.3f} vs {2 * 0.5**d:.3f})"
         for n, uu, tt, d in zip(res["layer"].values[use], u[0, use], total[0, use], depth[use], strict=True)
     )
-    return values, note
+    return values, note + (f"; {skipped}" if skipped else "")
 
 
 def stat_weak_additivity(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
@@ -346,8 +416,14 @@ def stat_reciprocal_orthogonality(res: xr.Dataset, rs: Resampler | None) -> tupl
 def stat_ensemble_equivalence(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
     lams = np.asarray(_lams(res))
     interior = (lams > 0) & (lams < 1) & ~np.isclose(lams, 0.5)
+    n_out = rs.n_boot if rs else 1
+    depth, why = logits_exponent(res)
+    if not np.isfinite(depth):
+        return _not_applicable(n_out, f"LEWC predicts no exponent at the logits ({why})")
+    if np.isclose(depth, 1.0):
+        return _not_applicable(n_out, "L_eff = 1 at the logits: the LEWC and plain ensembles coincide")
     if not interior.any():
-        return np.full(rs.n_boot if rs else 1, np.nan), "the λ grid has no interior λ ≠ ½"
+        return np.full(n_out, np.nan), "the λ grid has no interior λ ≠ ½"
     agree = res["ens_agree_per_image"].transpose("kind", "lam", "image").values.astype(np.float64)
     kinds = [str(k) for k in res["kind"].values]
     diff = agree[kinds.index("lewc"), interior] - agree[kinds.index("plain"), interior]  # (λ', image)
@@ -355,8 +431,58 @@ def stat_ensemble_equivalence(res: xr.Dataset, rs: Resampler | None) -> tuple[np
     values = _weighted_mean(diff, w).mean(axis=1)
     lewc = agree[kinds.index("lewc"), interior].mean(1)
     plain = agree[kinds.index("plain"), interior].mean(1)
-    note = "agreement LEWC / plain at " + ", ".join(
+    note = f"L_eff = {depth:g}; agreement LEWC / plain at " + ", ".join(
         f"λ={lam:g}: {a:.3f} / {b:.3f}" for lam, a, b in zip(lams[interior], lewc, plain, strict=True)
+    )
+    return values, note
+
+
+TEMPERATURE_CHUNK = 50  # bootstrap replicates refitted at once (memory: chunk × calib images × classes)
+
+
+def stat_lewc_temperature(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
+    """s = log₂(β_merged(½)/β_plain(½)) / (L_eff − 1): 1 under LEWC, 0 under LLFC.
+
+    Exact LEWC makes the merged logits at ½ equal (½)^L_eff (z_A + z_B) = 2^(1−L_eff) × the plain ensemble
+    ½(z_A + z_B), so the fitted inverse temperatures are in the ratio 2^(L_eff−1); LLFC (merged ≈ plain
+    ensemble) gives 1. The interval refits both β on resampled calibration images (paired).
+    """
+    from lewc.stats.calibrate import fit_betas
+
+    n_out = rs.n_boot if rs else 1
+    depth, why = logits_exponent(res)
+    if not np.isfinite(depth):
+        return _not_applicable(n_out, f"LEWC predicts no exponent at the logits ({why})")
+    if np.isclose(depth, 1.0):
+        return _not_applicable(n_out, "L_eff = 1 at the logits: LEWC and LLFC both predict a ratio of 1")
+    lams = _lams(res)
+    mid, i0, i1 = mid_index(lams), lams.index(0.0), lams.index(1.0)
+    z = res["logits_calib"].transpose("lam", "calib_image", "class").values.astype(np.float64)
+    y = res["labels_calib"].values
+    w_a, w_b = 1 - lams[mid], lams[mid]
+    pair = np.stack([z[mid], w_a * z[i0] + w_b * z[i1]])  # merged, plain ensemble at ½
+    # the cross-entropy is invariant to relabelling classes per image: roll each image's true class to
+    # column 0, so every resampled set shares the labels (zeros) and one fit solves a chunk of them
+    n, n_cls = len(y), pair.shape[-1]
+    pair = np.take_along_axis(pair, ((np.arange(n_cls)[None] + y[:, None]) % n_cls)[None], axis=-1)
+    zeros = np.zeros(n, dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # degenerate calibration sets get the β bounds; the note shows them
+        betas = fit_betas(pair, zeros)
+        if rs is None:
+            ratio = np.array([betas[0] / betas[1]])
+        else:
+            counts = rs.counts(n)
+            ratio = np.empty(len(counts))
+            for start in range(0, len(counts), TEMPERATURE_CHUNK):
+                idx = [np.repeat(np.arange(n), c.astype(np.int64)) for c in counts[start : start + TEMPERATURE_CHUNK]]
+                b = fit_betas(np.concatenate([pair[:, i] for i in idx]), zeros).reshape(-1, 2)
+                ratio[start : start + len(idx)] = b[:, 0] / b[:, 1]
+    values = np.abs(np.log2(ratio) / (depth - 1) - 1)
+    note = (
+        f"s = {np.log2(betas[0] / betas[1]) / (depth - 1):.3f} (0 = LLFC, 1 = LEWC): "
+        f"β_merged(½) {betas[0]:.4g}, β_plain(½) {betas[1]:.4g}, ratio {betas[0] / betas[1]:.4g} "
+        f"against LEWC's 2^(L_eff−1) = {2 ** (depth - 1):.4g} (L_eff = {depth:g}) and LLFC's 1"
     )
     return values, note
 
@@ -483,6 +609,8 @@ def evaluate_claims(
         if spec.needs_split and bad:
             verdict = INCONCLUSIVE
             note = f"degenerate pair: {'; '.join(bad)} — " + note
+        if all(np.isnan(p) and n.startswith(NA_PREFIX) for p, n in zip(points, notes, strict=True)):
+            verdict, note = NOT_APPLICABLE, notes[0]  # the theory predicts nothing here: no verdict either way
         claims.append(_claim(spec, verdict, value, ci, note, points))
     return claims
 
@@ -630,6 +758,7 @@ for _statistic, _layerwise, _requires in (
     (stat_weak_additivity, True, "wa_terms"),
     (stat_reciprocal_orthogonality, True, "ro_terms"),
     (stat_ensemble_equivalence, False, "ens_agree_per_image"),
+    (stat_lewc_temperature, False, "logits_calib"),
 ):
     _spec = _BUILTIN_SPECS[_statistic.__name__.removeprefix("stat_")]
     register_claim(ClaimType(_spec, _statistic, _layerwise, _requires))
