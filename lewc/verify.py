@@ -80,6 +80,7 @@ def context_from_args(args: argparse.Namespace) -> RunContext:
         progress=not args.quiet,
         keep_samples=args.keep_samples,
         force=args.force,
+        allow_chance=args.allow_chance,
     )
 
 
@@ -149,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-root", help="folder searched first for the dataset files")
     g.add_argument("--out", type=Path, help="output folder (default data/results/<pair>_a<analysis hash>/)")
     g.add_argument("--force", action="store_true", help="redo an analysis whose results folder already exists")
+    g.add_argument(
+        "--allow-chance",
+        action="store_true",
+        help="analyse endpoints at chance level anyway (e.g. to study initialisation; refused by default, "
+        "recorded in results.nc and report.json under 'admission')",
+    )
     g.add_argument("--json", action="store_true", help="print report.json to stdout instead of the table")
     g.add_argument(
         "--keep-samples",

@@ -50,10 +50,11 @@ class RunContext:
     progress: bool = True
     keep_samples: bool = False  # also write samples.nc
     force: bool = False  # redo an analysis whose folder exists
+    allow_chance: bool = False  # analyse chance-level endpoints anyway (recorded in the results)
 
     def settings(self, align_cache: bool = True) -> RunSettings:
         cache = checkpoint_folder(self.ckpt_dir) / "aligned" if align_cache else None
-        return RunSettings(self.batch_size_eval, self.progress, cache, self.keep_samples)
+        return RunSettings(self.batch_size_eval, self.progress, cache, self.keep_samples, self.allow_chance)
 
 
 class Verified(NamedTuple):
@@ -186,6 +187,7 @@ def verify_checkpoints(
         ds,
         options.n_test,
         ctx.batch_size_eval,
+        ctx.allow_chance,
     )
     files = {"checkpoint_a": str(paths[0]), "checkpoint_b": str(paths[1])}
     seeds = [meta_a["seed"], meta_b["seed"]]
