@@ -160,43 +160,66 @@ def interval(replicates: np.ndarray) -> list[float]:
 
 
 def load_points(folders: list[Path]) -> list[dict]:
-    """Every (study cell, pair, alignment, metric) value as a flat record with the hidden width in units."""
-    from lewc.models import get_family
+    """Every (study cell, pair, alignment, metric) value as a flat record with the hidden width in units.
+
+    An empty, random, truncated, incomplete or foreign file is one ``LewcError`` line naming it."""
+    from lewc.core.io import reading
 
     records = []
     for folder in folders:
         path = folder / "study.nc" if folder.is_dir() else folder
         if not path.is_file():
             raise LewcError(f"{path} does not exist (run the study first: python -m experiments.study SPEC)")
-        with xr.open_dataset(path) as raw:
-            ds = raw.load()
-        spec = json.loads(ds.attrs.get("spec", "{}"))
-        model = ds.attrs.get("model", spec.get("model"))
-        family = get_family(model)
-        if family.name != "mlp":
-            raise LewcError(f"experiments.trend fits MLP width trends; {path} is a {model} study")
-        dataset = spec.get("dataset") or family.default_dataset
-        cell_axes = [d for d in ds.barrier.dims if d not in ("pair", "align", "barrier_name")]
-        stacked = ds.barrier.stack(cell=cell_axes) if cell_axes else ds.barrier.expand_dims(cell=[0])
-        for k in range(stacked.sizes["cell"]):
-            cell = stacked.isel(cell=k)
-            coords = {a: cell.coords[a].item() for a in cell_axes}
-            base = int(coords.get("base_width", family.base_width))
-            hidden = base * int(coords.get("width", 1))
-            group = {"dataset": dataset, "epochs": coords.get("epochs"), "wd": coords.get("wd")}
-            group["bias"] = coords.get("bias", True)
-            where = {a: coords[a] for a in cell_axes}
-            for align in cell.align.values:
-                for pair in cell.pair.values:
-                    values = {m: float(cell.sel(align=align, barrier_name=m, pair=pair)) for m in METRICS}
-                    for name, (var, _) in MAPPED.items():
-                        if var == "beta_mid" and var in ds:
-                            values[name] = float(ds[var].sel(where).sel(align=align, pair=pair))
-                        elif var in ds and name in ds.claim.values:
-                            values[name] = float(ds[var].sel(where).sel(align=align, pair=pair, claim=name))
-                    for metric, value in values.items():
-                        row = dict(align=str(align), metric=metric, width=hidden, pair=int(pair), value=value)
-                        records.append(group | row | {"study": str(path)})
+        with reading(path, "study file"):
+            records += study_points(path)
+    return records
+
+
+def check_study(ds: xr.Dataset, path: Path) -> None:
+    """The structure the trend reads: ``barrier`` over pair, align and barrier_name with every metric."""
+    dims = set(ds["barrier"].dims) if "barrier" in ds else set()
+    if not {"pair", "align", "barrier_name"} <= dims:
+        raise LewcError(f"study file {path} is not a lewc study.nc (no barrier over pair, align and barrier_name)")
+    missing = sorted(set(METRICS) - {str(v) for v in ds.barrier_name.values})
+    if missing or not isinstance(ds.attrs.get("model", json.loads(ds.attrs.get("spec", "{}")).get("model")), str):
+        raise LewcError(f"study file {path} is incomplete (metrics {missing or 'present'}, model attribute)")
+
+
+def study_points(path: Path) -> list[dict]:
+    """The records of one study.nc (see ``load_points``)."""
+    from lewc.models import get_family
+
+    records = []
+    with xr.open_dataset(path) as raw:
+        ds = raw.load()
+    check_study(ds, path)
+    spec = json.loads(ds.attrs.get("spec", "{}"))
+    model = ds.attrs.get("model", spec.get("model"))
+    family = get_family(model)
+    if family.name != "mlp":
+        raise LewcError(f"experiments.trend fits MLP width trends; {path} is a {model} study")
+    dataset = spec.get("dataset") or family.default_dataset
+    cell_axes = [d for d in ds.barrier.dims if d not in ("pair", "align", "barrier_name")]
+    stacked = ds.barrier.stack(cell=cell_axes) if cell_axes else ds.barrier.expand_dims(cell=[0])
+    for k in range(stacked.sizes["cell"]):
+        cell = stacked.isel(cell=k)
+        coords = {a: cell.coords[a].item() for a in cell_axes}
+        base = int(coords.get("base_width", family.base_width))
+        hidden = base * int(coords.get("width", 1))
+        group = {"dataset": dataset, "epochs": coords.get("epochs"), "wd": coords.get("wd")}
+        group["bias"] = coords.get("bias", True)
+        where = {a: coords[a] for a in cell_axes}
+        for align in cell.align.values:
+            for pair in cell.pair.values:
+                values = {m: float(cell.sel(align=align, barrier_name=m, pair=pair)) for m in METRICS}
+                for name, (var, _) in MAPPED.items():
+                    if var == "beta_mid" and var in ds:
+                        values[name] = float(ds[var].sel(where).sel(align=align, pair=pair))
+                    elif var in ds and name in ds.claim.values:
+                        values[name] = float(ds[var].sel(where).sel(align=align, pair=pair, claim=name))
+                for metric, value in values.items():
+                    row = dict(align=str(align), metric=metric, width=hidden, pair=int(pair), value=value)
+                    records.append(group | row | {"study": str(path)})
     return records
 
 
@@ -447,9 +470,17 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logs.start(args)
     records = load_points(args.studies)
-    rows = fit_table(records)
-    cells = cell_table(records)
+    if not records:
+        raise LewcError(f"{', '.join(map(str, args.studies))}: no (width, pair) points to fit")
+    from lewc.core.io import reading
+
+    with reading(", ".join(map(str, args.studies)), "study file(s)"):  # values no study should hold
+        rows = fit_table(records)
+        cells = cell_table(records)
     out = args.out or (args.studies[0] if args.studies[0].is_dir() else args.studies[0].parent)
+    from lewc.pipeline.folders import check_writable
+
+    check_writable(out)  # a printable path, a folder, writable
     out.mkdir(parents=True, exist_ok=True)
     command = "python -m experiments.trend " + " ".join(sys.argv[1:] if argv is None else argv)
     md = markdown(rows, command) + "\n".join(map_markdown(cells) + prediction_markdown(cells)) + "\n"

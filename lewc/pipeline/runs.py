@@ -100,7 +100,14 @@ def reusable(out_dir: Path, meta_a: dict, meta_b: dict, data_id: str) -> bool:
     """A published folder whose results were computed from exactly these weights and this dataset."""
     if not (out_dir / "report.json").is_file() or not (out_dir / "results.nc").is_file():
         return False
-    attrs = open_results(out_dir / "results.nc").attrs
+    try:  # a damaged folder (truncated, emptied, foreign) is redone, never read into a report
+        report = json.loads((out_dir / "report.json").read_text())
+        attrs = open_results(out_dir / "results.nc").attrs
+    except (LewcError, OSError, ValueError) as err:
+        log.warning("not reusing %s: %s", out_dir, str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return False
+    if not isinstance(report, dict) or not isinstance(report.get("barriers"), dict):
+        return False
     return (
         attrs.get("sha256_a") == meta_a["sha256"]
         and attrs.get("sha256_b") == meta_b["sha256"]
