@@ -702,7 +702,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 def damaged(folder: Path) -> str:
-    """The empty string for a finished job's intact folder, else one line naming the damaged file (report.json, results.nc)."""
+    """Empty for an intact finished job folder, else one line naming its damaged report.json or results.nc."""
     from lewc.core.io import read_json, reading
     from lewc.reporting.results import RESULTS_SCHEMA, open_results
 

@@ -14,7 +14,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_api import Net, fit, make_data
 from torch import nn
@@ -144,72 +144,65 @@ def model_variant(zoo, kind: str, dtype, where: str, index: int):
     return model
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    kind=st.sampled_from(sorted(KINDS)),
-    dtype_a=st.sampled_from(FLOATS),
-    dtype_b=st.sampled_from(FLOATS),
-    where=st.sampled_from(["plain", "plain", "plain", "meta", "int_param", "complex_buffer", "training_mode"]),
-    n_train=st.sampled_from([0, 1, 5, 300]),
-    n_test=st.sampled_from([0, 1, 9, 60]),
-    width=st.sampled_from([24, 24, 24, 20, 0]),
-    x_dtype=st.sampled_from(FLOATS + [torch.int64]),
-    y_kind=st.sampled_from(["int64", "int64", "int32", "uint8", "float", "bool", "out_of_range", "negative", "2d"]),
-    nonfinite=st.booleans(),
-    form=st.sampled_from(
-        ["tensors", "list", "tensor_dataset", "loader", "loader_column_labels", "triple", "dict", "dict_loader", "x"]
+# (valid choices, faulty ones) per argument: a "clean" example draws only valid ones (it must verify or be
+# refused for a reason of the models themselves), any other draws from both.
+CHOICES = {
+    "kind": (["plain", "shared", "buffers", "norm"], ["tied"]),
+    "where": (["plain", "training_mode"], ["meta", "int_param", "complex_buffer"]),
+    "n_train": ([300], [0, 1, 5]),
+    "n_test": ([60, 10], [0, 1, 9]),
+    "width": ([24], [20, 0]),
+    "x_dtype": (FLOATS, [torch.int64]),
+    "y_kind": (["int64", "int32", "uint8"], ["float", "bool", "out_of_range", "negative", "2d"]),
+    "nonfinite": ([False], [True]),
+    "form": (
+        ["tensors", "list", "tensor_dataset", "loader", "loader_column_labels"],
+        ["triple", "dict", "dict_loader", "x"],
     ),
-    batch=st.sampled_from([1, 7, 64]),
-    device=st.sampled_from([None, "cpu", torch.device("cpu"), "meta", "cuda:7", "banana", 3, "mps"]),
-    lams=st.sampled_from([(0, 0.5, 1), None, (0, 1), (0.5,), "0,0.5,1", (0, 0.5, 1, float("nan")), (0, "x", 1)]),
-    align=st.sampled_from(["none", ("none",), ("none", "weights"), "bogus", 7]),
-    allow_chance=st.booleans(),
-)
-def test_verify_pair_returns_a_report_or_raises_lewc_error_in_one_sentence(
-    zoo,
-    kind,
-    dtype_a,
-    dtype_b,
-    where,
-    n_train,
-    n_test,
-    width,
-    x_dtype,
-    y_kind,
-    nonfinite,
-    form,
-    batch,
-    device,
-    lams,
-    align,
-    allow_chance,
-):
-    a = model_variant(zoo, kind, dtype_a, "plain", 0)
-    b = model_variant(zoo, kind, dtype_b, where, 1)
-    train = wrap(*data(n_train, 0, width, x_dtype, y_kind, nonfinite), form, batch)
-    test = wrap(*data(n_test, 1, width, x_dtype, "int64", False), form, batch)
-    before = {k: v.clone() for k, v in zoo[kind][0].state_dict().items()}
+    "batch": ([1, 7, 64], []),
+    "device": ([None, "cpu", torch.device("cpu")], ["meta", "cuda:7", "banana", 3, "mps"]),
+    "lams": ([(0, 0.5, 1), (0.0, 0.25, 0.5, 1.0)], [(0, 1), (0.5,), "0,0.5,1", (0, 0.5, 1, float("nan")), (0, "x", 1)]),
+    "align": (["none", ("none",), ("none", "weights")], ["bogus", 7]),
+    "allow_chance": ([False, True], []),
+}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(clean=st.booleans(), dtype_a=st.sampled_from(FLOATS), dtype_b=st.sampled_from(FLOATS), draw=st.data())
+def test_verify_pair_returns_a_report_or_raises_lewc_error_in_one_sentence(zoo, clean, dtype_a, dtype_b, draw):
+    arg = {
+        k: draw.draw(st.sampled_from(ok if clean or not bad else ok + bad), label=k) for k, (ok, bad) in CHOICES.items()
+    }
+    a = model_variant(zoo, arg["kind"], dtype_a, "plain", 0)
+    b = model_variant(zoo, arg["kind"], dtype_b, arg["where"], 1)
+    x_kw = (arg["width"], arg["x_dtype"])
+    train = wrap(*data(arg["n_train"], 0, *x_kw, arg["y_kind"], arg["nonfinite"]), arg["form"], arg["batch"])
+    test = wrap(*data(arg["n_test"], 1, *x_kw, "int64", False), arg["form"], arg["batch"])
+    before = {k: v.clone() for k, v in zoo[arg["kind"]][0].state_dict().items()}
     try:
         rep = lewc.verify_pair(
             a,
             b,
             train=train,
             test=test,
-            lams=lams,
-            align=align,
+            lams=arg["lams"],
+            align=arg["align"],
             controls=False,
-            device=device,
-            allow_chance=allow_chance,
+            device=arg["device"],
+            allow_chance=arg["allow_chance"],
             bn_images=8,
             batch_size=64,
         )
     except LewcError as err:
         text = str(err)
+        event("refused")
         assert text and "\n" not in text and "Traceback" not in text, text
+        assert not clean or "at chance" in text or "absurd" in text, text  # valid input: refused only on merit
     else:
+        event("verified")
         assert set(rep.verdicts) and all(v in ("PASS", "FAIL", "INCONCLUSIVE") for v in rep.verdicts.values())
         assert all(isinstance(v, float) for v in rep.barriers.values())
-    after = zoo[kind][0].state_dict()
+    after = zoo[arg["kind"]][0].state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the caller's models are never changed
 
 
