@@ -29,7 +29,7 @@ from lewc.core import logs
 from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
 from lewc.core.device import resolve_device
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
-from lewc.core.validate import check_int, check_plain_name, short
+from lewc.core.validate import check_int, check_path, check_plain_name, short
 from lewc.models.registry import MAX_BASE_WIDTH, MAX_WIDTH
 from lewc.pipeline.endpoints import checkpoint_folder, plan_pair
 from lewc.pipeline.folders import AnalysisOptions, check_writable
@@ -199,6 +199,9 @@ def validate(args: argparse.Namespace) -> tuple[AnalysisOptions, list[int], list
             check_int(value, f"--{flag.replace('_', '-')}", 1, MAX_BASE_WIDTH if flag == "base_width" else MAX_COUNT)
     if len(seeds) > MAX_SEEDS or any(s < 0 or s > MAX_SEED for s in seeds):
         raise LewcError(f"--seeds takes at most {MAX_SEEDS} seeds in [0, {MAX_SEED}]")
+    for flag in ("ckpt_a", "ckpt_b", "ckpt_dir", "data_root"):  # --out: check_writable below
+        if getattr(args, flag) is not None:
+            check_path(getattr(args, flag), f"--{flag.replace('_', '-')}")
     if args.out is not None:
         check_writable(args.out)
     check_writable(data_home() / "results")

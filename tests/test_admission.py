@@ -190,6 +190,8 @@ def test_control_characters_in_paths_are_refused(name, tmp_path, trained_pair, c
     assert list(tmp_path.iterdir()) == [tmp_path / "data"] or not any(p.name != "data" for p in tmp_path.iterdir())
     with pytest.raises(LewcError, match="control character"):
         check_out(tmp_path / name)
+    code, _, err = run(["--ckpt-a", str(tmp_path / name), "--ckpt-b", str(trained_pair[1])] + QUICK, capsys)
+    assert code == 2 and one_line(err) and "--ckpt-a" in err and "control character" in err, err
 
 
 def test_cleanup_removes_every_stale_temp_of_a_dead_owner_links_included(tmp_path):
