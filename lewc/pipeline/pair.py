@@ -115,9 +115,8 @@ def warn_degenerate(claims: list[Claim]) -> None:
 
 
 def warn_at_chance(res: xr.Dataset, ds, n_test: int | None) -> None:
-    """A WARNING per endpoint at chance level (only lewc checkpoints are refused before the sweep, by
-    ``endpoints.check_endpoints``; a researcher's own models and ``--arch`` state dicts are analysed,
-    but their barriers say nothing about the claim)."""
+    """A WARNING per endpoint at chance level: reached only with the ``allow_chance`` opt-in (the admission
+    gate refuses such endpoints otherwise, on every path); their barriers say nothing about the claim."""
     from lewc.pipeline.endpoints import chance_threshold
     from lewc.reporting.report import endpoint_accuracies
 
