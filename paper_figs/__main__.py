@@ -70,12 +70,12 @@ def make_figures(results_dir: Path, out_dir: Path) -> list[dict]:
 
     check_writable(out_dir)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        stage = private_folder(out_dir)
     except OSError as err:
         raise LewcError(f"cannot create {out_dir} ({err.strerror})") from None
-    stage = private_folder(out_dir)
     try:
         made = draw_figures(results_dir, stage)
+        out_dir.mkdir(parents=True, exist_ok=True)  # only once every figure is drawn
         for path in sorted(stage.iterdir()):
             os.replace(path, out_dir / path.name)
     finally:
