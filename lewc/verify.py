@@ -30,7 +30,7 @@ from lewc.core import logs
 from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
 from lewc.core.device import resolve_device
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
-from lewc.core.validate import check_int, check_plain_name, short
+from lewc.core.validate import check_int, check_path, check_plain_name, short
 from lewc.models.registry import MAX_BASE_WIDTH, MAX_WIDTH
 from lewc.pipeline.endpoints import checkpoint_folder, plan_pair
 from lewc.pipeline.folders import AnalysisOptions, check_writable
@@ -81,6 +81,7 @@ def context_from_args(args: argparse.Namespace) -> RunContext:
         progress=not args.quiet,
         keep_samples=args.keep_samples,
         force=args.force,
+        allow_chance=args.allow_chance,
     )
 
 
@@ -150,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-root", help="folder searched first for the dataset files")
     g.add_argument("--out", type=Path, help="output folder (default data/results/<pair>_a<analysis hash>/)")
     g.add_argument("--force", action="store_true", help="redo an analysis whose results folder already exists")
+    g.add_argument(
+        "--allow-chance",
+        action="store_true",
+        help="analyse endpoints at chance level anyway (e.g. to study initialisation; refused by default, "
+        "recorded in results.nc and report.json under 'admission')",
+    )
     g.add_argument("--json", action="store_true", help="print report.json to stdout instead of the table")
     g.add_argument(
         "--keep-samples",
@@ -193,6 +200,9 @@ def validate(args: argparse.Namespace) -> tuple[AnalysisOptions, list[int], list
             check_int(value, f"--{flag.replace('_', '-')}", 1, MAX_BASE_WIDTH if flag == "base_width" else MAX_COUNT)
     if len(seeds) > MAX_SEEDS or any(s < 0 or s > MAX_SEED for s in seeds):
         raise LewcError(f"--seeds takes at most {MAX_SEEDS} seeds in [0, {MAX_SEED}]")
+    for flag in ("ckpt_a", "ckpt_b", "ckpt_dir", "data_root"):  # --out: check_writable below
+        if getattr(args, flag) is not None:
+            check_path(getattr(args, flag), f"--{flag.replace('_', '-')}")
     if args.out is not None:
         check_writable(args.out)
     check_writable(data_home() / "results")

@@ -225,6 +225,7 @@ def test_residual_resnet18_from_torchvision_traces_aligns_and_verifies(caplog):
         bn_images=12,
         batch_size=20,
         device="cpu",
+        allow_chance=True,  # random initialisations: refused without the opt-in (test_admission.py)
     )
     assert rep.results.sizes["layer"] == 18 and int(rep.results.depth.max()) == 18
     assert rep.results.attrs["bn_reestimated"] == 1
@@ -232,9 +233,12 @@ def test_residual_resnet18_from_torchvision_traces_aligns_and_verifies(caplog):
     assert "adds or concatenates" in rep.absent_controls["positive"]
     assert "negative" in rep.controls
     assert np.isfinite(rep.barriers["acc_mid"])
-    # random initialisations on random labels: analysed (the user's models), but said to be at chance
+    # random initialisations on random labels: analysed only with the opt-in, said to be at chance, recorded
     chance = [r.getMessage() for r in caplog.records if "at chance" in r.getMessage()]
     assert len(chance) == 2 and chance[0].startswith("endpoint A reaches") and "12 test images" in chance[0]
+    admission = json.loads(rep.results.attrs["admission"])
+    assert admission["allow_chance"] and admission["at_chance"] == ["A", "B"]
+    assert rep.report()["admission"] == admission
 
 
 def test_cli_verifies_two_plain_torchvision_state_dicts(tmp_path, capsys):
@@ -252,10 +256,14 @@ def test_cli_verifies_two_plain_torchvision_state_dicts(tmp_path, capsys):
     argv = ["--arch", "torchvision.models:resnet18", "--arch-kwargs", "num_classes=10", "--dataset", "synthetic"]
     argv += ["--ckpt-a", str(tmp_path / "a.pt"), "--ckpt-b", str(tmp_path / "b.safetensors"), "--lams", "0,0.5,1"]
     argv += ["--n-test", "20", "--bn-images", "20", "--align", "none,random", "--no-controls", "--quiet"]
+    code, _, err = run_cli(verify.main, argv + ["--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and "at chance" in err and "a.pt" in err and not (tmp_path / "out").exists()  # untrained
+    argv += ["--allow-chance"]
     code, out, err = run_cli(verify.main, argv + ["--out", str(tmp_path / "out")], capsys)
     assert code in (0, None), err
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     assert rep["pair"]["a"]["model"] == "resnet18" and rep["dataset"] == "synthetic" and rep["bn_reestimated"]
+    assert rep["admission"]["allow_chance"] and rep["admission"]["at_chance"]
     assert len(rep["layers"]) == 18 and "endpoint test accuracy" in out and "nan" not in out.splitlines()[0]
     # a random permutation is a symmetry: B's endpoint is the same function, so its accuracy is unchanged
     from lewc.reporting.results import open_results

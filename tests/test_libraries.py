@@ -1,4 +1,4 @@
-"""Where a library replaced hand-written code: filelock (publish), psutil (process trees), FLOPs."""
+"""Where a library replaced hand-written code: flock/filelock (publish), psutil (process trees), FLOPs."""
 
 import subprocess
 import threading
@@ -13,7 +13,7 @@ from lewc.pipeline.folders import LOCK_NAME, publish
 from lewc.training.checkpoints import count_flops_per_image
 
 
-def test_concurrent_publishes_leave_one_complete_folder_and_one_lock_file(tmp_path):
+def test_concurrent_publishes_leave_one_complete_folder_and_no_lock_file(tmp_path):
     final = tmp_path / "results" / "pair_a1"
     final.parent.mkdir()
 
@@ -29,7 +29,8 @@ def test_concurrent_publishes_leave_one_complete_folder_and_one_lock_file(tmp_pa
         t.start()
     for t in threads:
         t.join()
-    assert sorted(p.name for p in final.parent.iterdir()) == [LOCK_NAME, "pair_a1"]  # no per-folder .lock-*
+    assert sorted(p.name for p in final.parent.iterdir()) == ["pair_a1"]  # flock on the folder: no lock file
+    assert LOCK_NAME not in {p.name for p in tmp_path.rglob("*")}
     winner = (final / "report.json").read_text()
     assert (final / "results.nc").read_text() == winner  # never a mix of two runs
 

@@ -64,7 +64,8 @@ def test_verify_a_pair_writes_a_complete_report(tmp_path, trained_pair, capsys):
     assert rep["lams"] == [0, 0.25, 0.5, 0.75, 1]
     assert rep["pair"]["a"]["sha256"] == sha256_file(trained_pair[0])
     assert set(rep["metrics"]) >= {"acc", "loss", "loss_cal", "beta"}
-    assert rep["metrics"]["acc"][0] == pytest.approx(100 * rep["pair"]["a"]["test_acc"], abs=1e-7)  # λ = 0 is A, in %
+    claimed = rep["pair"]["a"]["unverified_sidecar_claims"]["test_acc"]  # the sidecar's own number, nested
+    assert rep["metrics"]["acc"][0] == pytest.approx(100 * claimed, abs=1e-7)  # λ = 0 is A, in %
     for key in ("acc_mid", "acc_max", "loss_mid_raw", "loss_max_raw", "loss_mid_cal", "loss_max_cal"):
         bar = rep["barriers"][key]
         assert bar["ci"][0] <= bar["value"] <= bar["ci"][1]

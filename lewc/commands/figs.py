@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
 from lewc.core import logs
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
+from lewc.core.io import reading
 from lewc.reporting import plots
 from lewc.reporting.results import RESULTS_SCHEMA, STUDY_SCHEMA, SWEEP_SCHEMA, open_results
 from lewc.reporting.study_plots import study_figures
@@ -37,53 +40,91 @@ def collect_results(results_dir: Path, name: str = "results.nc") -> list[Path]:
 def group_pairs(files: list[Path]) -> dict[tuple[str, str], list]:
     groups = defaultdict(list)
     for f in files:
-        res = open_results(f, RESULTS_SCHEMA)  # all alignments: each figure picks the ones it draws
+        res = load_file(f, RESULTS_SCHEMA)  # all alignments: each figure picks the ones it draws
         if "sidecar_a" not in res.attrs:
             raise LewcError(f"{f} has no sidecar_a attribute; rerun python -m lewc.verify")
-        meta = json.loads(res.attrs["sidecar_a"])
-        groups[(meta["dataset"], meta["model"])].append(res)
+        with reading(f, "results file"):
+            meta = json.loads(res.attrs["sidecar_a"])
+            key = (str(meta["dataset"]), str(meta["model"]))
+            int(meta["width"])
+        groups[key].append(res)
     return groups
 
 
+def load_file(path: Path, schema: str):
+    """A stored results/sweep/study file read whole (a truncated one fails here, not in a figure)."""
+    with reading(path, "results file"):
+        ds = open_results(path, schema).load()
+    ds.encoding["source"] = str(path)
+    return ds
+
+
+def sources_of(datasets: list) -> str:
+    return ", ".join(sorted({str(d.encoding.get("source", "?")) for d in datasets}))
+
+
 def make_figures(results_dir: Path, out_dir: Path) -> list[dict]:
+    """Every figure, drawn into a private folder beside ``out_dir`` and moved in only when all are drawn:
+    a file no figure can be drawn from is one line naming it, and nothing is written."""
+    from lewc.pipeline.folders import check_writable, private_folder
+
+    check_writable(out_dir)
+    try:
+        stage = private_folder(out_dir)
+    except OSError as err:
+        raise LewcError(f"cannot create {out_dir} ({err.strerror})") from None
+    try:
+        made = draw_figures(results_dir, stage)
+        out_dir.mkdir(parents=True, exist_ok=True)  # only once every figure is drawn
+        for path in sorted(stage.iterdir()):
+            os.replace(path, out_dir / path.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return made
+
+
+def draw_figures(results_dir: Path, out_dir: Path) -> list[dict]:
     pair_files = collect_results(results_dir)
     sweep_files = collect_results(results_dir, "sweep.nc")
     if not pair_files and not sweep_files and not collect_results(results_dir.parent / "studies", "study.nc"):
         raise LewcError(f"no results.nc or sweep.nc under {results_dir}; run python -m lewc.verify first")
     pair_groups = group_pairs(pair_files)  # refuses foreign files before anything is written
-    sweeps = [(f, open_results(f, SWEEP_SCHEMA)) for f in sweep_files]
-    studies = [(f, open_results(f, STUDY_SCHEMA)) for f in collect_results(results_dir.parent / "studies", "study.nc")]
+    sweeps = [(f, load_file(f, SWEEP_SCHEMA)) for f in sweep_files]
+    studies = [(f, load_file(f, STUDY_SCHEMA)) for f in collect_results(results_dir.parent / "studies", "study.nc")]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise LewcError(f"cannot create {out_dir} ({err.strerror})") from None
     made = []
 
-    def emit(stem: str, fig_caption, sources: list) -> None:
-        fig, caption = fig_caption
-        plots.save(fig, out_dir / stem, ("png", "pdf"))
+    def emit(stem: str, draw, data, sources: list) -> None:
+        with reading(sources_of(sources), f"figure {stem}: results file(s)"):
+            fig, caption = draw(data)
+            plots.save(fig, out_dir / stem, ("png", "pdf"))
         commands = sorted({s.attrs.get("command", "?") for s in sources})
         made.append({"figure": stem, "caption": caption, "commands": commands})
 
     for (dataset, model), results in sorted(pair_groups.items()):
         tag = f"{dataset}_{model}"
-        widest = max(results, key=lambda r: json.loads(r.attrs["sidecar_a"])["width"])
-        emit(f"{tag}_path", plots.path(widest), [widest])
-        emit(f"{tag}_accuracy_loss_vs_lambda", plots.accuracy_loss_vs_lambda(results), results)
-        emit(f"{tag}_beta_vs_lambda", plots.beta_vs_lambda(results), results)
-        emit(f"{tag}_ensemble_agreement", plots.ensemble_agreement(results), results)
+        widest = max(results, key=lambda r: int(json.loads(r.attrs["sidecar_a"])["width"]))
+        emit(f"{tag}_path", plots.path, widest, [widest])
+        emit(f"{tag}_accuracy_loss_vs_lambda", plots.accuracy_loss_vs_lambda, results, results)
+        emit(f"{tag}_beta_vs_lambda", plots.beta_vs_lambda, results, results)
+        emit(f"{tag}_ensemble_agreement", plots.ensemble_agreement, results, results)
         if "cos_lewc" in widest:
-            emit(f"{tag}_cosine_per_layer", plots.cosine_per_layer(widest), [widest])
-            emit(f"{tag}_coefficients", plots.coefficients(widest), [widest])
-            emit(f"{tag}_exponent_vs_depth", plots.exponent_vs_depth(results), results)
-            emit(f"{tag}_conditions_vs_width", plots.conditions_vs_width(results), results)
+            emit(f"{tag}_cosine_per_layer", plots.cosine_per_layer, widest, [widest])
+            emit(f"{tag}_coefficients", plots.coefficients, widest, [widest])
+            emit(f"{tag}_exponent_vs_depth", plots.exponent_vs_depth, results, results)
+            emit(f"{tag}_conditions_vs_width", plots.conditions_vs_width, results, results)
     for f, study in studies:
-        for stem, caption in study_figures(study, out_dir, f"study_{f.parent.name}", ("png", "pdf")):
+        with reading(f, "study file"):
+            drawn = study_figures(study, out_dir, f"study_{f.parent.name}", ("png", "pdf"))
+        for stem, caption in drawn:
             made.append({"figure": stem, "caption": caption, "commands": [study.attrs.get("command", "?")]})
     for f, sweep in sweeps:
         tag = f.parent.name
-        emit(f"{tag}_barrier_vs_width", plots.barrier_vs_width(sweep), [sweep])
-        emit(f"{tag}_beta_vs_width", plots.beta_vs_width(sweep), [sweep])
+        emit(f"{tag}_barrier_vs_width", plots.barrier_vs_width, sweep, [sweep])
+        emit(f"{tag}_beta_vs_width", plots.beta_vs_width, sweep, [sweep])
     lines = [
         "# lewc figures",
         "",

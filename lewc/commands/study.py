@@ -722,7 +722,7 @@ def write_outputs(spec: StudySpec, folder: Path, outcomes: list[Outcome], comman
 # --- the grid's state on disk: finished jobs, --status, --detach and --collect ------------------------------
 
 SUBMITTED = "submitted.json"
-STATES = ("done", "failed", "submitted", "missing")
+STATES = ("done", "failed", "submitted", "missing", "damaged")
 
 
 def finished_folder(spec: StudySpec, cell: dict, pair: int) -> Path | None:
@@ -778,22 +778,24 @@ def _first_error_line(text: str) -> str:
 
 def job_states(spec: StudySpec, folder: Path) -> list[tuple[dict, int, str, str]]:
     """(cell, pair, state, detail) of every job, from disk only: done, failed, submitted or missing."""
-    submitted = {}
+    from lewc.core.io import reading
+
+    submitted, errors = {}, {}
     if (folder / SUBMITTED).is_file():
-        submitted = {
-            (json.dumps(r["cell"]), r["pair"]): r["job_id"] for r in json.loads((folder / SUBMITTED).read_text())
-        }
-    errors = {}
+        with reading(folder / SUBMITTED, "study record"):
+            submitted = {(json.dumps(r["cell"]), r["pair"]): str(r["job_id"]) for r in _rows(folder / SUBMITTED)}
     if (folder / "outcomes.json").is_file():
-        rows = json.loads((folder / "outcomes.json").read_text())
-        errors = {(json.dumps(r["cell"]), r["pair"]): r["error"] for r in rows if r.get("error")}
+        with reading(folder / "outcomes.json", "study record"):
+            rows = _rows(folder / "outcomes.json")
+            errors = {(json.dumps(r["cell"]), r["pair"]): str(r["error"]) for r in rows if r.get("error")}
     states = []
     for cell in spec.cells():
         for pair in range(spec.pairs):
             key = (json.dumps(cell), pair)
             done = finished_folder(spec, cell, pair)
             if done is not None:
-                states.append((cell, pair, "done", str(done)))
+                damage = damaged(done)
+                states.append((cell, pair, "damaged", damage) if damage else (cell, pair, "done", str(done)))
                 continue
             job_id = submitted.get(key)
             result = submitted_result(folder / "jobs", job_id) if job_id else None
@@ -808,19 +810,52 @@ def job_states(spec: StudySpec, folder: Path) -> list[tuple[dict, int, str, str]
     return states
 
 
+def _rows(path: Path) -> list[dict]:
+    """A study record (submitted.json, outcomes.json): a list of objects, or one line naming the file."""
+    from lewc.core.io import read_json
+
+    rows = read_json(path, "study record")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise LewcError(f"study record {path} is not a list of job records")
+    return rows
+
+
+def damaged(folder: Path) -> str:
+    """Empty for an intact finished job folder, else one line naming its damaged report.json or results.nc."""
+    from lewc.core.io import read_json, reading
+    from lewc.reporting.results import RESULTS_SCHEMA, open_results
+
+    try:
+        report = read_json(folder / "report.json", "job report")
+        if not isinstance(report, dict) or not isinstance(report.get("barriers"), dict):
+            raise LewcError(f"job report {folder / 'report.json'} is not a lewc report")
+        with reading(folder / "results.nc", "job results"):
+            res = open_results(folder / "results.nc", RESULTS_SCHEMA)
+            res.load()
+            res.close()
+    except LewcError as err:
+        return str(err)
+    return ""
+
+
 def print_status(spec: StudySpec, folder: Path) -> None:
-    """``--status``: one line per job on stdout, then the counts."""
+    """``--status``: one line per job on stdout, then the counts; a damaged job result is exit 2 naming it."""
     states = job_states(spec, folder)
     for cell, pair, state, detail in states:
         print(f"{state:<9} {json.dumps(cell)} pair {pair}" + (f": {detail}" if detail else ""))
     counts = {s: sum(1 for row in states if row[2] == s) for s in STATES}
-    print(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(states)} job(s)")
+    print(", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "damaged") + f" of {len(states)} job(s)")
+    bad = [detail for _, _, state, detail in states if state == "damaged"]
+    if bad:
+        raise LewcError(f"{len(bad)} damaged job result(s), first: {bad[0]} (rerun the study to redo them)")
 
 
 def outcomes_from_disk(spec: StudySpec, folder: Path) -> list[Outcome]:
     """``--collect``: every job's outcome from what is on disk (unfinished ones are listed as errors)."""
     out = []
     for cell, pair, state, detail in job_states(spec, folder):
+        if state == "damaged":  # refused before anything is written
+            raise LewcError(f"{detail} (rerun the study to redo this job, then --collect)")
         if state == "done":
             out.append(Outcome(cell, pair, folder=detail))
         else:
@@ -833,7 +868,7 @@ def split_finished(spec: StudySpec, jobs: list) -> tuple[list[Outcome], list]:
     done, todo = [], []
     for cell, pair, job in jobs:
         folder = finished_folder(spec, cell, pair)
-        if folder is None:
+        if folder is None or damaged(folder):  # a damaged result is redone (verify does not reuse it)
             todo.append((cell, pair, job))
         else:
             done.append(Outcome(cell, pair, folder=str(folder)))

@@ -58,7 +58,8 @@ PAPER_MID = 0.5  # the λ at which the λ-dependent paper statistics other than 
 REFERENCE_WIDTH = 512  # the field's MLP ×1: widths are fitted in units of it
 N_BOOT = 1000
 BOOT_SEED = 0
-GROUP_AXES = ("dataset", "epochs", "wd", "bias")
+GROUP_AXES = ("dataset", "epochs", "wd", "bias", "schedule", "inputs", "decay")
+TRAIN_IMAGES = {"mnist": 60_000, "fashion-mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
 
 
 def power_law(w: np.ndarray, c: float, a: float, alpha: float) -> np.ndarray:
@@ -164,44 +165,82 @@ def interval(replicates: np.ndarray) -> list[float]:
 
 
 def load_points(folders: list[Path]) -> list[dict]:
-    """Every (study cell, pair, alignment, metric) value as a flat record with the hidden width in units."""
-    from lewc.models import get_family
+    """Every (study cell, pair, alignment, metric) value as a flat record with the hidden width in units.
+
+    An empty, random, truncated, incomplete or foreign file is one ``LewcError`` line naming it."""
+    from lewc.core.io import reading
 
     records = []
     for folder in folders:
         path = folder / "study.nc" if folder.is_dir() else folder
         if not path.is_file():
-            raise LewcError(f"{path} does not exist (run the study first: python -m lewc.commands.study SPEC)")
-        with xr.open_dataset(path) as raw:
-            ds = raw.load()
-        spec = json.loads(ds.attrs.get("spec", "{}"))
-        model = ds.attrs.get("model", spec.get("model"))
-        family = get_family(model)
-        if family.name != "mlp":
-            raise LewcError(f"lewc.commands.trend fits MLP width trends; {path} is a {model} study")
-        dataset = spec.get("dataset") or family.default_dataset
-        cell_axes = [d for d in ds.barrier.dims if d not in ("pair", "align", "barrier_name")]
-        stacked = ds.barrier.stack(cell=cell_axes) if cell_axes else ds.barrier.expand_dims(cell=[0])
-        for k in range(stacked.sizes["cell"]):
-            cell = stacked.isel(cell=k)
-            coords = {a: cell.coords[a].item() for a in cell_axes}
-            base = int(coords.get("base_width", family.base_width))
-            hidden = base * int(coords.get("width", 1))
-            group = {"dataset": dataset, "epochs": coords.get("epochs"), "wd": coords.get("wd")}
-            group["bias"] = coords.get("bias", True)
-            where = {a: coords[a] for a in cell_axes}
-            for align in cell.align.values:
-                for pair in cell.pair.values:
-                    values = {m: float(cell.sel(align=align, barrier_name=m, pair=pair)) for m in METRICS}
-                    here = ds.sel(where).sel(align=align, pair=pair)
-                    if "beta_mid" in ds:
-                        values["beta_mid"] = float(here["beta_mid"])
-                    if "claim_value" in ds:  # every claim study.nc holds: the registry's, not a list here
-                        values |= {str(c): float(here["claim_value"].sel(claim=c)) for c in ds.claim.values}
-                    base = group | {"align": str(align), "width": hidden, "pair": int(pair), "study": str(path)}
-                    for metric, value in values.items():
-                        records.append(base | {"metric": metric, "ell": None, "lam": None, "value": value})
-                    records += paper_records(here, base)
+            raise LewcError(f"{path} does not exist (run the study first: lewc study SPEC)")
+        with reading(path, "study file"):
+            records += study_points(path)
+    return records
+
+
+def integrated_decay(spec: dict, model: str, dataset: str, coords: dict) -> float:
+    """Σ lr·wd of a cell's training (``lewc.training.train.integrated_decay``); NaN for an unknown dataset."""
+    from lewc.training.recipe import default_config
+    from lewc.training.train import integrated_decay as decay
+
+    if dataset not in TRAIN_IMAGES:
+        return float("nan")
+    overrides = {k: v for k, v in coords.items() if k != "width"}
+    cfg = default_config(model, int(coords.get("width", 1)), dataset, 0, recipe=spec.get("recipe"), **overrides)
+    return round(decay(cfg, TRAIN_IMAGES[dataset] - cfg.n_calib), 4)
+
+
+def check_study(ds: xr.Dataset, path: Path) -> None:
+    """The structure the trend reads: ``barrier`` over pair, align and barrier_name with every metric."""
+    dims = set(ds["barrier"].dims) if "barrier" in ds else set()
+    if not {"pair", "align", "barrier_name"} <= dims:
+        raise LewcError(f"study file {path} is not a lewc study.nc (no barrier over pair, align and barrier_name)")
+    missing = sorted(set(METRICS) - {str(v) for v in ds.barrier_name.values})
+    if missing or not isinstance(ds.attrs.get("model", json.loads(ds.attrs.get("spec", "{}")).get("model")), str):
+        raise LewcError(f"study file {path} is incomplete (metrics {missing or 'present'}, model attribute)")
+
+
+def study_points(path: Path) -> list[dict]:
+    """The records of one study.nc (see ``load_points``)."""
+    from lewc.models import get_family
+
+    records = []
+    with xr.open_dataset(path) as raw:
+        ds = raw.load()
+    check_study(ds, path)
+    spec = json.loads(ds.attrs.get("spec", "{}"))
+    model = ds.attrs.get("model", spec.get("model"))
+    family = get_family(model)
+    if family.name != "mlp":
+        raise LewcError(f"lewc trend fits MLP width trends; {path} is a {model} study")
+    dataset = spec.get("dataset") or family.default_dataset
+    cell_axes = [d for d in ds.barrier.dims if d not in ("pair", "align", "barrier_name")]
+    stacked = ds.barrier.stack(cell=cell_axes) if cell_axes else ds.barrier.expand_dims(cell=[0])
+    for k in range(stacked.sizes["cell"]):
+        cell = stacked.isel(cell=k)
+        coords = {a: cell.coords[a].item() for a in cell_axes}
+        base = int(coords.get("base_width", family.base_width))
+        hidden = base * int(coords.get("width", 1))
+        group = {"dataset": dataset, "epochs": coords.get("epochs"), "wd": coords.get("wd")}
+        group["bias"] = coords.get("bias", True)
+        group["schedule"] = coords.get("schedule", "linear")
+        group["inputs"] = coords.get("inputs", "standardized")
+        group["decay"] = integrated_decay(spec, family.name, dataset, coords)
+        where = {a: coords[a] for a in cell_axes}
+        for align in cell.align.values:
+            for pair in cell.pair.values:
+                values = {m: float(cell.sel(align=align, barrier_name=m, pair=pair)) for m in METRICS}
+                here = ds.sel(where).sel(align=align, pair=pair)
+                if "beta_mid" in ds:
+                    values["beta_mid"] = float(here["beta_mid"])
+                if "claim_value" in ds:  # every claim study.nc holds: the registry's, not a list here
+                    values |= {str(c): float(here["claim_value"].sel(claim=c)) for c in ds.claim.values}
+                base = group | {"align": str(align), "width": hidden, "pair": int(pair), "study": str(path)}
+                for metric, value in values.items():
+                    records.append(base | {"metric": metric, "ell": None, "lam": None, "value": value})
+                records += paper_records(here, base)
     return records
 
 
@@ -319,22 +358,40 @@ def _fmt_width(w: float) -> str:
     return f"3×{w:,.0f}"
 
 
+RECIPE_HEAD = "dataset | epochs | wd | Σ lr·wd | arm"
+
+
+def arm_label(d: dict) -> str:
+    """The recipe arm of a group: what differs from the recipe's defaults besides epochs and wd."""
+    parts = [] if d.get("bias", True) else ["no bias"]
+    parts += [] if d.get("schedule", "linear") == "linear" else [f"{d['schedule']} lr"]
+    parts += [] if d.get("inputs", "standardized") == "standardized" else [f"{d['inputs']} inputs"]
+    return ", ".join(parts) or "baseline"
+
+
+def recipe_cells(d: dict) -> str:
+    """The recipe columns of a table line (``RECIPE_HEAD``)."""
+    decay = d.get("decay")
+    decay_text = f"{decay:.3g}" if isinstance(decay, float) and np.isfinite(decay) else "—"
+    return f"{d['dataset']} | {d['epochs']} | {_g(d['wd'])} | {decay_text} | {arm_label(d)}"
+
+
 def cell_rows(cells: list[dict], metrics: list[str], fmt) -> list[str]:
     """A table header and one line per (group, width), ``fmt(cell)`` for each metric × alignment ("—": none)."""
     aligns = sorted({c["align"] for c in cells}, key=lambda a: (a != "none", a))
     head = " | ".join(f"{m} ({a})" for m in metrics for a in aligns)
-    lines = [f"| dataset | epochs | wd | width | pairs | {head} |", "|" + "---|" * (5 + len(metrics) * len(aligns))]
+    lines = [f"| {RECIPE_HEAD} | width | pairs | {head} |", "|" + "---|" * (7 + len(metrics) * len(aligns))]
     index = {tuple(c[k] for k in (*GROUP_AXES, "width", "align", "metric")): c for c in cells if c.get("ell") is None}
     groups = sorted(
         {tuple(c[k] for k in (*GROUP_AXES, "width")) for c in cells if c.get("ell") is None},
         key=lambda g: (str(g[:-1]), g[-1]),
     )
     for g in groups:
-        dataset, epochs, wd, _bias, width = g
+        group, width = dict(zip(GROUP_AXES, g[:-1], strict=True)), g[-1]
         found = [index.get((*g, a, m)) for m in metrics for a in aligns]
         parts = [fmt(c) if c is not None and c["pairs"] else "—" for c in found]
         pairs = max((c["pairs"] for c in found if c is not None), default=0)
-        lines.append(f"| {dataset} | {epochs} | {_g(wd)} | 3×{width} | {pairs} | " + " | ".join(parts) + " |")
+        lines.append(f"| {recipe_cells(group)} | 3×{width} | {pairs} | " + " | ".join(parts) + " |")
     return lines
 
 
@@ -395,17 +452,18 @@ def paper_markdown(cells: list[dict]) -> list[str]:
         "ro_b_on_a / ro_a_on_b: raw cross-term ratios (exact LEWC 0); r2_full: the fit's R²; lewc_position: "
         "t_ℓ = (k_gram − 1)/(ℓ − 1), 0 at LLFC, 1 at LEWC.",
         "",
-        f"| dataset | epochs | wd | width | align | ℓ | pairs | {head} |",
-        "|" + "---|" * (7 + len(columns)),
+        f"| {RECIPE_HEAD} | width | align | ℓ | pairs | {head} |",
+        "|" + "---|" * (9 + len(columns)),
     ]
     keys = sorted({tuple(c[k] for k in (*GROUP_AXES, "width", "align", "ell")) for c in paper}, key=str)
-    keys.sort(key=lambda g: (str(g[:4]), g[4], g[5] != "none", g[5], g[6]))
+    n = len(GROUP_AXES)
+    keys.sort(key=lambda g: (str(g[:n]), g[n], g[n + 1] != "none", g[n + 1], g[n + 2]))
     for g in keys:
-        dataset, epochs, wd, _bias, width, align, ell = g
+        group, (width, align, ell) = dict(zip(GROUP_AXES, g[:n], strict=True)), g[n:]
         found = [index.get((*g, m, lam)) for m, lam in columns]
         pairs = max((c["pairs"] for c in found if c is not None), default=0)
         parts = " | ".join(fmt(c) for c in found)
-        lines.append(f"| {dataset} | {epochs} | {_g(wd)} | 3×{width} | {align} | {ell} | {pairs} | {parts} |")
+        lines.append(f"| {recipe_cells(group)} | 3×{width} | {align} | {ell} | {pairs} | {parts} |")
     return lines
 
 
@@ -437,15 +495,15 @@ def markdown(rows: list[dict], command: str) -> str:
         "over the n pairs drawn (pairs redrawn within each width, refitted) — roughly the range of those pairs,",
         "not an interval over pairs. ∞: the floor c lies above the tolerance.",
         "",
-        "| dataset | epochs | wd | align | barrier | widths | mean by width | floor c [95% CI] | α [95% CI] | "
+        f"| {RECIPE_HEAD} | align | barrier | widths | mean by width | floor c [95% CI] | α [95% CI] | "
         "width reaching tolerance [95% CI] | rms residual |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         label, unit, tol = METRICS[r["metric"]]
         means = ", ".join(f"{m:.3g}" for m in r["mean_by_width"].values())
         widths = "/".join(str(w) for w in r["widths"])
-        head = f"| {r['dataset']} | {r['epochs']} | {_g(r['wd'])} | {r['align']} | {r['metric']} ({unit}, tol {tol:g}) "
+        head = f"| {recipe_cells(r)} | {r['align']} | {r['metric']} ({unit}, tol {tol:g}) "
         head += f"| 3×{{{widths}}} | {means} "
         if not r["fitted"]:
             lines.append(head + f"| — | — | — ({r['note']}) | — |")
@@ -466,8 +524,8 @@ def markdown(rows: list[dict], command: str) -> str:
         "the change, points − 1 for the mean). When the change per doubling's interval holds 0, the mean over these",
         "widths is the floor the data show.",
         "",
-        "| dataset | epochs | wd | align | barrier | widths | change per doubling [95% CI] | mean over them [95% CI] |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| {RECIPE_HEAD} | align | barrier | widths | change per doubling [95% CI] | mean over them [95% CI] |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         t = r.get("tail")
@@ -477,7 +535,7 @@ def markdown(rows: list[dict], command: str) -> str:
         lo, hi = t["slope_ci"]
         m_lo, m_hi = t["mean_ci"]
         lines.append(
-            f"| {r['dataset']} | {r['epochs']} | {_g(r['wd'])} | {r['align']} | {r['metric']} ({unit}) "
+            f"| {recipe_cells(r)} | {r['align']} | {r['metric']} ({unit}) "
             f"| 3×{{{'/'.join(str(w) for w in t['widths'])}}} | {t['slope_per_doubling']:.3g} [{lo:.3g}, {hi:.3g}] "
             f"| {t['mean']:.3g} [{m_lo:.3g}, {m_hi:.3g}] |"
         )
@@ -544,9 +602,17 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logs.start(args)
     records = load_points(args.studies)
-    rows = fit_table(records)
-    cells = cell_table(records)
+    if not records:
+        raise LewcError(f"{', '.join(map(str, args.studies))}: no (width, pair) points to fit")
+    from lewc.core.io import reading
+
+    with reading(", ".join(map(str, args.studies)), "study file(s)"):  # values no study should hold
+        rows = fit_table(records)
+        cells = cell_table(records)
     out = args.out or (args.studies[0] if args.studies[0].is_dir() else args.studies[0].parent)
+    from lewc.pipeline.folders import check_writable
+
+    check_writable(out)  # a printable path, a folder, writable
     out.mkdir(parents=True, exist_ok=True)
     command = "python -m lewc.commands.trend " + " ".join(sys.argv[1:] if argv is None else argv)
     md = markdown(rows, command) + "\n".join(map_markdown(cells) + prediction_markdown(cells)) + "\n"

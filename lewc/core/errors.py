@@ -70,8 +70,11 @@ def cli_main(func: F) -> F:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         if signal.getsignal(signal.SIGINT) is _exit_on_interrupt:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+        from lewc.core.logs import quiet_warnings
+
         try:
-            return func(*args, **kwargs)
+            with quiet_warnings():  # library warnings: DEBUG lines, never raw text on stderr (-q is quiet)
+                return func(*args, **kwargs)
         except LewcError as err:
             sys.stderr.write(f"error: {err}\n")
             sys.exit(2)

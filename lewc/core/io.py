@@ -59,3 +59,38 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+READ_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, RuntimeError, UnicodeError)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:300] if lines else "no message"
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, what: str = "file") -> Iterator[None]:
+    """Whatever goes wrong while reading and interpreting ``path`` (empty, random, truncated, incomplete or
+    foreign content) becomes one ``LewcError`` line naming the file; lewc's own errors pass unchanged."""
+    from lewc.core.errors import LewcError
+
+    try:
+        yield
+    except LewcError:
+        raise
+    except READ_ERRORS as err:
+        raise LewcError(f"{what} {path} cannot be read ({type(err).__name__}: {_first_line(err)})") from None
+
+
+def read_json(path: str | os.PathLike, what: str = "file", max_bytes: int = 64 << 20) -> object:
+    """JSON from ``path``, or one ``LewcError`` line naming it (missing, too large, not UTF-8, not JSON)."""
+    from lewc.core.errors import LewcError
+
+    path = Path(path)
+    if not path.is_file():
+        raise LewcError(f"{what} {path} does not exist")
+    if path.stat().st_size > max_bytes:
+        raise LewcError(f"{what} {path} is {path.stat().st_size} bytes; at most {max_bytes} expected")
+    with reading(path, what):
+        return json.loads(path.read_text(encoding="utf-8"))

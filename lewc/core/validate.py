@@ -8,7 +8,9 @@ explicit bounds here, so a width of 10**30 is a one-line error instead of an ove
 from __future__ import annotations
 
 import math
+import os
 import re
+import unicodedata
 from typing import Any
 
 from lewc.core.errors import LewcError
@@ -65,3 +67,25 @@ def short(value: Any, limit: int = 40) -> str:
         return f"an integer of {len(str(abs(value))) if abs(value) < 10**4000 else 'over 4000'} digits"
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
+
+
+def check_path(value: str | os.PathLike, what: str) -> str:
+    """``value`` as a string if it is a printable path: no control character (a newline would break the
+    report path a command prints last), no line or paragraph separator, no bidirectional override, no
+    undecodable byte, no NUL; one line naming the first offending character otherwise."""
+    text = os.fspath(value)
+    if isinstance(text, bytes):
+        raise LewcError(f"{what} must be a text path, got bytes")
+    if not text:
+        raise LewcError(f"{what} is an empty path")
+    for i, ch in enumerate(text):
+        cat = unicodedata.category(ch)
+        if cat in ("Cc", "Zl", "Zp", "Cs") or ch in BIDI_CONTROLS:
+            raise LewcError(
+                f"{what} {ascii(short(text, 80))} contains the control character {ascii(ch)} at position {i}; "
+                "give a printable path"
+            )
+    return text

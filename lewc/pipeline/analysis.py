@@ -17,6 +17,7 @@ import xarray as xr
 import lewc
 from lewc.core.conventions import LAM_CONVENTION, LEVEL, N_BOOT, percentile_interval
 from lewc.models.effective import effective_depths
+from lewc.pipeline.admission import reported_meta
 from lewc.reporting.results import RESULTS_SCHEMA, json_attr, lewc_position
 from lewc.stats import barriers, conditions, ensemble, fit
 from lewc.stats.calibrate import cross_entropy_per_sample, fit_betas
@@ -224,8 +225,8 @@ def analyze(
             "timings": json_attr(result.timings),
             "sha256_a": pair.meta_a.get("sha256", ""),
             "sha256_b": pair.meta_b.get("sha256", ""),
-            "sidecar_a": json_attr(pair.meta_a),
-            "sidecar_b": json_attr(pair.meta_b),
+            "sidecar_a": json_attr(reported_meta(pair.meta_a)),  # a sidecar's own claims nested as unverified
+            "sidecar_b": json_attr(reported_meta(pair.meta_b)),
         }
     )
     if provenance:

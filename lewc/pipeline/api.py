@@ -30,9 +30,11 @@ from torch import nn
 from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS, N_CALIB
 from lewc.core.device import resolve_device
 from lewc.core.errors import LewcError
+from lewc.core.logs import quiet_warnings
+from lewc.core.validate import check_bool, check_int
 from lewc.models.common import CapturingModel
 from lewc.models.traced import TracedModel, graph_signature, state_sha256
-from lewc.pipeline.folders import AnalysisOptions, run_provenance
+from lewc.pipeline.folders import AnalysisOptions, check_out, run_provenance
 from lewc.pipeline.pair import PairResult, RunSettings, analyse_pair, report_dict, write_folder
 from lewc.reporting import report as _report
 from lewc.reporting import results as results_io
@@ -40,6 +42,7 @@ from lewc.reporting.results import for_alignment
 from lewc.stats.claims import Claim
 from lewc.sweep.merge import Pair, check_lams
 from lewc.training.data import SPLIT_SEED, DatasetInfo, FloatDeviceDataset, Split, calib_indices
+from lewc.training.recipe import MAX_COUNT
 
 MIN_TEST = 10
 API_COMMAND = "lewc.verify_pair(...)"
@@ -112,7 +115,7 @@ class PairReport:
 
     def save(self, folder: str | Path) -> Path:
         """Publish the folder ``python -m lewc.verify`` writes (results.nc, controls, figures, report.md/json)."""
-        folder = Path(folder)
+        folder = check_out(folder)
         write_folder(folder, self.result, self.command)
         return folder
 
@@ -154,12 +157,17 @@ def as_tensors(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
             raise
         raise LewcError(f"{what}: items must be (input, label) pairs ({type(err).__name__}: {err})") from None
     x, y = x.detach().cpu(), y.detach().cpu()
+    if x.ndim < 2 or len(x) == 0:
+        raise LewcError(f"{what}: inputs must be a non-empty batch (N, …), got shape {tuple(x.shape)}")
     if y.ndim != 1 or len(y) != len(x):
         raise LewcError(f"{what}: {len(x)} inputs but labels of shape {tuple(y.shape)}")
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise LewcError(f"{what}: labels must be integer class indices, got {y.dtype}")
     if not x.is_floating_point():
         raise LewcError(f"{what}: inputs must be floating point (already normalised), got {x.dtype}")
+    x = x.float()  # lewc analyses in float32, whatever the models' and the data's precision
+    if not bool(torch.isfinite(x).all()):
+        raise LewcError(f"{what}: inputs contain NaN or infinite values (or values beyond float32's range)")
     return x, y.long()
 
 
@@ -172,7 +180,9 @@ def _check_labels(y: torch.Tensor, num_classes: int, what: str) -> None:
 
 
 def _check_same_architecture(model_a: nn.Module, model_b: nn.Module) -> None:
-    """Same tensors (names, shapes, dtypes) in the same order; otherwise name the first that differs."""
+    """Same tensors (names, shapes, kinds) in the same order; otherwise name the first that differs.
+
+    Floating precisions may differ (both copies are analysed in float32); integer vs floating may not."""
     sa, sb = model_a.state_dict(), model_b.state_dict()
     for name in list(sa) + [k for k in sb if k not in sa]:
         if name not in sb:
@@ -180,7 +190,7 @@ def _check_same_architecture(model_a: nn.Module, model_b: nn.Module) -> None:
         if name not in sa:
             raise LewcError(f"the two models are different architectures: tensor {name} is only in model_b")
         a, b = sa[name], sb[name]
-        if a.shape != b.shape or a.dtype != b.dtype:
+        if a.shape != b.shape or a.is_floating_point() != b.is_floating_point():
             raise LewcError(
                 f"the two models are different architectures: tensor {name} is {tuple(a.shape)} {a.dtype} in "
                 f"model_a but {tuple(b.shape)} {b.dtype} in model_b"
@@ -189,14 +199,53 @@ def _check_same_architecture(model_a: nn.Module, model_b: nn.Module) -> None:
 
 def _num_classes(model: nn.Module, example: torch.Tensor) -> int:
     with torch.no_grad():
-        out = model(example.to(_device_of(model)))
-    if not isinstance(out, torch.Tensor) or out.ndim != 2:
-        raise LewcError(f"{type(model).__name__} must return (batch, classes) logits")
+        out = model(example)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or not out.is_floating_point():
+        raise LewcError(f"{type(model).__name__} must return (batch, classes) floating-point logits")
+    if out.shape[1] < 2:
+        raise LewcError(f"{type(model).__name__} returns {out.shape[1]} logit(s) per example; a classifier has ≥ 2")
     return int(out.shape[1])
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
+def private_copy(model: nn.Module, tag: str) -> nn.Module:
+    """A float32 CPU copy of ``model`` (the caller's module is never touched), after refusing by name what
+    lewc cannot merge: tied parameters, tensors without values (``meta``), integer, complex or sparse weights.
+
+    fp16/bf16 weights become float32 exactly; float64 ones are rounded to float32 (the analysis's precision;
+    the original dtype is recorded in the endpoint's description)."""
+    if not isinstance(model, nn.Module):
+        raise LewcError(f"{tag} must be a torch.nn.Module, got {type(model).__name__}")
+    seen: dict[int, str] = {}
+    tensors = [(n, t, True) for n, t in model.named_parameters(remove_duplicate=False)]
+    tensors += [(n, t, False) for n, t in model.named_buffers(remove_duplicate=False)]
+    for name, t, is_param in tensors:
+        if id(t) in seen:
+            raise LewcError(
+                f"{tag} ties {seen[id(t)]} and {name} (one tensor under two names); lewc merges untied weights "
+                "only: untie them (e.g. clone one) to verify this model"
+            )
+        seen[id(t)] = name
+        if t.is_meta:
+            raise LewcError(f"{tag}: tensor {name} is on the meta device (no values); load its weights first")
+        if t.layout != torch.strided:
+            raise LewcError(f"{tag}: tensor {name} has layout {t.layout}; lewc merges dense weights only")
+        if t.is_complex() or (is_param and not t.is_floating_point()):
+            raise LewcError(f"{tag}: parameter {name} is {t.dtype}; lewc merges real floating-point weights only")
+    try:
+        clone = copy.deepcopy(model)
+    except Exception as err:  # noqa: BLE001 - a user's module may hold anything that refuses to be copied
+        raise LewcError(f"{tag} cannot be copied ({type(err).__name__}: {_first_line(err)})") from None
+    return clone.to(device="cpu", dtype=torch.float32)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else "no message"
+
+
+def model_dtype(model: nn.Module) -> str:
+    kinds = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.is_floating_point()})
+    return ",".join(kinds) or "none"
 
 
 def adapt(model: nn.Module, example: torch.Tensor) -> CapturingModel:
@@ -206,7 +255,7 @@ def adapt(model: nn.Module, example: torch.Tensor) -> CapturingModel:
         raise LewcError(f"expected a torch.nn.Module, got {type(model).__name__}")
     if isinstance(model, CapturingModel):
         return copy.deepcopy(model).eval()
-    return TracedModel(model, example.to(_device_of(model)))
+    return TracedModel(model, example)
 
 
 def endpoint_meta(model: CapturingModel, source: nn.Module, tag: str, info: DatasetInfo) -> dict:
@@ -225,19 +274,35 @@ def endpoint_meta(model: CapturingModel, source: nn.Module, tag: str, info: Data
         "sha256": state_sha256(source),
         "source": "lewc.verify_pair",
         "parameters": sum(p.numel() for p in source.parameters()),
+        "dtype": model_dtype(source),  # as given; the analysis runs in float32
     }
 
 
 def check_grid(lams: Sequence[float] | None) -> tuple[float, ...]:
-    values = check_lams(DEFAULT_LAMS if lams is None else lams)
+    if isinstance(lams, str | bytes) or (lams is not None and not isinstance(lams, Sequence | np.ndarray)):
+        raise LewcError(f"lams must be a sequence of numbers in [0, 1], got {type(lams).__name__}")
+    try:
+        values = check_lams(DEFAULT_LAMS if lams is None else [_real(v) for v in lams])
+    except (TypeError, ValueError) as err:
+        if isinstance(err, LewcError):
+            raise
+        raise LewcError(f"lams must be numbers in [0, 1] ({_first_line(err)})") from None
     if not any(np.isclose(values, 0.5)):
         raise LewcError("the λ grid must contain 0.5 (barriers and verdicts are taken at λ = ½)")
     return tuple(values)
 
 
+def _real(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+        raise LewcError(f"lams must be real numbers, got {type(v).__name__}")
+    return float(v)
+
+
 def check_align(align: Sequence[str] | str) -> tuple[str, ...]:
     from lewc.align.methods import check_methods
 
+    if not isinstance(align, str) and not (isinstance(align, Sequence) and all(isinstance(a, str) for a in align)):
+        raise LewcError(f"align must be a method name or a sequence of names, got {type(align).__name__}")
     methods = check_methods(align if isinstance(align, str) else ",".join(align))
     return tuple(["none"] + [m for m in methods if m != "none"])
 
@@ -288,28 +353,53 @@ def verify_pair(
     bn_images: int = BN_IMAGES,
     batch_size: int = 500,
     progress: bool = False,
+    allow_chance: bool = False,
 ) -> PairReport:
     """Verify LMC / LEWC for two models of one architecture (see the module docstring for the data).
 
     Returns a ``PairReport``; with ``out`` the folder is also written there. Bad input raises
-    ``lewc.LewcError`` (a ``ValueError``) with one sentence. ``model_a`` and ``model_b`` are not changed.
+    ``lewc.LewcError`` (a ``ValueError``) with one sentence, and nothing else: models of any floating
+    precision (analysed in float32), on any device, with buffers or shared modules, are verified or
+    refused by name; tied parameters, tensors on ``meta``, integer weights, empty or misshapen data,
+    absurd weights or logits and chance-level endpoints are refused (``allow_chance=True`` analyses
+    the last anyway, recorded under ``admission``). ``model_a`` and ``model_b`` are not changed.
+    Library warnings raised during the call become lewc DEBUG log lines (``lewc.core.logs.quiet_warnings``).
     """
-    for tag, m in (("model_a", model_a), ("model_b", model_b)):
-        if not isinstance(m, nn.Module):
-            raise LewcError(f"{tag} must be a torch.nn.Module, got {type(m).__name__}")
-    if model_a is model_b:
-        raise LewcError("model_a and model_b are the same object; the negative control already merges A with itself")
-    _check_same_architecture(model_a, model_b)
-    grid = check_grid(lams)
-    methods = check_align(align)
-    if bn_images < 2:
-        raise LewcError(f"bn_images must be at least 2, got {bn_images}")
-    if batch_size <= 0:
-        raise LewcError(f"batch_size must be positive, got {batch_size}")
-    train_t, test_t = as_tensors(train, "train"), as_tensors(test, "test")
-    dev = resolve_device(None if device is None else str(device))
-    example = test_t[0][:2]
-    adapted_a, adapted_b = adapt(model_a, example), adapt(model_b, example)
+    with quiet_warnings():
+        return _verify_pair(
+            model_a,
+            model_b,
+            train=train,
+            test=test,
+            lams=lams,
+            align=align,
+            controls=controls,
+            out=out,
+            device=device,
+            n_calib=n_calib,
+            bn_images=bn_images,
+            batch_size=batch_size,
+            progress=progress,
+            allow_chance=allow_chance,
+        )
+
+
+def _prepare(model_a: nn.Module, model_b: nn.Module, example: torch.Tensor) -> tuple[CapturingModel, CapturingModel]:
+    """Private float32 copies of both models, adapted to lewc's capture protocol and checked to be one graph."""
+    copies = {tag: private_copy(m, tag) for tag, m in (("model_a", model_a), ("model_b", model_b))}
+    adapted = {}
+    for tag, m in copies.items():
+        try:
+            adapted[tag] = adapt(m, example)
+            _num_classes(adapted[tag], example)
+        except LewcError as err:
+            raise LewcError(f"{tag}: {err}") from None
+        except Exception as err:  # noqa: BLE001 - a user's forward can raise anything on the given inputs
+            raise LewcError(
+                f"{tag} cannot run on the given inputs of shape {tuple(example.shape[1:])} "
+                f"({type(err).__name__}: {_first_line(err)})"
+            ) from None
+    adapted_a, adapted_b = adapted["model_a"], adapted["model_b"]
     if isinstance(adapted_a, TracedModel):
         sig_a, sig_b = graph_signature(adapted_a.net), graph_signature(adapted_b.net)
         for i, (x, y) in enumerate(zip(sig_a, sig_b, strict=False)):
@@ -319,6 +409,52 @@ def verify_pair(
                 )
         if len(sig_a) != len(sig_b):
             raise LewcError(f"the two models are different architectures: {len(sig_a)} vs {len(sig_b)} ops")
+    return adapted_a, adapted_b
+
+
+def _verify_pair(
+    model_a,
+    model_b,
+    *,
+    train,
+    test,
+    lams,
+    align,
+    controls,
+    out,
+    device,
+    n_calib,
+    bn_images,
+    batch_size,
+    progress,
+    allow_chance,
+) -> PairReport:
+    for tag, m in (("model_a", model_a), ("model_b", model_b)):
+        if not isinstance(m, nn.Module):
+            raise LewcError(f"{tag} must be a torch.nn.Module, got {type(m).__name__}")
+    if model_a is model_b:
+        raise LewcError("model_a and model_b are the same object; the negative control already merges A with itself")
+    _check_same_architecture(model_a, model_b)
+    grid = check_grid(lams)
+    methods = check_align(align)
+    for what, flag in (("controls", controls), ("progress", progress), ("allow_chance", allow_chance)):
+        check_bool(flag, what)
+    check_int(bn_images, "bn_images", 2, MAX_COUNT)
+    check_int(batch_size, "batch_size", 1, MAX_COUNT)
+    if n_calib is not None:
+        check_int(n_calib, "n_calib", 1, MAX_COUNT)
+    if out is not None:
+        out = check_out(out)
+    if device is not None and not isinstance(device, str | torch.device):
+        raise LewcError(f"device must be a string or torch.device, got {type(device).__name__}")
+    dev = resolve_device(None if device is None else str(device))
+    train_t, test_t = as_tensors(train, "train"), as_tensors(test, "test")
+    if tuple(train_t[0].shape[1:]) != tuple(test_t[0].shape[1:]):
+        raise LewcError(f"train inputs are {tuple(train_t[0].shape[1:])} but test inputs {tuple(test_t[0].shape[1:])}")
+    if len(test_t[0]) < MIN_TEST:
+        raise LewcError(f"test has {len(test_t[0])} examples; bootstrap intervals need at least {MIN_TEST}")
+    example = test_t[0][:2]
+    adapted_a, adapted_b = _prepare(model_a, model_b, example)
     num_classes = _num_classes(adapted_a, example)
     for what, (_, y) in (("train", train_t), ("test", test_t)):
         _check_labels(y, num_classes, what)
@@ -331,7 +467,7 @@ def verify_pair(
     options = AnalysisOptions(grid, None, bn_images, controls, methods)
     layers = json.dumps([s.name for s in pair.layers])
     provenance = run_provenance(API_COMMAND, options, dev, ["A", "B"], layers=layers)
-    settings = RunSettings(batch_size_eval=batch_size, progress=progress, align_cache=None)
+    settings = RunSettings(batch_size_eval=batch_size, progress=progress, align_cache=None, allow_chance=allow_chance)
     result = analyse_pair(pair, ds, options, settings, dev, provenance)
     rep = PairReport(result)
     if out is not None:

@@ -6,6 +6,7 @@ reader sees either the old complete folder or the new one, never a half-written 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -14,17 +15,18 @@ import re
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from lewc.core.errors import LewcError
-from lewc.core.validate import check_plain_name
+from lewc.core.validate import check_path, check_plain_name
 from lewc.reporting.results import RESULTS_SCHEMA
 from lewc.training.data import data_home
 from lewc.training.recipe import TrainConfig, units_slug
 
 TMP_PREFIX = ".tmp-"
-LOCK_NAME = ".publish.lock"  # one per parent folder (readers skip dot files)
+LOCK_NAME = ".publish.lock"  # only where directory locks are unsupported (readers skip dot files)
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,25 @@ def results_folder(meta_a: dict, meta_b: dict, options: AnalysisOptions, data_id
     return data_home() / "results" / f"{pair_name(meta_a, meta_b, data_id)}_a{options.key()}"
 
 
+def check_out(folder: str | os.PathLike) -> Path:
+    """The folder an output really goes to: a printable path (``check_path``); through a symbolic link,
+    the link's target (which must be an existing folder), so publishing replaces the target's content
+    and leaves the user's link in place, pointing at the new folder."""
+    path = Path(check_path(folder, "output folder"))
+    if path.is_symlink():
+        target = Path(os.path.realpath(path))
+        if not target.exists():
+            raise LewcError(f"output folder {path} is a symbolic link to {target}, which does not exist")
+        if not target.is_dir():
+            raise LewcError(f"output folder {path} is a symbolic link to {target}, which is not a folder")
+        check_path(target, "output folder (link target)")
+        return target
+    return path
+
+
 def check_writable(folder: Path) -> None:
-    """Fail before any work if ``folder`` cannot be created or written."""
+    """Fail before any work if ``folder`` cannot be created or written (or is not a printable path)."""
+    folder = check_out(folder)
     probe = Path(folder)
     while not probe.exists():
         probe = probe.parent
@@ -108,24 +127,61 @@ def publish(tmp: Path, final: Path) -> None:
     """Make the finished folder ``tmp`` visible as ``final`` by renames (the old one, if any, goes).
 
     Readers see either the old complete folder or the new one; concurrent runs into one folder are
-    serialised by a ``filelock`` lock, and the last to finish wins. The lock is one file per parent
-    folder (``.publish.lock``), not one per results folder: filelock keeps the file after release on
-    purpose (unlinking a lock file that another process is waiting on lets two holders in at once), so
-    one shared file is the least litter. Holding it across folders costs nothing: a publish is two renames.
+    serialised by a lock, and the last to finish wins. The lock is ``flock`` on the parent folder itself,
+    so no lock file is ever left beside the output (``filelock``'s file in the parent, the fallback
+    where directory locks are not supported). ``final`` through a symbolic link is its target
+    (``check_out``): the link is never replaced by a folder.
     """
-    from filelock import FileLock
-
+    final = check_out(final)
     for path in [tmp, *tmp.iterdir()]:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
-    with FileLock(final.parent / LOCK_NAME):
+    with folder_lock(final.parent):
         old = None
-        if final.exists():
+        if final.exists() or final.is_symlink():
             old = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}old-{final.name}-{owner_tag()}-", dir=final.parent))
             os.rmdir(old)
             os.replace(final, old)
         os.replace(tmp, final)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            remove_entry(old)
+
+
+@contextlib.contextmanager
+def folder_lock(parent: Path) -> Iterator[None]:
+    """An exclusive lock on ``parent`` (a folder) that creates no file: ``flock`` on the folder's descriptor."""
+    try:
+        import fcntl
+
+        fd = os.open(parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except (ImportError, OSError):
+        fd = None
+    if fd is not None:
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:  # a filesystem without directory locks (some NFS): the lock file below
+                pass
+            else:
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                return
+        finally:
+            os.close(fd)
+    from filelock import FileLock
+
+    with FileLock(parent / LOCK_NAME):
+        yield
+
+
+def remove_entry(path: Path) -> None:
+    """Remove a folder tree, a file or a symbolic link (never following the link)."""
+    if path.is_symlink() or not path.is_dir():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def owner_tag() -> str:
@@ -152,18 +208,16 @@ def _owner_gone(name: str) -> bool | None:
 
 
 def clean_stale(parent: Path) -> None:
-    """Remove leftovers of killed runs (``.tmp-*`` folders): at once when their owning process on this
+    """Remove leftovers of killed runs (``.tmp-*`` folders, files or links): at once when their owning process on this
     host has ended, after a day when the owner cannot be checked (another host sharing the folder)."""
     if not parent.is_dir():
         return
     now = _dt.datetime.now().timestamp()
     for path in parent.glob(f"{TMP_PREFIX}*"):
         try:
-            if not path.is_dir() or path.is_symlink():
-                continue
             gone = _owner_gone(path.name)
-            if gone or (gone is None and now - path.stat().st_mtime > STALE_SECONDS):
-                shutil.rmtree(path, ignore_errors=True)
+            if gone or (gone is None and now - path.lstat().st_mtime > STALE_SECONDS):
+                remove_entry(path)  # folders, files and links alike; a link is removed, never followed
         except OSError:
             continue
 

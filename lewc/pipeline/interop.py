@@ -24,6 +24,7 @@ from lewc.core.errors import LewcError
 from lewc.core.io import sha256_file
 from lewc.models import family_names
 from lewc.models.common import CapturingModel
+from lewc.pipeline.admission import check_floating_kind, check_weights
 
 STATE_SUFFIXES = (".pt", ".pth", ".safetensors")
 FAMILY_KEYS = ("width", "base_width", "depth", "norm", "bias")
@@ -144,9 +145,11 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> n
                 f"checkpoint {path}: tensor {name} is {tuple(state[name].shape)}, the architecture has "
                 f"{tuple(expected[name].shape)}"
             )
+        check_floating_kind(name, state[name], expected[name], f"checkpoint {path}")
         if state[name].is_floating_point() and not torch.isfinite(state[name]).all():
             raise LewcError(f"checkpoint {path}: tensor {name} contains NaN or infinite values")
     model.load_state_dict(state)
+    check_weights(model, f"checkpoint {path}")  # after the cast to the architecture's dtypes: finite, plausible
     return model.eval()
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -16,8 +17,9 @@ import torch
 import xarray as xr
 
 from lewc.core.errors import LewcError
+from lewc.pipeline.admission import admission_attr, admit_pair
 from lewc.pipeline.analysis import analyze
-from lewc.pipeline.folders import AnalysisOptions, private_folder, publish
+from lewc.pipeline.folders import AnalysisOptions, check_out, check_writable, private_folder, publish
 from lewc.reporting import report
 from lewc.reporting.results import for_alignment, split_samples, stack_alignments, to_frame, write_netcdf
 from lewc.stats.claims import Claim, evaluate_claims, evaluate_verdicts
@@ -35,6 +37,7 @@ class RunSettings:
     progress: bool = True
     align_cache: Path | None = None  # folder caching aligned B's as checkpoints (None: no cache)
     keep_samples: bool = False  # also write samples.nc (per-coordinate and per-image arrays); no effect on numbers
+    allow_chance: bool = False  # analyse chance-level endpoints anyway (recorded in the results' ``admission``)
 
 
 @dataclass
@@ -112,9 +115,8 @@ def warn_degenerate(claims: list[Claim]) -> None:
 
 
 def warn_at_chance(res: xr.Dataset, ds, n_test: int | None) -> None:
-    """A WARNING per endpoint at chance level (only lewc checkpoints are refused before the sweep, by
-    ``endpoints.check_endpoints``; a researcher's own models and ``--arch`` state dicts are analysed,
-    but their barriers say nothing about the claim)."""
+    """A WARNING per endpoint at chance level: reached only with the ``allow_chance`` opt-in (the admission
+    gate refuses such endpoints otherwise, on every path); their barriers say nothing about the claim."""
     from lewc.pipeline.endpoints import chance_threshold
     from lewc.reporting.report import endpoint_accuracies
 
@@ -137,7 +139,11 @@ def warn_at_chance(res: xr.Dataset, ds, n_test: int | None) -> None:
 def analyse_pair(
     pair: Pair, ds, options: AnalysisOptions, settings: RunSettings, device: torch.device, provenance: dict
 ) -> PairResult:
-    """Sweep the pair once per alignment method, run the controls, evaluate every claim."""
+    """Admit the pair (``lewc.pipeline.admission``), sweep it once per alignment method, run the controls,
+    evaluate every claim."""
+    sources = {end: str(provenance.get(f"checkpoint_{end}") or f"model_{end}") for end in ("a", "b")}
+    admitted = admit_pair(pair, ds, options.n_test, settings.batch_size_eval, sources, settings.allow_chance)
+    provenance = provenance | {"admission": admission_attr(admitted)}
     sweep_options = SweepOptions(
         n_test=options.n_test,
         bn_images=options.bn_images,
@@ -212,6 +218,8 @@ def report_dict(result: PairResult, command: str, figures: list[str], files: dic
     )
     for name, why in result.absent_controls.items():
         rep["controls"][name] = {"note": f"absent: {why}", "claims": []}
+    if "admission" in result.results.attrs:  # the gate's record: measured accuracies, the chance opt-in
+        rep["admission"] = json.loads(result.results.attrs["admission"])
     return rep
 
 
@@ -220,6 +228,8 @@ def write_folder(out_dir: Path, result: PairResult, command: str, keep_samples: 
     from lewc.reporting import plots
 
     t0 = time.perf_counter()
+    out_dir = check_out(out_dir)  # printable; through a symbolic link, its target
+    check_writable(out_dir)
     tmp = private_folder(out_dir)
     try:
         written = write_results(result.results, tmp, "results", keep_samples)

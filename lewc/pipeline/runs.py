@@ -50,10 +50,11 @@ class RunContext:
     progress: bool = True
     keep_samples: bool = False  # also write samples.nc
     force: bool = False  # redo an analysis whose folder exists
+    allow_chance: bool = False  # analyse chance-level endpoints anyway (recorded in the results)
 
     def settings(self, align_cache: bool = True) -> RunSettings:
         cache = checkpoint_folder(self.ckpt_dir) / "aligned" if align_cache else None
-        return RunSettings(self.batch_size_eval, self.progress, cache, self.keep_samples)
+        return RunSettings(self.batch_size_eval, self.progress, cache, self.keep_samples, self.allow_chance)
 
 
 class Verified(NamedTuple):
@@ -99,7 +100,14 @@ def reusable(out_dir: Path, meta_a: dict, meta_b: dict, data_id: str) -> bool:
     """A published folder whose results were computed from exactly these weights and this dataset."""
     if not (out_dir / "report.json").is_file() or not (out_dir / "results.nc").is_file():
         return False
-    attrs = open_results(out_dir / "results.nc").attrs
+    try:  # a damaged folder (truncated, emptied, foreign) is redone, never read into a report
+        report = json.loads((out_dir / "report.json").read_text())
+        attrs = open_results(out_dir / "results.nc").attrs
+    except (LewcError, OSError, ValueError) as err:
+        log.warning("not reusing %s: %s", out_dir, str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return False
+    if not isinstance(report, dict) or not isinstance(report.get("barriers"), dict):
+        return False
     return (
         attrs.get("sha256_a") == meta_a["sha256"]
         and attrs.get("sha256_b") == meta_b["sha256"]
@@ -186,6 +194,7 @@ def verify_checkpoints(
         ds,
         options.n_test,
         ctx.batch_size_eval,
+        ctx.allow_chance,
     )
     files = {"checkpoint_a": str(paths[0]), "checkpoint_b": str(paths[1])}
     seeds = [meta_a["seed"], meta_b["seed"]]

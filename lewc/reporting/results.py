@@ -345,8 +345,9 @@ def open_results(path: str | os.PathLike, schema: str | None = None) -> xr.Datas
         raise LewcError(f"results file {path} does not exist")
     try:
         ds = xr.open_dataset(path, engine="netcdf4")
-    except OSError as err:
-        raise LewcError(f"results file {path} cannot be read ({err})") from None
+    except Exception as err:  # noqa: BLE001 - empty, random or truncated bytes raise OSError, ValueError, …
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise LewcError(f"results file {path} cannot be read ({type(err).__name__}: {first})") from None
     if schema is not None and ds.attrs.get("schema") != schema:
         found = ds.attrs.get("schema", "no schema attribute")
         raise LewcError(f"{path} is not a lewc file of schema {schema} ({found}); regenerate it with lewc.verify")

@@ -51,6 +51,15 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str = "l
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
 
+def integrated_decay(cfg: TrainConfig, n_train: int) -> float:
+    """Σ_t lr_t · wd over every optimiser step of ``cfg``: how much weight decay has acted, the quantity
+    the paper's mechanism (decay → low-rank weights) depends on; 10 epochs at 3e-3 ≈ 0.17 on MNIST."""
+    steps_per_epoch = n_train // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    warmup = max(1, round(cfg.warmup_epochs * steps_per_epoch))
+    return cfg.wd * cfg.lr * sum(lr_factor(s, total, warmup, cfg.schedule) for s in range(total))
+
+
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
     """The generator of one epoch's data order and augmentation draws, derived from (seed, epoch)."""
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
