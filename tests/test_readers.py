@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import paper_figs.__main__ as figs
 import pytest
 import xarray as xr
 from cli_runner import run_cli
@@ -23,8 +22,9 @@ from test_reliability import QUICK, pair_args
 from test_study import SPEC, write
 from test_trend import fake_study
 
-from experiments import study, trend
+import lewc.commands.figs as figs
 from lewc import verify
+from lewc.commands import study, trend
 
 KINDS = ["empty", "random", "truncated", "no_barrier", "no_metric", "foreign", "bad_spec", "text"]
 
@@ -149,7 +149,7 @@ def test_study_status_and_collect_name_a_corrupted_job_result_and_a_rerun_redoes
 def test_a_study_killed_with_sigkill_mid_run_then_rerun_completes_without_debris(tmp_path):
     spec = write(tmp_path, SPEC)
     env = {"LEWC_DATA": str(tmp_path / "data"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "experiments.study", str(spec), "--executor", "inprocess"]
+    cmd = [sys.executable, "-m", "lewc.commands.study", str(spec), "--executor", "inprocess"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     for line in proc.stderr:
         if " INFO [1/2] " in line:
@@ -164,7 +164,7 @@ def test_a_study_killed_with_sigkill_mid_run_then_rerun_completes_without_debris
 
 
 def test_table1_on_partial_results_redoes_them(tmp_path, isolated_data_home, capsys):
-    from experiments import table1
+    from lewc.commands import table1
 
     argv = ["--smoke", "--rows", "mlp", "--out", str(tmp_path / "t1"), "-q"]
     code, _, err = run_cli(table1.main, argv, capsys)
@@ -180,7 +180,7 @@ def test_table1_on_partial_results_redoes_them(tmp_path, isolated_data_home, cap
 
 @pytest.mark.parametrize("command", ["verify", "study", "table1", "figs", "trend"])
 def test_lewc_data_that_cannot_be_a_folder_is_one_line(command, tmp_path, monkeypatch, capsys, trained_pair):
-    from experiments import table1
+    from lewc.commands import table1
 
     blocker = tmp_path / "data-is-a-file"
     blocker.write_text("")

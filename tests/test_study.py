@@ -282,7 +282,7 @@ def test_a_registered_claim_and_the_paper_statistics_reach_report_results_study_
     pairs gets the t-interval over pairs and says n."""
     import toy_claim
 
-    from experiments import trend
+    from lewc.commands import trend
     from lewc.stats.claims import unregister_claim
     from lewc.stats.pairs import COVERS, t_intervals
 

@@ -34,6 +34,7 @@ from scipy.optimize import linear_sum_assignment
 
 from lewc.align.permspec import PermutationSpec, derive_spec
 from lewc.core.errors import LewcError
+from lewc.core.validate import short
 from lewc.sweep.merge import State, model_state
 from lewc.training import checkpoints
 
@@ -131,9 +132,9 @@ def check_methods(text: str) -> list[str]:
     methods = [m for m in text.replace(" ", "").split(",") if m]
     bad = [m for m in methods if m not in _METHODS]
     if bad or not methods:
-        raise LewcError(f"unknown alignment {bad or text!r}; choose from {', '.join(_METHODS)}")
+        raise LewcError(f"unknown alignment {short(bad or text)}; choose from {', '.join(_METHODS)}")
     if len(set(methods)) != len(methods):
-        raise LewcError(f"--align lists a method twice: {methods}")
+        raise LewcError(f"--align lists a method twice: {short(methods)}")
     return methods
 
 
