@@ -114,7 +114,7 @@ def layer_dataset(result: SweepResult, depths: Sequence[int], names: Sequence[st
     for key in fit.LAYER_LAM_KEYS:
         data[key] = (lam_layer, fits[key].T)
     full = np.stack([fits["coef_a_full"], fits["coef_b_full"]], axis=-1)  # (layer, λ, 2)
-    data["k_gram"] = (("layer",), fit.weighting_exponent(lams, full))
+    data["k_gram"] = (("layer",), fit.weighting_exponent(lams, full, depths))
     return xr.Dataset(
         data,
         coords={
