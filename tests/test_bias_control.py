@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 import torch
-from constructions import small_mlps, train_small
+from constructions import train_small
 
 from lewc.align import controls
 from lewc.models import build
