@@ -319,7 +319,7 @@ def _null_spread(res: xr.Dataset, name: str, layers: np.ndarray) -> dict[str, st
     if name not in res:
         return {}
     v = res[name].sel(layer=res["layer"].values[layers]).values
-    v = v.reshape(v.shape[0], -1)
+    v = v.reshape(v.shape[0], int(np.prod(v.shape[1:])))  # no layer selected (e.g. no ReLU): (0, n)
     return {
         str(n): f"{np.nanmean(r):.3f} ± {np.nanstd(r, ddof=1):.3f} over {v.shape[1]} shuffles"
         for n, r in zip(res["layer"].values[layers], v, strict=True)
