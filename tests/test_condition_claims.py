@@ -24,10 +24,14 @@ LAMS = [round(i / 10, 1) for i in range(11)]
 CONDITIONS = ("weak_additivity", "reciprocal_orthogonality")
 
 
-def verdicts(a, b, ds) -> dict[str, claims.Claim]:
+def results(a, b, ds):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # untrained nets: "the logits are no better than chance"
-        res = analyze(Pair(a, b), ds, LAMS, SweepOptions(n_test=300, progress=False), n_boot=100)
+        return analyze(Pair(a, b), ds, LAMS, SweepOptions(n_test=300, progress=False), n_boot=100)
+
+
+def verdicts(a, b, ds, res=None) -> dict[str, claims.Claim]:
+    res = results(a, b, ds) if res is None else res
     return {c.id: c for c in claims.evaluate_claims(res, n_boot=200)}
 
 
@@ -54,9 +58,20 @@ def test_chance_overlap_passes_the_conditions_and_lewc(synthetic, trained_nets, 
     is ≥ 0.996 for these trained nets and ≥ 0.988 for the random ones except one placement (0.980:
     two shared units in one layer, INCONCLUSIVE at 0.98), the cross-term ratio ≤ 0.29 and ≤ 0.43."""
     p, q = small_mlps(3, 32, [10, 11]) if kind == "random" else trained_nets[:2]
-    got = verdicts(*placed_pair(p, q, 1024, seed=3), synthetic)
+    a, b = placed_pair(p, q, 1024, seed=3)
+    res = results(a, b, synthetic)
+    got = verdicts(a, b, synthetic, res)
     for cid in (*CONDITIONS, "lewc_magnitude", "lewc_weighting"):
         assert got[cid].verdict == PASS, (cid, got[cid].value, got[cid].ci, got[cid].note)
+    # the symmetry argument, seen: shuffling B's units is another random placement, so the real statistics
+    # sit inside the spread of the 20 shuffles — a null-normalised statistic could not see the mechanism
+    null_cos = res["wa_null_cos"].sel(layer=["fc1", "fc2", "fc3"])
+    real_cos = res["weak_additivity"].sel(lam=0.5, layer=["fc1", "fc2", "fc3"])
+    assert res.sizes["shuffle"] == 20
+    assert float(((real_cos - null_cos.mean("shuffle")) / null_cos.std("shuffle", ddof=1)).min()) > -3
+    null_ro = res["ro_null"].sel(layer=["fc2", "fc3", "head"], direction="b_on_a")
+    real_ro = res["ro_b_on_a"].sel(layer=["fc2", "fc3", "head"])
+    assert float(((real_ro - null_ro.mean("shuffle")) / null_ro.std("shuffle", ddof=1)).max()) < 3
 
 
 def test_aligned_features_fail_orthogonality(synthetic, trained_nets):
