@@ -3,7 +3,9 @@
 * Positive control — exact LEWC: the real endpoints embedded in disjoint blocks of a network twice
   as wide. Endpoint A' holds A in the first half of every hidden layer and zeros elsewhere, B' holds
   B in the second half. Biases are set to zero first: a merged bias is (1-λ)·b_A, not (1-λ)^ℓ·b_A,
-  so with biases the identity would only be approximate. The embedded endpoints compute exactly the
+  so with biases the identity would only be approximate (``keep_biases=True`` keeps them, to measure
+  how approximate: block A of the merged layer ℓ is then exactly (1-λ)^ℓ times A's layer ℓ with the
+  bias of each layer j divided by (1-λ)^(j−1) — docs/claims.md, "Biases"). The embedded endpoints compute exactly the
   functions of the bias-free A and B (checked on a batch), and for normalisation-free ReLU networks
   the merged layer ℓ is then exactly (1-λ)^ℓ f_ℓ(A) + λ^ℓ f_ℓ(B). With BatchNorm the re-estimated
   statistics renormalise each block, so LEWC is approximate there: the report says so.
@@ -30,11 +32,12 @@ from lewc.training.checkpoints import build_from_meta
 PROBE_RTOL = 1e-4
 
 
-def _embed(small: torch.Tensor, wide: torch.Tensor, half: int, name: str) -> torch.Tensor:
-    """Place ``small`` in block ``half`` of every doubled dimension of ``wide``'s shape (biases: zero)."""
+def _embed(small: torch.Tensor, wide: torch.Tensor, half: int, name: str, keep_biases: bool = False) -> torch.Tensor:
+    """Place ``small`` in block ``half`` of every doubled dimension of ``wide``'s shape (biases: zero,
+    unless ``keep_biases``)."""
     if not small.is_floating_point():
         return small.clone()
-    if name.endswith("bias"):
+    if name.endswith("bias") and not keep_biases:
         small = torch.zeros_like(small)
     fill = 1.0 if name.endswith("running_var") else 0.0
     out = torch.full(wide.shape, fill, dtype=small.dtype, device=small.device)
@@ -64,9 +67,17 @@ def is_exact_lewc_family(model: CapturingModel) -> tuple[bool, str]:
 
 
 def disjoint_block_pair(
-    model_a: CapturingModel, model_b: CapturingModel, meta_a: dict, meta_b: dict, probe: torch.Tensor
+    model_a: CapturingModel,
+    model_b: CapturingModel,
+    meta_a: dict,
+    meta_b: dict,
+    probe: torch.Tensor,
+    keep_biases: bool = False,
 ) -> tuple[CapturingModel, CapturingModel, dict, dict, str]:
     """(A', B', their sidecars, note): A and B in disjoint blocks of a 2× wide network.
+
+    ``keep_biases=True`` embeds the biases too (A' and B' then compute A and B themselves): LEWC is
+    then approximate even for norm-free ReLU networks, which measures what biases cost it.
 
     Raises ``LewcError`` when the family's layout does not allow it (the embedded endpoints would
     not compute A and B).
@@ -80,11 +91,14 @@ def disjoint_block_pair(
             # a foreign (traced) model has no family to rebuild at 2× width: its graph is widened instead
             wide = small.widened() if isinstance(small, TracedModel) else build_from_meta(wide_meta)
             wide = wide.to(probe.device).eval()
-            state = {name: _embed(t, wide.state_dict()[name], half, name) for name, t in small.state_dict().items()}
+            state = {
+                name: _embed(t, wide.state_dict()[name], half, name, keep_biases)
+                for name, t in small.state_dict().items()
+            }
             wide.load_state_dict(state)
             bias_free = copy.deepcopy(small)
             for name, t in bias_free.state_dict().items():
-                if name.endswith("bias") and t.is_floating_point():
+                if name.endswith("bias") and t.is_floating_point() and not keep_biases:
                     t.zero_()
             ref, got = bias_free(probe), wide(probe)
             if not torch.allclose(got, ref, rtol=PROBE_RTOL, atol=PROBE_RTOL * float(ref.abs().max())):
@@ -97,6 +111,9 @@ def disjoint_block_pair(
             # set past nn.Module so that it is no submodule (the state dict is unchanged)
             object.__setattr__(wide, "lewc_block_source", bias_free)
     exact, why = is_exact_lewc_family(model_a)
+    has_bias = any(n.endswith("bias") and t.is_floating_point() and t.any() for n, t in model_a.state_dict().items())
+    if exact and keep_biases and has_bias:
+        exact, why = False, "biases kept (a merged bias is (1-λ)·b, not (1-λ)^ℓ·b)"
     if not exact:
         for wide in models:
             object.__delattr__(wide, "lewc_block_source")

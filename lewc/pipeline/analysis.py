@@ -22,7 +22,7 @@ from lewc.reporting.results import RESULTS_SCHEMA, json_attr, lewc_position
 from lewc.stats import barriers, conditions, ensemble, fit
 from lewc.stats.calibrate import cross_entropy_per_sample, fit_betas
 from lewc.stats.claims import claims_dataset
-from lewc.sweep.capture import GRAM_TERMS, RO_TERMS, WA_TERMS
+from lewc.sweep.capture import GRAM_TERMS, NULL_IMAGES, RO_TERMS, WA_TERMS
 from lewc.sweep.merge import Pair
 from lewc.sweep.path import SweepOptions, SweepResult, accuracy_and_loss, sweep
 from lewc.training.data import DeviceDataset
@@ -100,6 +100,8 @@ def layer_dataset(
     for key in ("cos", "null"):
         wa[key][:, ~relu] = np.nan
     ro = conditions.reciprocal_orthogonality(stats.ro)
+    null_wa, null_ro = conditions.null_spread(stats.wa_null, stats.ro_null, stats.ro[:, :NULL_IMAGES])
+    null_wa[~relu] = np.nan
     lam_layer = ("lam", "layer")
     data = {
         "gram": (("lam", "layer", "image", "term"), stats.gram),
@@ -116,6 +118,8 @@ def layer_dataset(
         "ro_a_on_b": (("layer",), ro["a_on_b"]),
         "ro_b_on_a_null": (("layer",), ro["null_b_on_a"]),
         "ro_a_on_b_null": (("layer",), ro["null_a_on_b"]),
+        "wa_null_cos": (("layer", "shuffle"), null_wa),
+        "ro_null": (("layer", "shuffle", "direction"), null_ro),
         "coef_ci": (("lam", "layer", "coef", "bound"), fits["coef_ci"].transpose(1, 0, 2, 3)),
         "gram_total": (("lam", "layer", "term"), stats.gram.sum(axis=2)),
         "k_coord": (("layer",), fits["k"]),
@@ -125,7 +129,7 @@ def layer_dataset(
     for key in fit.LAYER_LAM_KEYS:
         data[key] = (lam_layer, fits[key].T)
     full = np.stack([fits["coef_a_full"], fits["coef_b_full"]], axis=-1)  # (layer, λ, 2)
-    data["k_gram"] = (("layer",), fit.weighting_exponent(lams, full))
+    data["k_gram"] = (("layer",), fit.weighting_exponent(lams, full, depths))
     data["lewc_position"] = (("layer",), lewc_position(data["k_gram"][1], np.asarray(depths)))
     return xr.Dataset(
         data,
@@ -147,6 +151,8 @@ def layer_dataset(
             "ro_term": list(RO_TERMS),
             "coef": ["a", "b"],
             "bound": ["lo", "hi"],
+            "shuffle": np.arange(null_wa.shape[1]),
+            "direction": ["b_on_a", "a_on_b"],
         },
     )
 

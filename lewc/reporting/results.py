@@ -77,6 +77,8 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "ro_a_on_b": ("‖W_A z_B‖/‖W_B z_B‖", "1", "reciprocal orthogonality, mirror"),
     "ro_b_on_a_null": ("‖W_B P z_A‖/‖W_A z_A‖", "1", "null: A's input features shuffled"),
     "ro_a_on_b_null": ("‖W_A P z_B‖/‖W_B z_B‖", "1", "null: B's input features shuffled"),
+    "wa_null_cos": ("weak-additivity cosine over shuffles", "1", "at λ = ½ with B's units shuffled, 20 shuffles"),
+    "ro_null": ("cross-term ratio over shuffles", "1", "‖W_B P z_A‖/‖W_A z_A‖ and mirror, 20 input shuffles"),
     "coef_a": ("coefficient a", "1", "OLS m ≈ a·f_A + b·f_B on the sampled coordinates (statsmodels)"),
     "coef_b": ("coefficient b", "1", "see coef_a"),
     "coef_ci": ("coefficient 95% interval", "1", "image-clustered standard errors of coef_a, coef_b"),
@@ -171,6 +173,8 @@ COORDINATES: dict[str, tuple[str, str, str]] = {
     "unit": ("sampled unit slot", "1", "column of the coordinate subsample (see unit_index)"),
     "width": ("width multiplier", "1", "of the model family"),
     "pair": ("seed pair", "1", "index of an independently trained pair"),
+    "shuffle": ("null shuffle", "1", "index of a seeded permutation of units (the nulls' spread; context only)"),
+    "direction": ("cross-term direction", "", "b_on_a: W_B on A's input; a_on_b: W_A on B's input"),
 }
 
 # Variables that are per coordinate or per image and that no summary needs once the claims'

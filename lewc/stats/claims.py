@@ -7,14 +7,17 @@ it (docs/claims.md gives statement, statistic, rival, interval, threshold and po
 
 * ``lmc_accuracy`` / ``lmc_loss_calibrated`` — the barriers at λ = ½ (rival: a barrier);
 * ``lewc_weighting`` — how the merged output splits between A and B, scale-free: per layer ℓ ≥ 2
-  t_ℓ = (k_ℓ − 1)/(ℓ − 1) with k_ℓ the fitted exponent of a/b against (1-λ)/λ, so LEWC gives t = 1
-  and LLFC t = 0; the statistic is the worst layer's |t_ℓ − 1|;
+  t_ℓ = (k_ℓ − 1)/(ℓ − 1) with k_ℓ the fitted exponent of a/b against (1-λ)/λ (weighted by the
+  predicted precision of log(a/b), so coefficients of 10⁻⁴ at extreme λ carry no weight), so LEWC
+  gives t = 1 and LLFC t = 0; the statistic is the worst layer's |t_ℓ − 1|;
 * ``lewc_magnitude`` — how much the merged output shrinks at λ = ½: u_ℓ = −log₂(a + b)/(ℓ − 1),
   1 under LEWC ((½)^(ℓ−1)) and 0 under LLFC (no shrinkage); the worst layer's |u_ℓ − 1|;
-* ``weak_additivity`` — the normalised excess of the additivity cosine over a pairing null that
-  keeps each model's activations (worst ReLU layer, λ = ½);
-* ``reciprocal_orthogonality`` — ‖W_B z_A‖/‖W_A z_A‖ relative to a shuffled-input null (worst layer
-  ℓ ≥ 2, both directions);
+* ``weak_additivity`` — the raw additivity cosine (worst ReLU layer, λ = ½), exact 1;
+* ``reciprocal_orthogonality`` — the raw cross-term ratio ‖W_B z_A‖/‖W_A z_A‖ (worst layer ℓ ≥ 2,
+  both directions), exact 0, LLFC 1. Both conditions are judged on raw quantities against fixed
+  references, never divided by a shuffled null: independently trained pairs are exchangeable under
+  unit permutations, so (A, B) and (A, perm(B)) have the same expected statistic whatever the
+  mechanism. The shuffled nulls are reported as context (mean ± sd over 20 shuffles);
 * ``ensemble_equivalence`` — at the interior λ ≠ ½, where the LEWC ensemble (1-λ)^L z_A + λ^L z_B and
   the plain one (1-λ) z_A + λ z_B really differ: top-1 agreement of the merged model with the LEWC
   ensemble minus that with the plain one;
@@ -58,6 +61,11 @@ NA_PREFIX = "not applicable: "
 # an interval needs more than this fraction of finite bootstrap replicates (else INCONCLUSIVE)
 MIN_FINITE = 0.95
 EQUIVALENCE_MARGIN = 0.25  # a quarter of the distance between the LLFC (0) and LEWC (1) predictions
+# The conditions' thresholds, each stated as the fraction ε of shared units it admits when two narrow
+# bias-free nets are placed in a wide one (exact LEWC: ε = 0; docs/claims.md, benchmarks/condition_family.py).
+ADDITIVITY_MIN = 0.98  # raw additivity cosine, worst ReLU layer (exact 1; dense Gaussians 0.93): ε ≈ 3/16–½
+CROSS_TERM_MAX = 0.5  # raw ‖W_B z_A‖/‖W_A z_A‖, worst layer ℓ ≥ 2 and direction (exact 0; LLFC 1): ε ≈ 3/16–½
+GAUSSIAN_ADDITIVITY = 0.93  # the paper's reference: independent zero-mean Gaussians at λ = ½
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,8 @@ _BUILTIN_SPECS: dict[str, ClaimSpec] = {
             "lewc_weighting",
             "The merged layer output splits between A and B as (1-λ)^ℓ : λ^ℓ (LEWC), not (1-λ) : λ (LLFC)",
             "max over layers ℓ ≥ 2 of |t_ℓ − 1|, t_ℓ = (k_ℓ − 1)/(ℓ − 1), k_ℓ the slope of log(a/b) on "
-            "log((1-λ)/λ) over interior λ (a, b from all test images)",
+            "log((1-λ)/λ) over interior λ (a, b from all test images), each λ weighted by the predicted "
+            "precision of log(a/b), 1/[(c_a + c_b)²(1/c_a² + 1/c_b²)] with c = (1-λ)^ℓ, λ^ℓ",
             "LLFC (t_ℓ = 0, distance 1) or any exponent growing slower than ℓ",
             EQUIVALENCE_MARGIN,
             "below",
@@ -128,25 +137,31 @@ _BUILTIN_SPECS: dict[str, ClaimSpec] = {
         ),
         ClaimSpec(
             "weak_additivity",
-            "Weak additivity σ(c_a z_A + c_b z_B) = c_a σ(z_A) + c_b σ(z_B) holds beyond chance pairing",
-            "min over ReLU layers of (cos − cos_null)/(1 − cos_null) at λ = ½; the null shuffles B's units",
-            "no A–B structure: the real pairing is as additive as a shuffled one (excess 0)",
-            0.5,
+            "Weak additivity σ(c_a z_A + c_b z_B) ≈ c_a σ(z_A) + c_b σ(z_B) holds in every ReLU layer",
+            "min over ReLU layers of the raw cosine between σ(c_a z_A + c_b z_B) and c_a σ(z_A) + c_b σ(z_B) "
+            "at λ = ½ (c = LEWC weights), over the condition images; no null in the denominator",
+            "dense features: A's and B's pre-activations meet in every unit (independent zero-mean Gaussians: "
+            "0.93; two narrow nets on the same units: 0.92–0.97)",
+            ADDITIVITY_MIN,
             "above",
-            "normalised excess",
-            "at least half of the gap between the pairing null and exact additivity must be closed in every layer",
+            "cosine",
+            "exact disjoint features give 1, dense Gaussian features 0.93; 0.98 is a quarter of that gap and admits "
+            "two placed narrow nets sharing ε ≈ 3/16 (random) to ½ (trained) of their units (docs/claims.md)",
             False,
         ),
         ClaimSpec(
             "reciprocal_orthogonality",
             "Reciprocal orthogonality: W_B z_A ≈ 0 and W_A z_B ≈ 0 (layers ℓ ≥ 2)",
-            "max over layers ℓ ≥ 2 and both directions of (‖W_B z_A‖/‖W_A z_A‖) / (same with z_A's features shuffled)",
-            "chance: W_B is no more orthogonal to z_A than to a shuffled input (ratio 1)",
-            0.5,
+            "max over layers ℓ ≥ 2 and both directions of the raw cross-term ratio ‖W_B z_A‖/‖W_A z_A‖ "
+            "(‖W_A z_B‖/‖W_B z_B‖); no null in the denominator",
+            "aligned features (LLFC: A with itself or a weight-matched pair): cross terms as large as the "
+            "self terms (ratio 1)",
+            CROSS_TERM_MAX,
             "below",
-            "ratio to the shuffled null",
-            "cross terms at most half of what an unrelated input gives, in every layer; ℓ = 1 is excluded "
-            "because both models read the same input",
+            "cross-term ratio",
+            "exact disjoint features give 0, A with itself 1; 0.5 admits two placed narrow nets sharing "
+            "ε ≈ 3/16 (random) to ½ (trained) of their units (docs/claims.md); ℓ = 1 is excluded because both "
+            "models read the same input",
             False,
         ),
         ClaimSpec(
@@ -328,7 +343,7 @@ def _layer_names(res: xr.Dataset, mask: np.ndarray) -> str:
 def k_gram(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, np.ndarray]:
     """k_gram per (R, layer): the weighting exponent from the Gram-sum coefficients; and the collinear layers."""
     coef, collinear = _layer_coefficients(res, rs)  # (R, λ, layer, 2)
-    return fit.weighting_exponent(_lams(res), np.moveaxis(coef, 2, 1)), collinear
+    return fit.weighting_exponent(_lams(res), np.moveaxis(coef, 2, 1), _depths(res)), collinear
 
 
 def stat_lewc_weighting(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
@@ -374,20 +389,42 @@ def stat_lewc_magnitude(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarr
     return values, note + (f"; {skipped}" if skipped else "")
 
 
+def _null_spread(res: xr.Dataset, name: str, layers: np.ndarray) -> dict[str, str]:
+    """Per layer "mean ± sd over n shuffles" of a shuffled null (``name``: layer × shuffle[× direction])."""
+    if name not in res:
+        return {}
+    v = res[name].sel(layer=res["layer"].values[layers]).values
+    v = v.reshape(v.shape[0], int(np.prod(v.shape[1:])))  # no layer selected (e.g. no ReLU): (0, n)
+    return {
+        str(n): f"{np.nanmean(r):.3f} ± {np.nanstd(r, ddof=1):.3f} over {v.shape[1]} shuffles"
+        for n, r in zip(res["layer"].values[layers], v, strict=True)
+        if np.isfinite(r).sum() > 1
+    }
+
+
 def stat_weak_additivity(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
+    """The worst ReLU layer's raw additivity cosine at λ = ½ (exact disjoint features: 1).
+
+    Judged against fixed references, not against a shuffle of the pair's own units: pairs trained
+    from independent seeds are exchangeable under unit permutations, so a statistic normalised by
+    its value on (A, perm(B)) has expectation 1 whether the paper's mechanism holds or not.
+    """
     mid = mid_index(_lams(res))
     wa = res["wa_terms"].isel(lam=mid).transpose("layer", "condition_image", "wa_term").values
     relu = res["is_relu"].values.astype(bool)
     w = rs.counts(wa.shape[1]) if rs else None
     out = conditions.weak_additivity(wa[relu], w, image_axis=1)
-    excess = out["excess"] if w is not None else out["excess"][None]
-    values = np.nanmin(excess, axis=1) if np.isfinite(excess).any() else np.full(len(excess), np.nan)
-    values = np.where(np.isnan(excess).all(axis=1), np.nan, values)
-    cos = out["cos"] if w is None else out["cos"][0]
+    cos = out["cos"] if w is not None else out["cos"][None]  # (R, layer)
+    values = np.nanmin(cos, axis=1) if np.isfinite(cos).any() else np.full(len(cos), np.nan)
+    values = np.where(np.isnan(cos).all(axis=1), np.nan, values)
+    cos0 = out["cos"] if w is None else out["cos"][0]
     null = out["null"] if w is None else out["null"][0]
-    note = "cos (null) per ReLU layer: " + ", ".join(
-        f"{n} {c:.4f} ({z:.4f})" for n, c, z in zip(res["layer"].values[relu], cos, null, strict=True)
+    spread = _null_spread(res, "wa_null_cos", relu)
+    note = "raw cos per ReLU layer (shuffled-null context): " + ", ".join(
+        f"{n} {c:.4f} ({spread.get(str(n), f'{z:.4f}, one shuffle')})"
+        for n, c, z in zip(res["layer"].values[relu], cos0, null, strict=True)
     )
+    note += f"; references: exact 1, dense independent zero-mean Gaussians {GAUSSIAN_ADDITIVITY:.2f}"
     other = res["layer"].values[:-1][~relu[:-1]]  # hidden layers with another activation (the head is linear)
     if len(other):
         note += (
@@ -398,17 +435,25 @@ def stat_weak_additivity(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndar
 
 
 def stat_reciprocal_orthogonality(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
+    """The largest raw cross-term ratio ‖W_B z_A‖/‖W_A z_A‖ (and its mirror) over layers ℓ ≥ 2.
+
+    0 for exact disjoint features, 1 for A with itself (LLFC: the cross term is the self term).
+    """
     ro = res["ro_terms"].transpose("layer", "condition_image", "ro_term").values
     use = _depths(res) >= 2
     w = rs.counts(ro.shape[1]) if rs else None
     out = conditions.reciprocal_orthogonality(ro[use], w)
-    rel = out["relative"] if w is not None else out["relative"][None]  # (R, layer, 2)
-    values = rel.reshape(len(rel), -1).max(axis=1)
-    values = np.where(np.isnan(rel).any(axis=(1, 2)), np.nan, values)
-    b_on_a = out["b_on_a"] if w is None else out["b_on_a"][0]
-    null = out["null_b_on_a"] if w is None else out["null_b_on_a"][0]
-    note = "‖W_B z_A‖/‖W_A z_A‖ (null) per layer: " + ", ".join(
-        f"{n} {r:.3f} ({z:.3f})" for n, r, z in zip(res["layer"].values[use], b_on_a, null, strict=True)
+    raw = np.stack([out["b_on_a"], out["a_on_b"]], axis=-1)
+    raw = raw if w is not None else raw[None]  # (R, layer, 2)
+    values = raw.reshape(len(raw), -1).max(axis=1)
+    values = np.where(np.isnan(raw).any(axis=(1, 2)), np.nan, values)
+    first = raw[0]
+    null = np.stack([out["null_b_on_a"], out["null_a_on_b"]], axis=-1)
+    null = null if w is None else null[0]
+    spread = _null_spread(res, "ro_null", use)
+    note = "‖W_B z_A‖/‖W_A z_A‖, ‖W_A z_B‖/‖W_B z_B‖ per layer (shuffled-input null context): " + ", ".join(
+        f"{n} {r[0]:.3f}, {r[1]:.3f} ({spread.get(str(n), f'{z[0]:.3f}, {z[1]:.3f}, one shuffle')})"
+        for n, r, z in zip(res["layer"].values[use], first, null, strict=True)
     )
     return values, note
 

@@ -1,4 +1,10 @@
-"""The paper's two sufficient conditions for LEWC, each measured against a pairing null.
+"""The paper's two sufficient conditions for LEWC, with the pairing nulls reported beside them.
+
+The verdicts (``lewc.stats.claims``) judge the raw cosine and the raw cross-term ratios against
+fixed references (exact disjoint features: 1 and 0; A with itself: cross ratio 1); the nulls below
+and their spread over 20 shuffles are context: pairs trained from independent seeds are
+exchangeable under unit permutations, so a null that shuffles the pair's own units has the pair's
+own distribution and its ratio to the real value is 1 in expectation whatever the mechanism.
 
 * Weak additivity: σ(c_a z̃_A + c_b z̃_B) ≈ c_a σ(z̃_A) + c_b σ(z̃_B) with c_a = (1-λ)^ℓ, c_b = λ^ℓ and z̃
   the endpoints' pre-activations; measured as the cosine between the two sides. Mostly-positive
@@ -51,3 +57,15 @@ def reciprocal_orthogonality(ro: np.ndarray, weights: np.ndarray | None = None) 
         null_a_on_b = np.sqrt(s[..., _RO["a_on_b_null"]] / s[..., _RO["b_on_b"]])
         rel = np.stack([b_on_a / null_b_on_a, a_on_b / null_a_on_b], axis=-1)
     return {"b_on_a": b_on_a, "a_on_b": a_on_b, "null_b_on_a": null_b_on_a, "null_a_on_b": null_a_on_b, "relative": rel}
+
+
+def null_spread(wa_null: np.ndarray, ro_null: np.ndarray, ro: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The nulls over many shuffles: additivity cosine (layer, shuffle) from summed (⟨u,v⟩, ⟨u,u⟩, ⟨v,v⟩)
+    (layer, shuffle, 3), and cross-term ratios (layer, shuffle, 2) ‖W_B P z_A‖/‖W_A z_A‖, ‖W_A P z_B‖/‖W_B z_B‖
+    from summed (layer, shuffle, 2) and the per-image self terms ``ro`` (layer, image, 6) of the same images."""
+    s = ro.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = wa_null[..., 0] / np.sqrt(wa_null[..., 1] * wa_null[..., 2])
+        self_terms = np.stack([s[:, _RO["a_on_a"]], s[:, _RO["b_on_b"]]], axis=-1)[:, None]
+        ratio = np.sqrt(ro_null / self_terms)
+    return cos, ratio

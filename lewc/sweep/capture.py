@@ -13,6 +13,10 @@ b (λ = 1) of the same images, are reduced on the fly to:
   units is broken;
 * per-image reciprocal orthogonality sums ‖W_B z_A‖², ‖W_A z_A‖², ‖W_A z_B‖², ‖W_B z_B‖² with z the
   layer's input, and the null ‖W_B P z_A‖², ‖W_A P z_B‖² with the input's features shuffled.
+* the spread of both nulls over ``NULL_SHUFFLES`` (20) further seeded shuffles, summed over the
+  first ``NULL_IMAGES`` (64) condition images (weak additivity at λ = ½ only): context for a reader,
+  never a verdict's denominator — pairs trained from independent seeds are exchangeable under unit
+  permutations, so a shuffle of the pair's own units has the pair's own distribution (docs/claims.md).
 
 The conditions are kept per image (so their intervals are bootstrap intervals over images) on
 the first images of the test split, chosen before anything is computed: at most
@@ -48,6 +52,8 @@ DEFAULT_SAMPLE_UNITS = 256
 DEFAULT_CONDITION_IMAGES = 2048
 CONDITION_COORDINATES = 2**22
 MIN_CONDITION_IMAGES = 256
+NULL_SHUFFLES = 20
+NULL_IMAGES = 64  # the nulls' spread is context: 40 extra products per layer, on few images
 SAMPLE_SEED = 0
 
 
@@ -86,6 +92,13 @@ class LayerStatistics:
         self.ro = np.zeros((n_layer, 0, len(RO_TERMS)), dtype=np.float64)
         self._unit_perm: list[torch.Tensor] = []
         self._input_perm: list[torch.Tensor] = []
+        self._unit_perms: list[torch.Tensor] = []  # (NULL_SHUFFLES, channels) per layer: the nulls' spread
+        self._input_perms: list[torch.Tensor] = []
+        self.mid = next((i for i, lam in enumerate(self.lams) if np.isclose(lam, 0.5)), None)
+        # summed over the first NULL_IMAGES condition images, per (layer, shuffle): (⟨u,v⟩, ⟨u,u⟩, ⟨v,v⟩) at
+        # λ = ½ with B's units shuffled, and (‖W_B P z_A‖², ‖W_A P z_B‖²) with the input's features shuffled
+        self.wa_null = np.zeros((n_layer, NULL_SHUFFLES, 3), dtype=np.float64)
+        self.ro_null = np.zeros((n_layer, NULL_SHUFFLES, 2), dtype=np.float64)
         self.condition_seen = 0
         self._endpoints: tuple[list, list] | None = None
         self._unit_index_t: list[torch.Tensor] = []
@@ -128,6 +141,7 @@ class LayerStatistics:
         self._batch_rows = torch.as_tensor(self.sample_image_index[lo:hi] - start, device=device)
         self._cond_rows = self._condition_rows(n)
         self._cond_start = self.condition_seen
+        self._null_rows = max(0, min(self._cond_rows, NULL_IMAGES - self.condition_seen))
         self.condition_image_index.extend(range(start, start + self._cond_rows))
         with torch.no_grad():
             self._gram_batch = torch.empty((n_lam, n_layer, n, len(GRAM_TERMS)), device=device)
@@ -135,6 +149,7 @@ class LayerStatistics:
             self._act_batch = torch.full(act_shape, np.nan, device=device)
             wa_shape = (n_lam, n_layer, self._cond_rows, len(WA_TERMS))
             self._wa_batch = torch.zeros(wa_shape, dtype=torch.float64, device=device)
+            self._wa_null_batch = torch.zeros((n_layer, NULL_SHUFFLES, 3), dtype=torch.float64, device=device)
             self._outs = []
             self._additivity_inputs: list[AdditivityInputs | None] = []
             for li, (a_rec, b_rec) in enumerate(zip(records_a, records_b, strict=True)):
@@ -172,6 +187,10 @@ class LayerStatistics:
                 if inputs is not None:
                     ca, cb = lewc_weights(lam, self.depths[li])
                     self._wa_batch[lam_index, li] = additivity_sums_from(inputs, ca, cb, self.activations[li])
+                    if lam_index == self.mid and self._null_rows:
+                        self._wa_null_batch[li] = shuffled_additivity_sums(
+                            inputs, ca, cb, self.activations[li], self._unit_perms[li], self._null_rows
+                        )
 
     def end_batch(self) -> None:
         """Move the batch's statistics of every λ to the host: one copy per buffer, not per λ."""
@@ -182,9 +201,10 @@ class LayerStatistics:
         if self._cond_rows:
             rows = slice(self._cond_start, self._cond_start + self._cond_rows)
             self.wa[:, :, rows] = self._wa_batch.double().cpu().numpy()
+            self.wa_null += self._wa_null_batch.cpu().numpy()
         self._endpoints = None
         self._outs, self._additivity_inputs = [], []
-        del self._gram_batch, self._act_batch, self._wa_batch
+        del self._gram_batch, self._act_batch, self._wa_batch, self._wa_null_batch
 
     def finish(self) -> None:
         """After the last batch: keep only the condition rows that were filled. A test set with fewer
@@ -216,6 +236,10 @@ class LayerStatistics:
             # of the features (channels) of the layer's input.
             self._unit_perm.append(torch.as_tensor(self.rng.permutation(pre.shape[1]), device=pre.device))
             self._input_perm.append(torch.as_tensor(self.rng.permutation(records[li].inp.shape[1]), device=pre.device))
+        for r in records:  # drawn after the fixed shuffles, so those (and wa_terms, ro_terms) are unchanged
+            for perms, n in ((self._unit_perms, r.pre.shape[1]), (self._input_perms, r.inp.shape[1])):
+                drawn = np.stack([self.rng.permutation(n) for _ in range(NULL_SHUFFLES)])
+                perms.append(torch.as_tensor(drawn, device=r.pre.device))
 
     def _observe_reciprocal(self, records_a: list[LayerRecord], records_b: list[LayerRecord]) -> None:
         """Per image ‖W_B z_A‖², ‖W_A z_A‖², ‖W_A z_B‖², ‖W_B z_B‖² and the shuffled-input nulls (no bias)."""
@@ -235,6 +259,14 @@ class LayerStatistics:
                 for w, z in ((wb, za), (wa, za), (wa, zb), (wb, zb), (wb, za[:, perm]), (wa, zb[:, perm]))
             ]
             self.ro[li, rows] = torch.stack([o.flatten(1).double().square().sum(1) for o in outs], 1).cpu().numpy()
+            if self._null_rows:
+                n = self._null_rows
+                null = [
+                    functional_call(module, {spec.weight_param: w, **zeros}, (z[:n, p],)).double().square().sum()
+                    for p in self._input_perms[li]
+                    for w, z in ((wb, za), (wa, zb))
+                ]
+                self.ro_null[li] += torch.stack(null).view(-1, 2).cpu().numpy()  # one copy per layer and batch
 
 
 def dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -296,6 +328,24 @@ def additivity_sums_from(inputs: AdditivityInputs, ca: float, cb: float, act) ->
             ca * ca * pairing.aa + 2 * ca * cb * pairing.ab + cb * cb * pairing.bb,
         ]
     return torch.stack(sums, 1)
+
+
+def shuffled_additivity_sums(
+    inputs: AdditivityInputs, ca: float, cb: float, act, perms: torch.Tensor, rows: int
+) -> torch.Tensor:
+    """(shuffle, 3): (⟨u,v⟩, ⟨u,u⟩, ⟨v,v⟩) summed over the batch's first ``rows`` rows, B's units shuffled
+    by each of ``perms`` (shuffle, channels) — the spread of the pairing null (context, not a verdict)."""
+    za, sa, zb, aa = inputs.za[:rows], inputs.sa[:rows], inputs.real.zb[:rows], inputs.real.aa[:rows]
+    n, channels = zb.shape[0], perms.shape[1]
+    out = []
+    for perm in perms:
+        zb_k = zb.view(n, channels, -1)[:, perm].flatten(1)
+        sb_k = act(zb_k)
+        u = act(torch.add(za * ca, zb_k, alpha=cb))
+        uv = ca * dot(u, sa).double() + cb * dot(u, sb_k).double()
+        vv = ca * ca * aa + 2 * ca * cb * dot(sa, sb_k).double() + cb * cb * dot(sb_k, sb_k).double()
+        out.append(torch.stack([uv.sum(), dot(u, u).double().sum(), vv.sum()]))
+    return torch.stack(out)
 
 
 def additivity_sums(
