@@ -59,13 +59,13 @@ def test_verify_trains_and_verifies_an_mlp_on_cuda(tmp_path, capsys, device_cont
 
 def test_verify_a_bn_resnet_on_cuda(tmp_path, capsys, device_context):
     """BN re-estimation, layer capture and both controls of a convolutional BN network on the device:
-    two ResNet-20 state dicts (``--arch``, untrained: chance-level foreign weights are analysed)."""
+    two ResNet-20 state dicts (``--arch``, untrained: chance-level weights, analysed with ``--allow-chance``)."""
     from lewc.models import build
 
     for tag, seed in (("a", 0), ("b", 1)):
         torch.manual_seed(seed)
         torch.save(build("resnet20", 1, 10, (3, 16, 16), base_width=2).state_dict(), tmp_path / f"{tag}.pth")
-    argv = ["--arch", "resnet20:width=1,base_width=2", "--dataset", "synthetic", "--align", "none"]
+    argv = ["--arch", "resnet20:width=1,base_width=2", "--dataset", "synthetic", "--align", "none", "--allow-chance"]
     argv += ["--ckpt-a", str(tmp_path / "a.pth"), "--ckpt-b", str(tmp_path / "b.pth")]
     argv += _cuda_args(tmp_path) + ["--out", str(tmp_path / "out")]
     with device_context() as fc:
