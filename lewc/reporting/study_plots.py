@@ -134,7 +134,9 @@ def magnitude_vs_depth(ds: xr.Dataset, sel: dict):
     for wd in wds:
         c = cell.sel(wd=wd) if wd is not None else cell
         for method, style in zip(c.align.values, ["-", "--"], strict=False):
-            vals = c.magnitude_mid.sel(align=method).transpose("pair", "ell").values
+            da = c.magnitude_mid.sel(align=method)
+            da = da.squeeze([d for d in da.dims if d not in ("pair", "ell") and da.sizes[d] == 1], drop=True)
+            vals = da.transpose("pair", "ell", ...).values.reshape(da.sizes["pair"], da.sizes["ell"], -1).mean(-1)
             lab = (f"wd {wd:g}" if wd is not None else "a + b") + ("" if method == "none" else f", {method}")
             ax.plot(ell, np.nanmean(vals, 0), marker="o", ls=style, label=lab)
     ax.plot(ell, 0.5 ** (ell - 1.0), color="black", ls=":", label="LEWC (½)^(ℓ−1)")
