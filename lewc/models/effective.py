@@ -33,25 +33,10 @@ import torch.fx
 from torch import nn
 
 from lewc.models.common import CapturingModel
+from lewc.models.traced import BATCHNORMS, PARAMETER_FREE_MODULES
 
 WEIGHT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 JOINT_NORMS = (nn.LayerNorm, nn.GroupNorm)
-_KEEP_MODULES = (
-    nn.ReLU,
-    nn.GELU,
-    nn.SiLU,
-    nn.LeakyReLU,
-    nn.Identity,
-    nn.Flatten,
-    nn.Dropout,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-)
 _SUMS = {operator.add, operator.iadd, operator.sub, torch.add, torch.sub, "add", "add_", "sub"}
 _PRODUCTS = {operator.mul, torch.mul, "mul"}
 _CATS = {torch.cat, torch.concat}
@@ -112,7 +97,7 @@ def node_exponents(gm: torch.fx.GraphModule, reestimate_bn: bool = True) -> dict
                 out[node.name] = (1.0 if mod.affine else 0.0) if reestimate_bn else Undefined(NO_REESTIMATION)
             elif isinstance(mod, JOINT_NORMS):
                 out[node.name] = Undefined(JOINT_NORM)
-            elif isinstance(mod, _KEEP_MODULES):
+            elif isinstance(mod, PARAMETER_FREE_MODULES):
                 out[node.name] = k
             else:
                 out[node.name] = Undefined(f"module {type(mod).__name__} ({node.target}) has no rule")

@@ -38,8 +38,8 @@ from lewc.core.errors import LewcError
 from lewc.models.common import ACTIVATIONS, CapturingModel, LayerRecord, LayerSpec
 
 WEIGHT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_NORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_PARAMETER_FREE_OK = (
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+PARAMETER_FREE_MODULES = (
     nn.ReLU,
     nn.GELU,
     nn.SiLU,
@@ -260,7 +260,7 @@ class TracedModel(CapturingModel):
             if node.op == "call_module":
                 calls[node.target] = calls.get(node.target, 0) + 1
                 mod = modules[node.target]
-                if not isinstance(mod, WEIGHT_MODULES + _NORM_MODULES + _PARAMETER_FREE_OK):
+                if not isinstance(mod, WEIGHT_MODULES + BATCHNORMS + PARAMETER_FREE_MODULES):
                     raise LewcError(f"no generic 2× wide builder for module {type(mod).__name__} ({node.target})")
             elif (
                 node.target in _JOINS
@@ -283,7 +283,7 @@ class TracedModel(CapturingModel):
             mod = modules[node.target]
             if isinstance(mod, WEIGHT_MODULES):
                 new = _doubled_weight(mod, self._depth[node.args[0].name] > 0, node.target != head)
-            elif isinstance(mod, _NORM_MODULES):
+            elif isinstance(mod, BATCHNORMS):
                 new = type(mod)(2 * mod.num_features, mod.eps, mod.momentum, mod.affine, mod.track_running_stats)
             else:
                 continue
