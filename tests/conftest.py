@@ -63,3 +63,18 @@ def device_context():
     if os.environ.get("LEWC_TEST_DEVICE") == "cuda" and torch.cuda.is_available():
         return contextlib.nullcontext
     return FakeCuda
+
+
+@pytest.fixture
+def toy_claim():
+    """tests/toy_claim.py's claim, registered for this test only (the module registers on first import,
+    so a later test that imports it again would otherwise find it unregistered)."""
+    import toy_claim as module
+
+    from lewc.stats.claims import register_claim, unregister_claim
+
+    register_claim(module.ENDPOINTS_AGREE)
+    try:
+        yield module
+    finally:
+        unregister_claim(module.ENDPOINTS_AGREE.id)

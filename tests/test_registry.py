@@ -112,9 +112,7 @@ def test_a_dataset_added_in_one_file_trains_and_verifies_end_to_end(tmp_path, ca
         default_config("mlp", 1, "tiny", 0)
 
 
-def test_a_claim_added_in_one_file_is_evaluated_and_reported(tmp_path, capsys):
-    import toy_claim
-
+def test_a_claim_added_in_one_file_is_evaluated_and_reported(tmp_path, capsys, toy_claim):
     from lewc.stats.claims import claim_ids, get_claim, unregister_claim
 
     try:

@@ -275,13 +275,11 @@ def test_slurm_without_slurm_is_exit_2_before_creating_anything(tmp_path, isolat
 
 
 def test_a_registered_claim_and_the_paper_statistics_reach_report_results_study_and_trend(
-    tmp_path, isolated_data_home, capsys
+    tmp_path, isolated_data_home, capsys, toy_claim
 ):
     """A toy claim registered in one file reaches report.json, results.nc, study.nc and the trend map with
     nothing naming it; the paper's per-layer statistics sit beside the verdicts in each; a cell of two
     pairs gets the t-interval over pairs and says n."""
-    import toy_claim
-
     from lewc.commands import trend
     from lewc.stats.claims import unregister_claim
     from lewc.stats.pairs import COVERS, t_intervals

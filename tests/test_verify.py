@@ -230,7 +230,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, traine
 def test_missing_paper_scale_checkpoints_without_training(tmp_path, capsys):
     code, _, stderr = run(["--model", "resnet20", "--width", "32", "--dataset", "cifar10", "--no-train"], capsys)
     assert code == 2
-    assert "missing checkpoint" in stderr and "lewc.commands.train" in stderr and len(stderr.strip().splitlines()) == 1
+    assert "missing checkpoint" in stderr and "lewc train" in stderr and len(stderr.strip().splitlines()) == 1
 
 
 def test_expensive_cpu_training_needs_allow_slow(tmp_path, capsys):

@@ -152,7 +152,7 @@ def as_tensors(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
                 f"{what} must be (x, y) tensors, a torch Dataset of (input, label) items or a DataLoader, "
                 f"got {type(data).__name__}"
             )
-    except (TypeError, IndexError, ValueError) as err:
+    except (TypeError, IndexError, KeyError, AttributeError, ValueError) as err:
         if isinstance(err, LewcError):
             raise
         raise LewcError(f"{what}: items must be (input, label) pairs ({type(err).__name__}: {err})") from None
