@@ -66,17 +66,27 @@ def power_law(w: np.ndarray, c: float, a: float, alpha: float) -> np.ndarray:
     return c + a * (w / REFERENCE_WIDTH) ** (-alpha)
 
 
+def power_law_jacobian(w: np.ndarray, c: float, a: float, alpha: float) -> np.ndarray:
+    """∂/∂(c, a, α) of ``power_law``: exact derivatives spare curve_fit its finite differences."""
+    scaled = (w / REFERENCE_WIDTH) ** (-alpha)
+    return np.stack([np.ones_like(w), scaled, -a * scaled * np.log(w / REFERENCE_WIDTH)], axis=-1)
+
+
 ALPHA_BOUNDS = (0.1, 5.0)  # slower than w^-0.1 is no decay over any width range one can train; faster than w^-5 a step
 
 
 def fit_power_law(
-    widths: np.ndarray, values: np.ndarray, tolerance: float | None = None
+    widths: np.ndarray,
+    values: np.ndarray,
+    tolerance: float | None = None,
+    start: tuple[float, float, float] | None = None,
 ) -> tuple[float, float, float] | None:
     """(c, a, α) by least squares on every (width, pair) point; ``None`` when it cannot be fitted.
 
     The floor is bounded below by −tolerance (a merged model far *better* than its endpoints' mean is
     not a floor a barrier can approach) and α by ``ALPHA_BOUNDS``: without the bounds a sharp drop
-    over few widths is fitted by α → 0, c → −∞, which says nothing about a floor.
+    over few widths is fitted by α → 0, c → −∞, which says nothing about a floor. ``start`` (the full
+    data's fit, for bootstrap refits) replaces the data-driven starting point.
     """
     from scipy.optimize import curve_fit
 
@@ -85,13 +95,15 @@ def fit_power_law(
     if len(np.unique(w)) < 3:
         return None
     low = -abs(tolerance) if tolerance is not None else -np.inf
-    p0 = (max(float(v.min()), low + 1e-9), float(max(v.max() - v.min(), 1e-6)), 0.5)
+    p0 = start or (max(float(v.min()), low + 1e-9), float(max(v.max() - v.min(), 1e-6)), 0.5)
+    p0 = (max(p0[0], low + 1e-9), max(p0[1], 1e-12), float(np.clip(p0[2], *ALPHA_BOUNDS)))
     try:
         params, _ = curve_fit(
             power_law,
             w,
             v,
             p0=p0,
+            jac=power_law_jacobian,
             bounds=([low, 0.0, ALPHA_BOUNDS[0]], [np.inf, np.inf, ALPHA_BOUNDS[1]]),
             maxfev=20000,
         )
@@ -110,14 +122,21 @@ def width_reaching(c: float, a: float, alpha: float, tolerance: float) -> float:
     return float(np.exp(log_width)) if log_width < 69 else float("inf")  # beyond 1e30 units: never
 
 
-def bootstrap(widths: np.ndarray, values: np.ndarray, tolerance: float, n_boot: int = N_BOOT) -> np.ndarray:
-    """Replicates of (c, a, α, w*): at every width its pairs drawn with replacement, then refitted."""
+def bootstrap(
+    widths: np.ndarray,
+    values: np.ndarray,
+    tolerance: float,
+    n_boot: int = N_BOOT,
+    start: tuple[float, float, float] | None = None,
+) -> np.ndarray:
+    """Replicates of (c, a, α, w*): at every width its pairs drawn with replacement, then refitted
+    (from ``start``, the full data's fit: a replicate's optimum lies near it, so it converges in few steps)."""
     rng = np.random.default_rng(BOOT_SEED)
     groups = [np.nonzero(widths == w)[0] for w in np.unique(widths)]
     out = np.full((n_boot, 4), np.nan)
     for i in range(n_boot):
         idx = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
-        params = fit_power_law(widths[idx], values[idx], tolerance)
+        params = fit_power_law(widths[idx], values[idx], tolerance, start)
         if params is not None:
             out[i] = (*params, width_reaching(*params, tolerance))
     return out
@@ -326,7 +345,7 @@ def fit_table(records: list[dict]) -> list[dict]:
             row.update(fitted=False, note="fewer than 3 widths with values, or the fit did not converge")
             rows.append(row)
             continue
-        reps = bootstrap(widths, values, tolerance)
+        reps = bootstrap(widths, values, tolerance, start=params)
         c, a, alpha = params
         row.update(
             fitted=True,
