@@ -178,6 +178,36 @@ def test_calibration_bounds_for_degenerate_sets():
     assert betas.tolist() == [calibrate.BETA_MAX, calibrate.BETA_MIN]
 
 
+@FAST
+@given(data=logits_and_labels(), scales=st.lists(st.floats(0.05, 20.0), min_size=1, max_size=3), seed=st.integers(0, 99))
+def test_resampled_calibration_equals_refitting_each_materialised_resample(data, scales, seed):
+    """fit_betas_resampled (a grid of per-sample terms, one matrix product for all resamples) gives
+    fit_betas's β on every materialised bootstrap resample within 1e-8 in log β, degenerate resamples
+    (all correct, chance level: the bounds) included."""
+    import warnings
+
+    z, y = data
+    stacked = torch.stack([s * z for s in scales])
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    counts = rng.multinomial(n, np.full(n, 1 / n), size=12)
+    counts[0] = 0
+    counts[0, 0] = n  # one image repeated: correct (β → the upper bound) or not
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = calibrate.fit_betas_resampled(stacked, y, counts)
+        for r, c in enumerate(counts):
+            idx = torch.as_tensor(np.repeat(np.arange(n), c))
+            exact = calibrate.fit_betas(stacked[:, idx], y[idx])
+            np.testing.assert_allclose(np.log(fast[r]), np.log(exact), rtol=0, atol=1e-8)
+
+
+def test_resampled_calibration_refuses_counts_of_the_wrong_shape():
+    z, y = torch.randn(5, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1])
+    with pytest.raises(ValueError, match=r"counts must be \(resamples, 5\)"):
+        calibrate.fit_betas_resampled(z[None], y, np.ones((3, 4)))
+
+
 # ----------------------------------------------------------------------------- exact LEWC
 
 

@@ -126,3 +126,72 @@ def fit_beta(logits, labels) -> float:
     """The β > 0 minimising mean cross-entropy of softmax(β·z) on one (sample, class) logit set."""
     z, y = _as64(logits, labels)
     return float(fit_betas(z[None], y)[0])
+
+
+GRID_HALF_WIDTH = 2.0  # the grid spans log β_full ± 2 (β within a factor 7.4 of the full data's)
+GRID_POINTS = 321  # spacing 0.0125 in log β: the cubic's root is within ~1e-9 of the exact one
+
+
+def _per_sample(z: torch.Tensor, zy: torch.Tensor, log_beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample E_p[z] − z_y and its derivative in log β, β·Var_p(z), at each β: (β, sample) each."""
+    beta = log_beta.exp()
+    s = beta[:, None, None] * z[None]
+    p = torch.softmax(s, dim=-1)
+    mean = (p * z).sum(-1)
+    var = (p * z * z).sum(-1) - mean**2
+    return mean - zy, beta[:, None] * var.clamp(min=0)
+
+
+def fit_betas_resampled(logits, labels, counts) -> np.ndarray:
+    """β of every bootstrap resample of every logit set, (R, k): the answer of ``fit_betas`` on each
+    materialised resample (sample i repeated ``counts[r, i]`` times), within ~1e-9 in log β.
+
+    A resample's g_r(β) is the count-weighted mean of per-sample terms, so the per-sample terms are
+    computed once on a grid of log β around the full data's fit and every resample's root is read off
+    by a cubic Hermite interpolation between its bracketing grid points (values and exact slopes; one
+    matrix product for all R). Refitting each materialised resample costs R × ~8 softmax passes over
+    the logits; this costs ``GRID_POINTS``, whatever R. Resamples whose root falls outside the grid
+    (degenerate: all correct, chance level, or β beyond a factor 7.4 of the full data's) are
+    materialised and solved by ``fit_betas``, bounds and warnings included.
+    """
+    z, y = _as64(logits, labels)
+    k, n = z.shape[:2]
+    w = torch.as_tensor(np.asarray(counts), dtype=torch.float64)
+    if w.ndim != 2 or w.shape[1] != n:
+        raise ValueError(f"counts must be (resamples, {n}), got {tuple(w.shape)}")
+    total = w.sum(1)
+    zy = z.gather(-1, y.expand(k, -1)[..., None])[..., 0]
+    full = fit_betas(z, y)
+    out = np.full((len(w), k), np.nan)
+    offsets = torch.linspace(-GRID_HALF_WIDTH, GRID_HALF_WIDTH, GRID_POINTS, dtype=torch.float64)
+    for j in range(k):
+        if not BETA_MIN < full[j] < BETA_MAX:
+            continue  # the full data is degenerate: every resample goes to fit_betas
+        grid = math.log(full[j]) + offsets
+        terms = [_per_sample(z[j], zy[j], part) for part in grid.split(32)]
+        h, dh = torch.cat([t[0] for t in terms]), torch.cat([t[1] for t in terms])  # (grid, sample)
+        g, dg = (w @ h.T) / total[:, None], (w @ dh.T) / total[:, None]  # (R, grid): increasing in log β
+        above = (g >= 0).sum(1)
+        separable = (w[:, z[j].argmax(-1) != y] == 0).all(1)  # all correct: g < 0 up to rounding, β → ∞
+        inside = (above > 0) & (above < GRID_POINTS) & (g[:, -1] >= 0) & (g[:, 0] < 0) & ~separable
+        i1 = (GRID_POINTS - above).clamp(1, GRID_POINTS - 1)  # first grid point with g ≥ 0
+        rows = torch.arange(len(w))
+        g0, g1, m0, m1 = g[rows, i1 - 1], g[rows, i1], dg[rows, i1 - 1], dg[rows, i1]
+        step = grid[1] - grid[0]
+        t = (g0 / (g0 - g1)).clamp(0, 1)
+        for _ in range(8):  # Newton on the cubic Hermite interpolant over [0, 1]
+            t2, t3 = t * t, t * t * t
+            value = (2 * t3 - 3 * t2 + 1) * g0 + (t3 - 2 * t2 + t) * step * m0 + (-2 * t3 + 3 * t2) * g1
+            value = value + (t3 - t2) * step * m1
+            slope = (6 * t2 - 6 * t) * (g0 - g1) + (3 * t2 - 4 * t + 1) * step * m0 + (3 * t2 - 2 * t) * step * m1
+            t = (t - value / torch.where(slope > 0, slope, torch.ones_like(slope))).clamp(0, 1)
+        u = grid[i1 - 1] + t * step
+        beta = u.exp().numpy()
+        keep = inside.numpy() & np.isfinite(beta) & (beta > BETA_MIN) & (beta < BETA_MAX)
+        out[keep, j] = beta[keep]
+    rest = np.nonzero(np.isnan(out).any(1))[0]
+    for r in rest:  # degenerate resamples: materialise and solve exactly as fit_betas does
+        idx = torch.as_tensor(np.repeat(np.arange(n), np.asarray(counts)[r].astype(np.int64)))
+        missing = np.isnan(out[r])
+        out[r, missing] = fit_betas(z[torch.as_tensor(missing)][:, idx], y[idx])
+    return out

@@ -343,7 +343,8 @@ def _layer_names(res: xr.Dataset, mask: np.ndarray) -> str:
 def k_gram(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, np.ndarray]:
     """k_gram per (R, layer): the weighting exponent from the Gram-sum coefficients; and the collinear layers."""
     coef, collinear = _layer_coefficients(res, rs)  # (R, λ, layer, 2)
-    return fit.weighting_exponent(_lams(res), np.moveaxis(coef, 2, 1), _depths(res)), collinear
+    weights = fit.weight_depths(predicted_exponent(res)[0], _depths(res))
+    return fit.weighting_exponent(_lams(res), np.moveaxis(coef, 2, 1), weights), collinear
 
 
 def stat_lewc_weighting(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
@@ -482,9 +483,6 @@ def stat_ensemble_equivalence(res: xr.Dataset, rs: Resampler | None) -> tuple[np
     return values, note
 
 
-TEMPERATURE_CHUNK = 50  # bootstrap replicates refitted at once (memory: chunk × calib images × classes)
-
-
 def stat_lewc_temperature(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
     """s = log₂(β_merged(½)/β_plain(½)) / (L_eff − 1): 1 under LEWC, 0 under LLFC.
 
@@ -492,7 +490,7 @@ def stat_lewc_temperature(res: xr.Dataset, rs: Resampler | None) -> tuple[np.nda
     ½(z_A + z_B), so the fitted inverse temperatures are in the ratio 2^(L_eff−1); LLFC (merged ≈ plain
     ensemble) gives 1. The interval refits both β on resampled calibration images (paired).
     """
-    from lewc.stats.calibrate import fit_betas
+    from lewc.stats.calibrate import fit_betas, fit_betas_resampled
 
     n_out = rs.n_boot if rs else 1
     depth, why = logits_exponent(res)
@@ -506,23 +504,14 @@ def stat_lewc_temperature(res: xr.Dataset, rs: Resampler | None) -> tuple[np.nda
     y = res["labels_calib"].values
     w_a, w_b = 1 - lams[mid], lams[mid]
     pair = np.stack([z[mid], w_a * z[i0] + w_b * z[i1]])  # merged, plain ensemble at ½
-    # the cross-entropy is invariant to relabelling classes per image: roll each image's true class to
-    # column 0, so every resampled set shares the labels (zeros) and one fit solves a chunk of them
-    n, n_cls = len(y), pair.shape[-1]
-    pair = np.take_along_axis(pair, ((np.arange(n_cls)[None] + y[:, None]) % n_cls)[None], axis=-1)
-    zeros = np.zeros(n, dtype=np.int64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # degenerate calibration sets get the β bounds; the note shows them
-        betas = fit_betas(pair, zeros)
+        betas = fit_betas(pair, y)
         if rs is None:
             ratio = np.array([betas[0] / betas[1]])
         else:
-            counts = rs.counts(n)
-            ratio = np.empty(len(counts))
-            for start in range(0, len(counts), TEMPERATURE_CHUNK):
-                idx = [np.repeat(np.arange(n), c.astype(np.int64)) for c in counts[start : start + TEMPERATURE_CHUNK]]
-                b = fit_betas(np.concatenate([pair[:, i] for i in idx]), zeros).reshape(-1, 2)
-                ratio[start : start + len(idx)] = b[:, 0] / b[:, 1]
+            b = fit_betas_resampled(pair, y, rs.counts(len(y)))  # (R, 2): every resample, none materialised
+            ratio = b[:, 0] / b[:, 1]
     values = np.abs(np.log2(ratio) / (depth - 1) - 1)
     note = (
         f"s = {np.log2(betas[0] / betas[1]) / (depth - 1):.3f} (0 = LLFC, 1 = LEWC): "
