@@ -94,7 +94,9 @@ def layer_dataset(
     """
     stats = result.layer_stats
     lams = result.lams
-    fits = fit.fit_layers(lams, depths, stats.act, stats.gram)
+    # LEWC's exponent per layer: ℓ_eff after normalisation (NaN where it predicts none), ℓ without it
+    exponents = np.asarray(effective[0] if effective is not None else depths, dtype=np.float64)
+    fits = fit.fit_layers(lams, exponents, stats.act, stats.gram)
     wa = conditions.weak_additivity(stats.wa, image_axis=2)
     relu = np.asarray(stats.is_relu)
     for key in ("cos", "null"):
@@ -129,8 +131,8 @@ def layer_dataset(
     for key in fit.LAYER_LAM_KEYS:
         data[key] = (lam_layer, fits[key].T)
     full = np.stack([fits["coef_a_full"], fits["coef_b_full"]], axis=-1)  # (layer, λ, 2)
-    data["k_gram"] = (("layer",), fit.weighting_exponent(lams, full, depths))
-    data["lewc_position"] = (("layer",), lewc_position(data["k_gram"][1], np.asarray(depths)))
+    data["k_gram"] = (("layer",), fit.weighting_exponent(lams, full, fit.weight_depths(exponents, depths)))
+    data["lewc_position"] = (("layer",), lewc_position(data["k_gram"][1], exponents))
     return xr.Dataset(
         data,
         coords={

@@ -110,7 +110,8 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
         "signed position between LLFC (0) and LEWC (1)",
         "1",
         "t_ℓ = (k_gram − 1)/(ℓ − 1): 0 when the layer splits as (1-λ) : λ (LLFC), 1 as (1-λ)^ℓ : λ^ℓ (LEWC); "
-        "below 0 or above 1 beyond either; undefined at ℓ = 1 (both predictions agree)",
+        "below 0 or above 1 beyond either; ℓ is ℓ_eff (depth_eff) in a normalised network; undefined where "
+        "it is 1 (both predictions agree) or where LEWC predicts no exponent",
     ),
     "ens_agreement": (
         "top-1 agreement with the ensemble",

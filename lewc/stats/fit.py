@@ -177,9 +177,12 @@ def effective_exponent(lams: Sequence[float], coef: np.ndarray, cov: np.ndarray)
 
 
 def fit_layers(
-    lams: Sequence[float], depths: Sequence[int], act: np.ndarray, gram: np.ndarray
+    lams: Sequence[float], depths: Sequence[float], act: np.ndarray, gram: np.ndarray
 ) -> dict[str, np.ndarray]:
     """All per-(layer, λ) fits and per-layer exponents.
+
+    ``depths`` are LEWC's exponents per layer (ℓ, or ℓ_eff after normalisation; NaN where LEWC predicts
+    none, which makes that layer's LEWC prediction and its cosine NaN).
 
     ``act`` is the coordinate subsample (λ, layer, sample, unit); ``gram`` the per-image Gram terms
     (λ, layer, image, 6). Returns arrays keyed by name, shaped (layer, λ[, …]) or (layer,).
@@ -240,6 +243,13 @@ def collinear_endpoints(g: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         cos = g[..., AB] / np.sqrt(g[..., AA] * g[..., BB])
     return ~(np.abs(cos) < COLLINEAR_COS)  # NaN (a zero output) counts as degenerate
+
+
+def weight_depths(exponents: Sequence[float], depths: Sequence[float]) -> np.ndarray:
+    """The exponents that set ``weighting_exponent``'s λ-weights: LEWC's (ℓ_eff) where it predicts one,
+    the layer's ℓ where it does not (the weights are only a model of the fit's precision there)."""
+    exponents = np.asarray(exponents, dtype=np.float64)
+    return np.where(np.isfinite(exponents), exponents, np.asarray(depths, dtype=np.float64))
 
 
 def weighting_exponent(lams: Sequence[float], coef: np.ndarray, depths: Sequence[float] | None = None) -> np.ndarray:
