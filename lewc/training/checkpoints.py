@@ -19,10 +19,10 @@ from typing import Any
 import safetensors.torch
 import torch
 
-import lewc
 from lewc.core.errors import LewcError
 from lewc.core.io import atomic_path, sha256_file, write_json_atomic
 from lewc.core.validate import check_bool, check_int, check_number, check_plain_name, check_str, short
+from lewc.core.version import __version__
 from lewc.models import CapturingModel, build
 from lewc.models.registry import MAX_BASE_WIDTH, MAX_DEPTH, MAX_WIDTH
 
@@ -84,7 +84,7 @@ def save(model: torch.nn.Module, path: str | os.PathLike, meta: dict[str, Any]) 
             "schema": SIDECAR_SCHEMA,
             "weights_file": wpath.name,
             "sha256": sha256_file(wpath),
-            "lewc_version": lewc.__version__,
+            "lewc_version": __version__,
             "torch_version": torch.__version__,
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
