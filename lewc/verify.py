@@ -34,6 +34,7 @@ from lewc.core.validate import check_int, check_path, check_plain_name, short
 from lewc.models.registry import MAX_BASE_WIDTH, MAX_WIDTH
 from lewc.pipeline.endpoints import checkpoint_folder, plan_pair
 from lewc.pipeline.folders import AnalysisOptions, check_writable
+from lewc.pipeline.pair import evaluate_verdicts
 from lewc.pipeline.runs import (
     MIN_TEST_IMAGES,
     RunContext,
@@ -44,7 +45,6 @@ from lewc.pipeline.runs import (
 )
 from lewc.pipeline.widths import write_sweep
 from lewc.reporting import report
-from lewc.stats.claims import evaluate_verdicts
 from lewc.sweep.merge import Pair
 from lewc.training import checkpoints
 from lewc.training.checkpoints import MAX_SEED

@@ -496,6 +496,7 @@ def combine(spec: StudySpec, outcomes: list[Outcome]):
     import numpy as np
     import xarray as xr
 
+    from lewc.pipeline.pair import evaluate_verdicts
     from lewc.reporting.results import (
         BARRIER_NAMES,
         PAPER_LAMS,
@@ -506,7 +507,7 @@ def combine(spec: StudySpec, outcomes: list[Outcome]):
     )
     from lewc.reporting.results import barrier as results_barrier
     from lewc.reporting.results import barrier_ci as results_barrier_ci
-    from lewc.stats.claims import claim_ids, evaluate_claims, evaluate_verdicts
+    from lewc.stats.claims import claim_ids, evaluate_claims
     from lewc.stats.pairs import COVERS, over_pairs_dataset
 
     axes = list(spec.grid)

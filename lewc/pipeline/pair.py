@@ -10,6 +10,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +22,15 @@ from lewc.pipeline.admission import admission_attr, admit_pair
 from lewc.pipeline.analysis import analyze
 from lewc.pipeline.folders import AnalysisOptions, check_out, check_writable, private_folder, publish
 from lewc.reporting import report
-from lewc.reporting.results import for_alignment, split_samples, stack_alignments, to_frame, write_netcdf
-from lewc.stats.claims import Claim, evaluate_claims, evaluate_verdicts
+from lewc.reporting.results import (
+    alignments,
+    for_alignment,
+    split_samples,
+    stack_alignments,
+    to_frame,
+    write_netcdf,
+)
+from lewc.stats.claims import Claim, evaluate_claims, evaluate_permutation_gap
 from lewc.sweep.merge import Pair
 from lewc.sweep.path import SweepOptions
 
@@ -50,6 +58,19 @@ class PairResult:
     control_claims: dict[str, list[Claim]] = field(default_factory=dict)
     align_claims: dict[str, list[Claim]] = field(default_factory=dict)
     absent_controls: dict[str, str] = field(default_factory=dict)  # control name → why it could not be built
+
+
+def evaluate_verdicts(results: Sequence[xr.Dataset]) -> list[Claim]:
+    """The claims of one pair or several (results with an ``align`` dimension or without): every claim
+    on the unaligned pairs, plus ``permutation_gap`` when every pair was also weight-matched."""
+    claims = evaluate_claims([for_alignment(r) for r in results])
+    if all("weights" in alignments(r) for r in results):
+        claims.append(
+            evaluate_permutation_gap(
+                [for_alignment(r) for r in results], [for_alignment(r, "weights") for r in results]
+            )
+        )
+    return claims
 
 
 def run_controls(

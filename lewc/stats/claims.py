@@ -732,21 +732,6 @@ def evaluate_permutation_gap(
     return _claim(GAP_SPEC, verdict, value, ci, note, points)
 
 
-def evaluate_verdicts(results: Sequence[xr.Dataset]) -> list[Claim]:
-    """The claims of one pair or several (results with an ``align`` dimension or without): every claim
-    on the unaligned pairs, plus ``permutation_gap`` when every pair was also weight-matched."""
-    from lewc.reporting.results import alignments, for_alignment
-
-    claims = evaluate_claims([for_alignment(r) for r in results])
-    if all("weights" in alignments(r) for r in results):
-        claims.append(
-            evaluate_permutation_gap(
-                [for_alignment(r) for r in results], [for_alignment(r, "weights") for r in results]
-            )
-        )
-    return claims
-
-
 def claims_dataset(res: xr.Dataset, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> xr.Dataset:
     """One pair's claims as variables over ``claim``: value, interval, verdict, replicates, and k_gram_ci.
 
