@@ -30,6 +30,7 @@ from lewc.core import logs
 from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
 from lewc.core.device import resolve_device
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
+from lewc.core.io import data_home
 from lewc.core.validate import check_int, check_path, check_plain_name, short
 from lewc.models.registry import MAX_BASE_WIDTH, MAX_WIDTH
 from lewc.pipeline.endpoints import checkpoint_folder, plan_pair
@@ -48,7 +49,6 @@ from lewc.reporting import report
 from lewc.sweep.merge import Pair
 from lewc.training import checkpoints
 from lewc.training.checkpoints import MAX_SEED
-from lewc.training.data import data_home
 from lewc.training.recipe import MAX_COUNT, TrainConfig, add_recipe_arguments, config_from_args
 
 log = logging.getLogger("lewc.verify")  # not __name__: that is "__main__" under python -m lewc.verify

@@ -951,8 +951,8 @@ def main(argv: list[str] | None = None) -> None:
             "--executor slurm, but SLURM is not available here (no sbatch/srun on PATH); "
             "use --executor local, or run on a SLURM login node"
         )
+    from lewc.core.io import data_home
     from lewc.pipeline.folders import check_writable
-    from lewc.training.data import data_home
 
     folder = args.out or data_home() / "studies" / spec.name
     jobs = [(cell, pair, spec.job(cell, pair)) for cell in spec.cells() for pair in range(spec.pairs)]

@@ -1,4 +1,5 @@
-"""Atomic file writing: a temporary file in the same folder, fsync, then rename.
+"""Where lewc's files live (``data_home``) and atomic file writing: a temporary file in the same folder,
+fsync, then rename.
 
 An interrupted run therefore leaves either the previous complete file or nothing, never a
 truncated one (docs/conventions.md).
@@ -13,6 +14,11 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+
+def data_home() -> Path:
+    """Root of datasets, checkpoints, results, studies and caches: ``$LEWC_DATA`` or ``./data``."""
+    return Path(os.environ.get("LEWC_DATA", "data"))
 
 
 def _default_file_mode() -> int:

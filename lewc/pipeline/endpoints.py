@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from lewc.core.errors import LewcError
+from lewc.core.io import data_home
 from lewc.training import checkpoints
-from lewc.training.data import data_home
 from lewc.training.recipe import TrainConfig
 
 CPU_FLOPS = 5e10  # sustained FLOP/s assumed for a CPU when estimating training cost

@@ -26,13 +26,14 @@ import xarray as xr
 
 from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
 from lewc.core.errors import LewcError
+from lewc.core.io import data_home
 from lewc.pipeline.endpoints import check_endpoints, checkpoint_folder, ensure_trained, plan_pair
 from lewc.pipeline.folders import AnalysisOptions, results_folder, run_provenance
 from lewc.pipeline.pair import RunSettings, analyse_pair, write_folder
 from lewc.reporting.results import open_results
 from lewc.sweep.merge import Pair, check_lams
 from lewc.training import checkpoints
-from lewc.training.data import data_home, dataset_info, load_dataset
+from lewc.training.data import dataset_info, load_dataset
 from lewc.training.recipe import TrainConfig
 
 log = logging.getLogger("lewc.verify")  # the command line's stages, whichever client runs them

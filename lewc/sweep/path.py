@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from lewc.core.errors import LewcError
+from lewc.core.io import data_home, write_json_atomic
 from lewc.sweep.batchnorm import DEFAULT_BN_IMAGES, bn_templates, reestimate, reestimation_images
 from lewc.sweep.capture import LayerStatistics
 from lewc.sweep.merge import Pair, State, check_lams
@@ -129,9 +130,6 @@ def choose_vectorize(pair: Pair, states: MergedStates, x: torch.Tensor, device: 
     """
     if states.cache is None:
         return False
-    from lewc.core.io import write_json_atomic
-    from lewc.training.data import data_home
-
     key = vectorize_cache_key(pair, len(states.lams), len(x), device)
     path = data_home() / "cache" / "vectorize.json"
     try:
