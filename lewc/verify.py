@@ -35,6 +35,7 @@ from lewc.core.validate import check_int, check_path, check_plain_name, short
 from lewc.models.registry import MAX_BASE_WIDTH, MAX_WIDTH
 from lewc.pipeline.endpoints import checkpoint_folder, plan_pair
 from lewc.pipeline.folders import AnalysisOptions, check_writable
+from lewc.pipeline.interop import parse_arch
 from lewc.pipeline.pair import evaluate_verdicts
 from lewc.pipeline.runs import (
     MIN_TEST_IMAGES,
@@ -241,8 +242,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.arch:
         if not args.ckpt_a:
             raise LewcError("--arch describes the checkpoints given by --ckpt-a and --ckpt-b; give both")
-        from lewc.pipeline.interop import parse_arch
-
         arch = parse_arch(args.arch, args.arch_kwargs)
         done = verify_foreign(arch, args.ckpt_a, args.ckpt_b, args.dataset, options, device, ctx, args.out)
         finish(done.report_path, done.report, args)

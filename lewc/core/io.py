@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from lewc.core.errors import LewcError
+
 
 def data_home() -> Path:
     """Root of datasets, checkpoints, results, studies and caches: ``$LEWC_DATA`` or ``./data``."""
@@ -79,8 +81,6 @@ def _first_line(err: BaseException) -> str:
 def reading(path: str | os.PathLike, what: str = "file") -> Iterator[None]:
     """Whatever goes wrong while reading and interpreting ``path`` (empty, random, truncated, incomplete or
     foreign content) becomes one ``LewcError`` line naming the file; lewc's own errors pass unchanged."""
-    from lewc.core.errors import LewcError
-
     try:
         yield
     except LewcError:
@@ -91,8 +91,6 @@ def reading(path: str | os.PathLike, what: str = "file") -> Iterator[None]:
 
 def read_json(path: str | os.PathLike, what: str = "file", max_bytes: int = 64 << 20) -> object:
     """JSON from ``path``, or one ``LewcError`` line naming it (missing, too large, not UTF-8, not JSON)."""
-    from lewc.core.errors import LewcError
-
     path = Path(path)
     if not path.is_file():
         raise LewcError(f"{what} {path} does not exist")

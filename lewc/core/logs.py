@@ -16,6 +16,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 
+from lewc.core.errors import LewcError
 from lewc.core.version import __version__
 
 FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -82,8 +83,6 @@ def verbosity(args: argparse.Namespace) -> int:
 
 def start(args: argparse.Namespace) -> None:
     """Apply the common flags: logging level, then the thread count (checked: a bad count is one line)."""
-    from lewc.core.errors import LewcError
-
     setup_logging(verbosity(args))
     threads = getattr(args, "threads", None)
     if threads is not None:

@@ -17,11 +17,15 @@ from pathlib import Path
 import torch
 import xarray as xr
 
+from lewc.align import ACTIVATION_IMAGES, aligned_path, load_or_align
+from lewc.align.controls import disjoint_block_pair, self_pair
 from lewc.core.errors import LewcError
 from lewc.pipeline.admission import admission_attr, admit_pair
 from lewc.pipeline.analysis import analyze
+from lewc.pipeline.endpoints import chance_threshold
 from lewc.pipeline.folders import AnalysisOptions, check_out, check_writable, private_folder, publish
 from lewc.reporting import report
+from lewc.reporting.report import endpoint_accuracies
 from lewc.reporting.results import (
     alignments,
     for_alignment,
@@ -78,14 +82,12 @@ def run_controls(
 ) -> dict[str, xr.Dataset]:
     """The positive and negative controls through the same pipeline (see lewc.align.controls); a control
     that cannot be built is left out with its reason in ``absent``."""
-    from lewc.align import controls
-
     out = {}
     absent = {} if absent is None else absent
     probe = ds.normalize(ds.test.x[:64])
     builders = {
-        "positive": lambda: controls.disjoint_block_pair(pair.model_a, pair.model_b, pair.meta_a, pair.meta_b, probe),
-        "negative": lambda: controls.self_pair(pair.model_a, pair.meta_a),
+        "positive": lambda: disjoint_block_pair(pair.model_a, pair.model_b, pair.meta_a, pair.meta_b, probe),
+        "negative": lambda: self_pair(pair.model_a, pair.meta_a),
     }
     for name, build in builders.items():
         t0 = time.perf_counter()
@@ -105,17 +107,14 @@ def run_controls(
 
 def aligned_endpoint(method: str, pair: Pair, ds, settings: RunSettings, device: torch.device):
     """B permuted towards A by ``method`` (cached as a checkpoint under ``settings.align_cache``)."""
-    from lewc import align
 
     def batches():
-        n = min(align.ACTIVATION_IMAGES, len(ds.train))
+        n = min(ACTIVATION_IMAGES, len(ds.train))
         return [x for x, _ in ds.batches("train", settings.batch_size_eval, n)]
 
     folder = settings.align_cache
-    cached = folder is not None and align.aligned_path(folder, pair.meta_a, pair.meta_b, method).is_file()
-    model, meta = align.load_or_align(
-        folder, method, pair.model_a, pair.model_b, pair.meta_a, pair.meta_b, batches, device
-    )
+    cached = folder is not None and aligned_path(folder, pair.meta_a, pair.meta_b, method).is_file()
+    model, meta = load_or_align(folder, method, pair.model_a, pair.model_b, pair.meta_a, pair.meta_b, batches, device)
     info = meta["alignment"]
     log.info(
         "align: %s B to A by %s, objective %.4g → %.4g (%s pass(es), %.1f s)",
@@ -138,9 +137,6 @@ def warn_degenerate(claims: list[Claim]) -> None:
 def warn_at_chance(res: xr.Dataset, ds, n_test: int | None) -> None:
     """A WARNING per endpoint at chance level: reached only with the ``allow_chance`` opt-in (the admission
     gate refuses such endpoints otherwise, on every path); their barriers say nothing about the claim."""
-    from lewc.pipeline.endpoints import chance_threshold
-    from lewc.reporting.report import endpoint_accuracies
-
     n = min(n_test or len(ds.test), len(ds.test))
     limit = chance_threshold(ds.info.num_classes, n)
     ends = endpoint_accuracies(res)

@@ -50,6 +50,7 @@ from lewc.core.conventions import BOOT_SEED, LEVEL, N_BOOT, percentile_interval
 from lewc.core.errors import LewcError
 from lewc.stats import conditions, fit
 from lewc.stats.barriers import image_counts, mid_index
+from lewc.stats.calibrate import fit_betas
 from lewc.stats.pairs import COVERS, t_intervals
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
@@ -492,8 +493,6 @@ def stat_lewc_temperature(res: xr.Dataset, rs: Resampler | None) -> tuple[np.nda
     ½(z_A + z_B), so the fitted inverse temperatures are in the ratio 2^(L_eff−1); LLFC (merged ≈ plain
     ensemble) gives 1. The interval refits both β on resampled calibration images (paired).
     """
-    from lewc.stats.calibrate import fit_betas
-
     n_out = rs.n_boot if rs else 1
     depth, why = logits_exponent(res)
     if not np.isfinite(depth):
