@@ -27,12 +27,13 @@ import torch
 from bench_verify import LAMS, fair_pipeline, timed
 from gpu_check import cifar_shaped, meta_for
 
+from lewc.core.io import data_home
 from lewc.models import build
 from lewc.pipeline.analysis import analyze
 from lewc.sweep.merge import Pair
 from lewc.sweep.path import SweepOptions, sweep
 from lewc.training import checkpoints
-from lewc.training.data import data_home, load_dataset
+from lewc.training.data import load_dataset
 from lewc.training.recipe import default_config
 
 

@@ -44,7 +44,7 @@ LAMS = [i / 10 for i in range(11)]
 
 def default_pair() -> list[str]:
     """The embedded default pair, named by the recipe exactly as ``lewc.verify`` names it."""
-    from lewc.training.data import data_home
+    from lewc.core.io import data_home
     from lewc.training.recipe import default_config
 
     found = [default_config("mlp", 1, None, s).checkpoint_path(data_home() / "checkpoints") for s in (0, 1)]

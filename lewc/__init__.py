@@ -9,8 +9,8 @@ the pipeline (torch, xarray, scipy) is imported on first use of these names.
 """
 
 from lewc.core.errors import LewcError, quiet_startup_interrupts
+from lewc.core.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["ClaimResult", "LewcError", "PairReport", "__version__", "verify_pair"]
 
 _LAZY = {"verify_pair", "PairReport", "ClaimResult"}

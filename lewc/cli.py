@@ -8,7 +8,11 @@ for the dispatcher itself should not).
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+
+from lewc.core import errors
+from lewc.core.version import __version__
 
 COMMANDS = {  # subcommand → (module with main(argv), what it does)
     "verify": ("lewc.verify", "verify a pair of networks: verdict per claim, controls, report (the default pair)"),
@@ -31,24 +35,18 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import lewc
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         sys.exit(0 if argv else 2)
     if argv[0] == "--version":
-        print(f"lewc {lewc.__version__}")
+        print(f"lewc {__version__}")
         return
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         sys.stderr.write(f"lewc: error: unknown subcommand {name!r}; choose from {', '.join(COMMANDS)}\n")
         sys.exit(2)
     module = COMMANDS[name][0]
-    import signal
-
-    from lewc.core import errors
-
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # Ctrl-C during torch's import: one line
         signal.signal(signal.SIGINT, errors._exit_on_interrupt)  # the command's cli_main restores Python's
     importlib.import_module(module).main(rest)

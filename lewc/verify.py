@@ -30,10 +30,13 @@ from lewc.core import logs
 from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
 from lewc.core.device import resolve_device
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
+from lewc.core.io import data_home
 from lewc.core.validate import check_int, check_path, check_plain_name, short
 from lewc.models.registry import MAX_BASE_WIDTH, MAX_WIDTH
 from lewc.pipeline.endpoints import checkpoint_folder, plan_pair
 from lewc.pipeline.folders import AnalysisOptions, check_writable
+from lewc.pipeline.interop import parse_arch
+from lewc.pipeline.pair import evaluate_verdicts
 from lewc.pipeline.runs import (
     MIN_TEST_IMAGES,
     RunContext,
@@ -44,11 +47,9 @@ from lewc.pipeline.runs import (
 )
 from lewc.pipeline.widths import write_sweep
 from lewc.reporting import report
-from lewc.stats.claims import evaluate_verdicts
 from lewc.sweep.merge import Pair
 from lewc.training import checkpoints
 from lewc.training.checkpoints import MAX_SEED
-from lewc.training.data import data_home
 from lewc.training.recipe import MAX_COUNT, TrainConfig, add_recipe_arguments, config_from_args
 
 log = logging.getLogger("lewc.verify")  # not __name__: that is "__main__" under python -m lewc.verify
@@ -241,8 +242,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.arch:
         if not args.ckpt_a:
             raise LewcError("--arch describes the checkpoints given by --ckpt-a and --ckpt-b; give both")
-        from lewc.pipeline.interop import parse_arch
-
         arch = parse_arch(args.arch, args.arch_kwargs)
         done = verify_foreign(arch, args.ckpt_a, args.ckpt_b, args.dataset, options, device, ctx, args.out)
         finish(done.report_path, done.report, args)

@@ -108,9 +108,9 @@ def check_outputs(out: Path, rep: dict) -> None:
     import jsonschema
     import pandas as pd
 
+    from lewc.pipeline.pair import evaluate_verdicts
     from lewc.reporting import report
     from lewc.reporting.results import SAMPLE_VARIABLES, open_results
-    from lewc.stats.claims import evaluate_verdicts
 
     jsonschema.validate(rep, report.schema())
     frame = pd.read_csv(out / "summary.csv")

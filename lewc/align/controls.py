@@ -27,6 +27,7 @@ import torch
 
 from lewc.core.errors import LewcError
 from lewc.models import CapturingModel
+from lewc.models.traced import TracedModel
 from lewc.training.checkpoints import build_from_meta
 
 PROBE_RTOL = 1e-4
@@ -82,8 +83,6 @@ def disjoint_block_pair(
     Raises ``LewcError`` when the family's layout does not allow it (the embedded endpoints would
     not compute A and B).
     """
-    from lewc.models.traced import TracedModel
-
     wide_meta = dict(meta_a, width=2 * int(meta_a["width"]))
     models = []
     with torch.no_grad():

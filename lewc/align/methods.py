@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from lewc.align.permspec import PermutationSpec, derive_spec
+from lewc.align.permspec import PermutationSpec, derive_spec, trace
 from lewc.core.errors import LewcError
 from lewc.core.validate import short
 from lewc.sweep.merge import State, model_state
@@ -203,8 +203,6 @@ def weight_matching(spec: PermutationSpec, a: State, b: State, seed: int = ALIGN
 def _site_outputs(model: torch.nn.Module, spec: PermutationSpec, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """The ReLU outputs the spec names, for one batch (an fx interpreter records them)."""
     import torch.fx
-
-    from lewc.align.permspec import trace
 
     wanted = {name for name, _ in spec.sites}
     gm = trace(model)

@@ -18,11 +18,10 @@ from pathlib import Path
 
 from lewc.core import logs
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
-from lewc.core.io import reading
+from lewc.core.io import data_home, reading
 from lewc.reporting import plots
 from lewc.reporting.results import RESULTS_SCHEMA, STUDY_SCHEMA, SWEEP_SCHEMA, open_results
 from lewc.reporting.study_plots import study_figures
-from lewc.training.data import data_home
 
 log = logging.getLogger("lewc.commands.figs")  # not __name__: that is "__main__" under python -m
 

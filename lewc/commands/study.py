@@ -72,8 +72,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lewc.core import logs
+from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
-from lewc.reporting.results import STUDY_SCHEMA
+from lewc.core.io import data_home, read_json, reading, write_atomic, write_json_atomic
+from lewc.core.validate import check_bool, check_int, check_number, check_plain_name, short
+from lewc.reporting.results import (
+    BARRIER_NAMES,
+    PAPER_LAMS,
+    PAPER_STATISTICS,
+    RESULTS_SCHEMA,
+    STUDY_SCHEMA,
+    WEAK_ADDITIVITY_REFERENCES,
+    alignments,
+    for_alignment,
+    open_results,
+    paper_statistics,
+    write_netcdf,
+)
+from lewc.reporting.results import barrier as results_barrier
+from lewc.reporting.results import barrier_ci as results_barrier_ci
+from lewc.stats.pairs import COVERS, over_pairs_dataset, t_intervals
 
 log = logging.getLogger("lewc.commands.study")  # not __name__: that is "__main__" under python -m
 
@@ -133,7 +151,6 @@ class StudySpec:
 
     def job(self, cell: dict, pair: int) -> PairJob:
         """One (cell, pair) as the pipeline's typed arguments: the two training configs and the analysis."""
-        from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
         from lewc.pipeline.runs import analysis_options
         from lewc.training.recipe import default_config
 
@@ -237,7 +254,6 @@ MAX_PAIRS = 1000
 def check_study_values(study: dict, slurm: dict) -> None:
     """[study] and [slurm] values by type and range (booleans are booleans, counts ≥ 1, λ lists, names)."""
     from lewc.align.methods import check_methods
-    from lewc.core.validate import check_bool, check_int, check_number, check_plain_name, short
     from lewc.models import get_family
     from lewc.pipeline.runs import MIN_TEST_IMAGES
     from lewc.training.data import dataset_info
@@ -496,18 +512,8 @@ def combine(spec: StudySpec, outcomes: list[Outcome]):
     import numpy as np
     import xarray as xr
 
-    from lewc.reporting.results import (
-        BARRIER_NAMES,
-        PAPER_LAMS,
-        alignments,
-        for_alignment,
-        open_results,
-        paper_statistics,
-    )
-    from lewc.reporting.results import barrier as results_barrier
-    from lewc.reporting.results import barrier_ci as results_barrier_ci
-    from lewc.stats.claims import claim_ids, evaluate_claims, evaluate_verdicts
-    from lewc.stats.pairs import COVERS, over_pairs_dataset
+    from lewc.pipeline.pair import evaluate_verdicts
+    from lewc.stats.claims import claim_ids, evaluate_claims
 
     axes = list(spec.grid)
     shape = [len(spec.grid[a]) for a in axes]
@@ -610,9 +616,6 @@ def paper_lines(ds, axes: list[str]) -> list[str]:
     maps them over widths; study.nc keeps every pair's value)."""
     import numpy as np
 
-    from lewc.reporting.results import PAPER_STATISTICS, WEAK_ADDITIVITY_REFERENCES
-    from lewc.stats.pairs import t_intervals
-
     names = [v for v in PAPER_STATISTICS if v in ds]
     if not names:
         return []
@@ -668,10 +671,7 @@ def _verdict_cell(claim) -> str:
 
 
 def write_outputs(spec: StudySpec, folder: Path, outcomes: list[Outcome], command: str) -> Path:
-    from lewc.core.io import write_atomic, write_json_atomic
-    from lewc.reporting.results import write_netcdf
     from lewc.reporting.study_plots import study_figures
-    from lewc.stats.pairs import COVERS
 
     ds, verdicts = combine(spec, outcomes)
     ds.attrs["command"] = command
@@ -752,8 +752,6 @@ def finished_folder(spec: StudySpec, cell: dict, pair: int) -> Path | None:
 
 
 def record_submitted(folder: Path, submitted: list[tuple[dict, int, str]]) -> None:
-    from lewc.core.io import write_json_atomic
-
     rows = [{"cell": cell, "pair": pair, "job_id": str(job_id)} for cell, pair, job_id in submitted]
     write_json_atomic(folder / SUBMITTED, rows)
 
@@ -778,8 +776,6 @@ def _first_error_line(text: str) -> str:
 
 def job_states(spec: StudySpec, folder: Path) -> list[tuple[dict, int, str, str]]:
     """(cell, pair, state, detail) of every job, from disk only: done, failed, submitted or missing."""
-    from lewc.core.io import reading
-
     submitted, errors = {}, {}
     if (folder / SUBMITTED).is_file():
         with reading(folder / SUBMITTED, "study record"):
@@ -812,8 +808,6 @@ def job_states(spec: StudySpec, folder: Path) -> list[tuple[dict, int, str, str]
 
 def _rows(path: Path) -> list[dict]:
     """A study record (submitted.json, outcomes.json): a list of objects, or one line naming the file."""
-    from lewc.core.io import read_json
-
     rows = read_json(path, "study record")
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise LewcError(f"study record {path} is not a list of job records")
@@ -822,9 +816,6 @@ def _rows(path: Path) -> list[dict]:
 
 def damaged(folder: Path) -> str:
     """Empty for an intact finished job folder, else one line naming its damaged report.json or results.nc."""
-    from lewc.core.io import read_json, reading
-    from lewc.reporting.results import RESULTS_SCHEMA, open_results
-
     try:
         report = read_json(folder / "report.json", "job report")
         if not isinstance(report, dict) or not isinstance(report.get("barriers"), dict):
@@ -951,7 +942,6 @@ def main(argv: list[str] | None = None) -> None:
             "use --executor local, or run on a SLURM login node"
         )
     from lewc.pipeline.folders import check_writable
-    from lewc.training.data import data_home
 
     folder = args.out or data_home() / "studies" / spec.name
     jobs = [(cell, pair, spec.job(cell, pair)) for cell in spec.cells() for pair in range(spec.pairs)]

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from lewc.core import logs
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
+from lewc.core.io import data_home, write_atomic, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -173,9 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     from lewc.core.device import resolve_device
-    from lewc.core.io import write_atomic, write_json_atomic
     from lewc.pipeline.runs import RunContext, verify_configs
-    from lewc.training.data import data_home
 
     args = build_parser().parse_args(argv)
     logs.start(args)

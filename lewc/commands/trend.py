@@ -47,6 +47,10 @@ import xarray as xr
 
 from lewc.core import logs
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
+from lewc.core.io import reading, write_atomic, write_json_atomic
+from lewc.reporting.results import PAPER_STATISTICS, WEAK_ADDITIVITY_REFERENCES
+from lewc.stats.pairs import COVERS
+from lewc.stats.pairs import t_intervals as over_pairs
 
 METRICS = {  # barrier name in study.nc → (label, unit, LMC tolerance)
     "acc_mid": ("accuracy barrier at λ = ½", "pp", 3.0),
@@ -187,8 +191,6 @@ def load_points(folders: list[Path]) -> list[dict]:
     """Every (study cell, pair, alignment, metric) value as a flat record with the hidden width in units.
 
     An empty, random, truncated, incomplete or foreign file is one ``LewcError`` line naming it."""
-    from lewc.core.io import reading
-
     records = []
     for folder in folders:
         path = folder / "study.nc" if folder.is_dir() else folder
@@ -265,8 +267,6 @@ def study_points(path: Path) -> list[dict]:
 
 def paper_records(here: xr.Dataset, base: dict) -> list[dict]:
     """One record per (paper statistic, layer depth ℓ[, λ]) of one pair; layers the cell lacks are skipped."""
-    from lewc.reporting.results import PAPER_STATISTICS
-
     out = []
     for var in PAPER_STATISTICS:
         if var not in here:
@@ -288,8 +288,6 @@ def t_intervals(values: np.ndarray, level: float = 0.95) -> tuple[list[float], l
     by anyone with the same recipe and new seeds — should fall: mean ± t·s·√(1 + 1/n). Fewer than two
     values: NaN (no spread to scale by). The one implementation is ``lewc.stats.pairs.t_intervals``.
     """
-    from lewc.stats.pairs import t_intervals as over_pairs
-
     over = over_pairs(values, level)
     return list(over.ci), list(over.prediction)
 
@@ -300,8 +298,6 @@ CELL_FIELDS = (*GROUP_AXES, "align", "width", "metric", "ell", "lam")
 def cell_table(records: list[dict]) -> list[dict]:
     """Per (group, alignment, width, metric[, ℓ, λ]): pairs, mean, its 95% t-interval and a new pair's
     prediction interval (``covers`` says which is which)."""
-    from lewc.stats.pairs import COVERS
-
     fields = CELL_FIELDS
     groups: dict[tuple, list[float]] = {}
     for r in records:
@@ -435,8 +431,6 @@ def map_markdown(cells: list[dict]) -> list[str]:
 def paper_markdown(cells: list[dict]) -> list[str]:
     """The paper's per-layer statistics beside lewc's verdicts: per (group, width, alignment, ℓ), each
     statistic's mean over pairs [95% t-interval over pairs]; the cosines at every λ, the rest at ½."""
-    from lewc.reporting.results import PAPER_STATISTICS, WEAK_ADDITIVITY_REFERENCES
-
     paper = [c for c in cells if c.get("ell") is not None]
     if not paper:
         return []
@@ -616,15 +610,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    from lewc.core.io import write_atomic, write_json_atomic
-
     args = build_parser().parse_args(argv)
     logs.start(args)
     records = load_points(args.studies)
     if not records:
         raise LewcError(f"{', '.join(map(str, args.studies))}: no (width, pair) points to fit")
-    from lewc.core.io import reading
-
     with reading(", ".join(map(str, args.studies)), "study file(s)"):  # values no study should hold
         rows = fit_table(records)
         cells = cell_table(records)

@@ -1,4 +1,5 @@
-"""Atomic file writing: a temporary file in the same folder, fsync, then rename.
+"""Where lewc's files live (``data_home``) and atomic file writing: a temporary file in the same folder,
+fsync, then rename.
 
 An interrupted run therefore leaves either the previous complete file or nothing, never a
 truncated one (docs/conventions.md).
@@ -13,6 +14,13 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from lewc.core.errors import LewcError
+
+
+def data_home() -> Path:
+    """Root of datasets, checkpoints, results, studies and caches: ``$LEWC_DATA`` or ``./data``."""
+    return Path(os.environ.get("LEWC_DATA", "data"))
 
 
 def _default_file_mode() -> int:
@@ -73,8 +81,6 @@ def _first_line(err: BaseException) -> str:
 def reading(path: str | os.PathLike, what: str = "file") -> Iterator[None]:
     """Whatever goes wrong while reading and interpreting ``path`` (empty, random, truncated, incomplete or
     foreign content) becomes one ``LewcError`` line naming the file; lewc's own errors pass unchanged."""
-    from lewc.core.errors import LewcError
-
     try:
         yield
     except LewcError:
@@ -85,8 +91,6 @@ def reading(path: str | os.PathLike, what: str = "file") -> Iterator[None]:
 
 def read_json(path: str | os.PathLike, what: str = "file", max_bytes: int = 64 << 20) -> object:
     """JSON from ``path``, or one ``LewcError`` line naming it (missing, too large, not UTF-8, not JSON)."""
-    from lewc.core.errors import LewcError
-
     path = Path(path)
     if not path.is_file():
         raise LewcError(f"{what} {path} does not exist")

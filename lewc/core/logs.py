@@ -16,6 +16,9 @@ import sys
 import warnings
 from collections.abc import Iterator
 
+from lewc.core.errors import LewcError
+from lewc.core.version import __version__
+
 FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 DATEFMT = "%Y-%m-%d %H:%M:%S"
 PACKAGES = ("lewc", "benchmarks")  # the loggers a command configures
@@ -60,8 +63,6 @@ def setup_logging(verbosity: int = 0) -> None:
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """``-v/--verbose``, ``-q/--quiet``, ``--threads N`` and ``--version``: the same on every command."""
-    import lewc
-
     g = parser.add_argument_group("output and threads (every lewc command)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more log lines (debug)")
     g.add_argument(
@@ -73,7 +74,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="CPU threads of torch (torch.set_num_threads); recorded with the results, since bit-identical "
         "CPU results need the same count (default: torch's)",
     )
-    g.add_argument("--version", action="version", version=f"%(prog)s (lewc {lewc.__version__})")
+    g.add_argument("--version", action="version", version=f"%(prog)s (lewc {__version__})")
 
 
 def verbosity(args: argparse.Namespace) -> int:
@@ -82,8 +83,6 @@ def verbosity(args: argparse.Namespace) -> int:
 
 def start(args: argparse.Namespace) -> None:
     """Apply the common flags: logging level, then the thread count (checked: a bad count is one line)."""
-    from lewc.core.errors import LewcError
-
     setup_logging(verbosity(args))
     threads = getattr(args, "threads", None)
     if threads is not None:

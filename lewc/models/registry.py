@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lewc.core.errors import LewcError
+from lewc.core.validate import check_int
 from lewc.models.common import CapturingModel, check_norm
 
 # builder(in_shape, num_classes, width, base_width, depth, norm, bias) -> model
@@ -96,8 +97,6 @@ def build(
     depth: int | None = None,
 ) -> CapturingModel:
     """Build a model of family ``name``; ``None`` arguments take the family's defaults."""
-    from lewc.core.validate import check_int
-
     family = get_family(name)
     check_int(width, "width", 1, MAX_WIDTH)
     if base_width is not None:

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 import torch
 
 from lewc.core.errors import LewcError
+from lewc.pipeline.endpoints import chance_threshold
 
 WEIGHT_SCALE_LIMIT = 1e3  # RMS(W)·√fan_in of a weight matrix / kernel (Kaiming init: √2)
 VECTOR_LIMIT = 1e4  # largest |value| of a 1-D or scalar parameter (biases, norm scales)
@@ -101,8 +102,6 @@ def admit_pair(pair, ds, n_test: int | None, batch_size: int, sources: Mapping[s
     ``model_a``). The returned record (accuracies, chance threshold, the opt-in and who used it) goes
     into the results' ``admission`` attribute.
     """
-    from lewc.pipeline.endpoints import chance_threshold
-
     record: dict = {"allow_chance": bool(allow_chance), "at_chance": []}
     for end, model in (("a", pair.model_a), ("b", pair.model_b)):
         check_weights(model, sources[end])

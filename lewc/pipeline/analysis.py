@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-import lewc
 from lewc.core.conventions import LAM_CONVENTION, LEVEL, N_BOOT, percentile_interval
+from lewc.core.version import __version__
 from lewc.models.effective import effective_depths
 from lewc.pipeline.admission import reported_meta
 from lewc.reporting.results import RESULTS_SCHEMA, json_attr, lewc_position
@@ -217,7 +217,7 @@ def analyze(
     out.attrs.update(
         {
             "schema": RESULTS_SCHEMA,
-            "lewc_version": lewc.__version__,
+            "lewc_version": __version__,
             "torch_version": torch.__version__,
             "dataset": ds.info.name,
             "n_test": int(result.logits["test"].shape[1]),

@@ -27,6 +27,7 @@ import torch
 import xarray as xr
 from torch import nn
 
+from lewc.align.methods import check_methods
 from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS, N_CALIB
 from lewc.core.device import resolve_device
 from lewc.core.errors import LewcError
@@ -299,8 +300,6 @@ def _real(v: Any) -> float:
 
 
 def check_align(align: Sequence[str] | str) -> tuple[str, ...]:
-    from lewc.align.methods import check_methods
-
     if not isinstance(align, str) and not (isinstance(align, Sequence) and all(isinstance(a, str) for a in align)):
         raise LewcError(f"align must be a method name or a sequence of names, got {type(align).__name__}")
     methods = check_methods(align if isinstance(align, str) else ",".join(align))

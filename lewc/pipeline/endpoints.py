@@ -12,9 +12,12 @@ from pathlib import Path
 import torch
 
 from lewc.core.errors import LewcError
+from lewc.core.io import data_home
+from lewc.models import build
 from lewc.training import checkpoints
-from lewc.training.data import data_home
+from lewc.training.data import dataset_info
 from lewc.training.recipe import TrainConfig
+from lewc.training.train import train
 
 CPU_FLOPS = 5e10  # sustained FLOP/s assumed for a CPU when estimating training cost
 GPU_FLOPS = 2e14  # one data-centre GPU in bf16
@@ -28,9 +31,6 @@ def checkpoint_folder(ckpt_dir: Path | None = None) -> Path:
 
 def training_cost_seconds(cfg: TrainConfig, device: torch.device, n_train: int = 55000) -> float:
     """Rough cost of training one endpoint: 3 × forward FLOPs × images × epochs at the device's rate."""
-    from lewc.models import build
-    from lewc.training.data import dataset_info
-
     info = dataset_info(cfg.dataset)
     with torch.device("meta"):
         model = build(
@@ -88,8 +88,6 @@ def ensure_trained(
     configs: list[TrainConfig], folder: Path, device: torch.device, data_root=None, progress: bool = True
 ) -> list[Path]:
     """The checkpoint of every config, training (or resuming) the missing ones in this process."""
-    from lewc.training.train import train
-
     paths = []
     for cfg in configs:
         path = cfg.checkpoint_path(folder)

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lewc.core.errors import LewcError
+from lewc.core.io import data_home
 from lewc.core.validate import check_path, check_plain_name
-from lewc.reporting.results import RESULTS_SCHEMA
-from lewc.training.data import data_home
+from lewc.reporting.results import RESULTS_SCHEMA, json_attr
 from lewc.training.recipe import TrainConfig, units_slug
 
 TMP_PREFIX = ".tmp-"
@@ -54,8 +54,6 @@ def run_provenance(
 ) -> dict:
     """What every analysis records in attrs: command, checkpoint files, time, seeds, device, threads, options."""
     import torch
-
-    from lewc.reporting.results import json_attr
 
     return {
         "command": command,

@@ -22,8 +22,9 @@ from torch import nn
 
 from lewc.core.errors import LewcError
 from lewc.core.io import sha256_file
-from lewc.models import family_names
+from lewc.models import build, family_names, get_family
 from lewc.models.common import CapturingModel
+from lewc.models.traced import TracedModel
 from lewc.pipeline.admission import check_floating_kind, check_weights
 
 STATE_SUFFIXES = (".pt", ".pth", ".safetensors")
@@ -90,8 +91,6 @@ def parse_arch(text: str, kwargs_text: str | None = None) -> ArchSpec:
 def build_arch(arch: ArchSpec, num_classes: int, in_shape: tuple[int, ...]) -> nn.Module:
     """An uninitialised module of ``arch`` (lewc families get the dataset's classes and input shape)."""
     if arch.family is not None:
-        from lewc.models import build
-
         kw = dict(arch.kwargs)
         return build(arch.family, kw.pop("width", 1), num_classes, in_shape, **kw)
     module_name, _, attr = arch.factory.partition(":")
@@ -157,8 +156,6 @@ def family_fields(arch: ArchSpec) -> dict[str, Any]:
     """The architecture fields of a sidecar, resolved (so the positive control can rebuild a family at 2×)."""
     if arch.family is None:
         return {"width": 1, "base_width": None, "depth": None, "norm": None, "bias": None}
-    from lewc.models import get_family
-
     fam, kw = get_family(arch.family), arch.kwargs
     return {
         "width": int(kw.get("width", 1)),
@@ -173,8 +170,6 @@ def foreign_endpoint(
     arch: ArchSpec, path: Path, tag: str, dataset: str, num_classes: int, in_shape: tuple[int, ...]
 ) -> tuple[CapturingModel, dict]:
     """(model with lewc's capture protocol, sidecar-like meta) for one plain checkpoint."""
-    from lewc.models.traced import TracedModel
-
     model = load_into(build_arch(arch, num_classes, in_shape), load_state_file(path), path)
     if not isinstance(model, CapturingModel):
         model = TracedModel(model, torch.zeros(2, *in_shape))

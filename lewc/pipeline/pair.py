@@ -10,19 +10,31 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import xarray as xr
 
+from lewc.align import ACTIVATION_IMAGES, aligned_path, load_or_align
+from lewc.align.controls import disjoint_block_pair, self_pair
 from lewc.core.errors import LewcError
 from lewc.pipeline.admission import admission_attr, admit_pair
 from lewc.pipeline.analysis import analyze
+from lewc.pipeline.endpoints import chance_threshold
 from lewc.pipeline.folders import AnalysisOptions, check_out, check_writable, private_folder, publish
 from lewc.reporting import report
-from lewc.reporting.results import for_alignment, split_samples, stack_alignments, to_frame, write_netcdf
-from lewc.stats.claims import Claim, evaluate_claims, evaluate_verdicts
+from lewc.reporting.report import endpoint_accuracies
+from lewc.reporting.results import (
+    alignments,
+    for_alignment,
+    split_samples,
+    stack_alignments,
+    to_frame,
+    write_netcdf,
+)
+from lewc.stats.claims import Claim, evaluate_claims, evaluate_permutation_gap
 from lewc.sweep.merge import Pair
 from lewc.sweep.path import SweepOptions
 
@@ -52,19 +64,30 @@ class PairResult:
     absent_controls: dict[str, str] = field(default_factory=dict)  # control name → why it could not be built
 
 
+def evaluate_verdicts(results: Sequence[xr.Dataset]) -> list[Claim]:
+    """The claims of one pair or several (results with an ``align`` dimension or without): every claim
+    on the unaligned pairs, plus ``permutation_gap`` when every pair was also weight-matched."""
+    claims = evaluate_claims([for_alignment(r) for r in results])
+    if all("weights" in alignments(r) for r in results):
+        claims.append(
+            evaluate_permutation_gap(
+                [for_alignment(r) for r in results], [for_alignment(r, "weights") for r in results]
+            )
+        )
+    return claims
+
+
 def run_controls(
     pair: Pair, ds, options: AnalysisOptions, sweep_options: SweepOptions, absent: dict[str, str] | None = None
 ) -> dict[str, xr.Dataset]:
     """The positive and negative controls through the same pipeline (see lewc.align.controls); a control
     that cannot be built is left out with its reason in ``absent``."""
-    from lewc.align import controls
-
     out = {}
     absent = {} if absent is None else absent
     probe = ds.normalize(ds.test.x[:64])
     builders = {
-        "positive": lambda: controls.disjoint_block_pair(pair.model_a, pair.model_b, pair.meta_a, pair.meta_b, probe),
-        "negative": lambda: controls.self_pair(pair.model_a, pair.meta_a),
+        "positive": lambda: disjoint_block_pair(pair.model_a, pair.model_b, pair.meta_a, pair.meta_b, probe),
+        "negative": lambda: self_pair(pair.model_a, pair.meta_a),
     }
     for name, build in builders.items():
         t0 = time.perf_counter()
@@ -84,17 +107,14 @@ def run_controls(
 
 def aligned_endpoint(method: str, pair: Pair, ds, settings: RunSettings, device: torch.device):
     """B permuted towards A by ``method`` (cached as a checkpoint under ``settings.align_cache``)."""
-    from lewc import align
 
     def batches():
-        n = min(align.ACTIVATION_IMAGES, len(ds.train))
+        n = min(ACTIVATION_IMAGES, len(ds.train))
         return [x for x, _ in ds.batches("train", settings.batch_size_eval, n)]
 
     folder = settings.align_cache
-    cached = folder is not None and align.aligned_path(folder, pair.meta_a, pair.meta_b, method).is_file()
-    model, meta = align.load_or_align(
-        folder, method, pair.model_a, pair.model_b, pair.meta_a, pair.meta_b, batches, device
-    )
+    cached = folder is not None and aligned_path(folder, pair.meta_a, pair.meta_b, method).is_file()
+    model, meta = load_or_align(folder, method, pair.model_a, pair.model_b, pair.meta_a, pair.meta_b, batches, device)
     info = meta["alignment"]
     log.info(
         "align: %s B to A by %s, objective %.4g → %.4g (%s pass(es), %.1f s)",
@@ -117,9 +137,6 @@ def warn_degenerate(claims: list[Claim]) -> None:
 def warn_at_chance(res: xr.Dataset, ds, n_test: int | None) -> None:
     """A WARNING per endpoint at chance level: reached only with the ``allow_chance`` opt-in (the admission
     gate refuses such endpoints otherwise, on every path); their barriers say nothing about the claim."""
-    from lewc.pipeline.endpoints import chance_threshold
-    from lewc.reporting.report import endpoint_accuracies
-
     n = min(n_test or len(ds.test), len(ds.test))
     limit = chance_threshold(ds.info.num_classes, n)
     ends = endpoint_accuracies(res)

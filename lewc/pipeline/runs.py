@@ -24,15 +24,19 @@ import numpy as np
 import torch
 import xarray as xr
 
+from lewc.align.methods import check_methods
 from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
 from lewc.core.errors import LewcError
+from lewc.core.io import data_home
+from lewc.models import get_family
+from lewc.pipeline import interop
 from lewc.pipeline.endpoints import check_endpoints, checkpoint_folder, ensure_trained, plan_pair
-from lewc.pipeline.folders import AnalysisOptions, results_folder, run_provenance
+from lewc.pipeline.folders import AnalysisOptions, check_writable, results_folder, run_provenance
 from lewc.pipeline.pair import RunSettings, analyse_pair, write_folder
 from lewc.reporting.results import open_results
 from lewc.sweep.merge import Pair, check_lams
 from lewc.training import checkpoints
-from lewc.training.data import data_home, dataset_info, load_dataset
+from lewc.training.data import dataset_info, load_dataset
 from lewc.training.recipe import TrainConfig
 
 log = logging.getLogger("lewc.verify")  # the command line's stages, whichever client runs them
@@ -73,8 +77,6 @@ def analysis_options(
     align=("none", "weights"),
 ) -> AnalysisOptions:
     """Checked options: λ in [0, 1] with 0, ½ and 1; known alignments, ``none`` first; counts in range."""
-    from lewc.align.methods import check_methods
-
     grid = check_lams(list(lams))
     if not any(np.isclose(grid, 0.5)):
         raise LewcError("the λ grid must contain 0.5 (barriers and verdicts are taken at λ = ½)")
@@ -130,8 +132,6 @@ def verify_configs(
     Everything is checked before any training: the configs, the cost gate, and that the results can be
     written (a read-only folder found after hours of training would lose them).
     """
-    from lewc.pipeline.folders import check_writable
-
     for cfg in configs:
         cfg.validate()
     check_writable(out_dir if out_dir is not None else data_home() / "results")
@@ -215,9 +215,6 @@ def verify_foreign(
     out_dir: Path | None = None,
 ) -> Verified:
     """Plain state dicts of ``arch`` (an ``interop.ArchSpec``): build, load strictly, trace if foreign, verify."""
-    from lewc.models import get_family
-    from lewc.pipeline import interop
-
     if arch.family is None and not dataset:
         raise LewcError("--arch module:factory needs --dataset (the data to evaluate the models on)")
     dataset = dataset or get_family(arch.family).default_dataset

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from lewc.models import family_names, width_label
 from lewc.reporting.results import (
     BARRIER_NAMES,
     PAPER_LAMS,
@@ -57,8 +58,6 @@ def _v(da: xr.DataArray) -> list:
 
 def _width_label(meta: dict | None) -> str | None:
     """The pair's width in units (``MLP ×16 (3×8192)``); ``None`` for a family lewc does not know."""
-    from lewc.models import family_names, width_label
-
     if not meta or meta.get("model") not in family_names():
         return None
     return width_label(meta["model"], int(meta["width"]), meta.get("base_width"), meta.get("depth"))

@@ -50,6 +50,7 @@ from lewc.core.conventions import BOOT_SEED, LEVEL, N_BOOT, percentile_interval
 from lewc.core.errors import LewcError
 from lewc.stats import conditions, fit
 from lewc.stats.barriers import image_counts, mid_index
+from lewc.stats.calibrate import fit_betas, fit_betas_resampled
 from lewc.stats.pairs import COVERS, t_intervals
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
@@ -490,8 +491,6 @@ def stat_lewc_temperature(res: xr.Dataset, rs: Resampler | None) -> tuple[np.nda
     ½(z_A + z_B), so the fitted inverse temperatures are in the ratio 2^(L_eff−1); LLFC (merged ≈ plain
     ensemble) gives 1. The interval refits both β on resampled calibration images (paired).
     """
-    from lewc.stats.calibrate import fit_betas, fit_betas_resampled
-
     n_out = rs.n_boot if rs else 1
     depth, why = logits_exponent(res)
     if not np.isfinite(depth):
@@ -719,21 +718,6 @@ def evaluate_permutation_gap(
     if any(degeneracy(r) for r in unaligned):
         verdict, note = INCONCLUSIVE, "degenerate pair — " + note
     return _claim(GAP_SPEC, verdict, value, ci, note, points)
-
-
-def evaluate_verdicts(results: Sequence[xr.Dataset]) -> list[Claim]:
-    """The claims of one pair or several (results with an ``align`` dimension or without): every claim
-    on the unaligned pairs, plus ``permutation_gap`` when every pair was also weight-matched."""
-    from lewc.reporting.results import alignments, for_alignment
-
-    claims = evaluate_claims([for_alignment(r) for r in results])
-    if all("weights" in alignments(r) for r in results):
-        claims.append(
-            evaluate_permutation_gap(
-                [for_alignment(r) for r in results], [for_alignment(r, "weights") for r in results]
-            )
-        )
-    return claims
 
 
 def claims_dataset(res: xr.Dataset, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> xr.Dataset:

@@ -25,9 +25,12 @@ import torch
 from tqdm import tqdm
 
 from lewc.core.errors import LewcError
+from lewc.core.io import data_home, write_json_atomic
 from lewc.sweep.batchnorm import DEFAULT_BN_IMAGES, bn_templates, reestimate, reestimation_images
+from lewc.sweep.blocks import block_pair
 from lewc.sweep.capture import LayerStatistics
 from lewc.sweep.merge import Pair, State, check_lams
+from lewc.training.checkpoints import architecture
 from lewc.training.data import DeviceDataset
 
 STATE_CACHE_BYTES = 2 * 1024**3
@@ -112,8 +115,6 @@ def _time(fn: Callable[[], object], device: torch.device, repeat: int = 2) -> fl
 
 def vectorize_cache_key(pair: Pair, n_lams: int, batch: int, device: torch.device) -> str:
     """What decides whether vmap over λ beats a loop: the architecture, the device, threads, versions."""
-    from lewc.training.checkpoints import architecture
-
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     arch = architecture(dict(pair.meta_a)) if pair.meta_a else {"module": type(pair.model_a).__name__}
     parts = [json.dumps(arch, sort_keys=True), name, str(torch.get_num_threads()), torch.__version__]
@@ -129,9 +130,6 @@ def choose_vectorize(pair: Pair, states: MergedStates, x: torch.Tensor, device: 
     """
     if states.cache is None:
         return False
-    from lewc.core.io import write_json_atomic
-    from lewc.training.data import data_home
-
     key = vectorize_cache_key(pair, len(states.lams), len(x), device)
     path = data_home() / "cache" / "vectorize.json"
     try:
@@ -217,8 +215,6 @@ def _sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepO
     lams = check_lams(lams)
     timings: dict[str, float] = {}
     pair.template.to(ds.device)
-    from lewc.sweep.blocks import block_pair
-
     pair = block_pair(pair, next(ds.batches("calib", 64))[0])  # the exact positive control: composed
     states = MergedStates(pair, lams, opt.state_cache_bytes)
     t0 = time.perf_counter()

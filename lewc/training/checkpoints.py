@@ -19,12 +19,15 @@ from typing import Any
 import safetensors.torch
 import torch
 
-import lewc
 from lewc.core.errors import LewcError
 from lewc.core.io import atomic_path, sha256_file, write_json_atomic
 from lewc.core.validate import check_bool, check_int, check_number, check_plain_name, check_str, short
+from lewc.core.version import __version__
 from lewc.models import CapturingModel, build
+from lewc.models.common import NORMS
 from lewc.models.registry import MAX_BASE_WIDTH, MAX_DEPTH, MAX_WIDTH
+from lewc.training.data import dataset_info
+from lewc.training.recipe import TrainConfig
 
 SIDECAR_SCHEMA = "lewc.checkpoint/1"
 ARCH_KEYS = ("model", "width", "base_width", "depth", "norm", "bias", "num_classes", "in_shape")
@@ -84,7 +87,7 @@ def save(model: torch.nn.Module, path: str | os.PathLike, meta: dict[str, Any]) 
             "schema": SIDECAR_SCHEMA,
             "weights_file": wpath.name,
             "sha256": sha256_file(wpath),
-            "lewc_version": lewc.__version__,
+            "lewc_version": __version__,
             "torch_version": torch.__version__,
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
@@ -164,8 +167,6 @@ def _sha256(value: Any, what: str) -> str:
 
 
 def _norm(value: Any, what: str) -> str:
-    from lewc.models.common import NORMS
-
     if value not in NORMS:
         raise LewcError(f"{what} must be one of {', '.join(NORMS)}, got {short(value)}")
     return value
@@ -249,8 +250,6 @@ def validate_meta(meta: dict[str, Any]) -> None:
 
     Unknown extra fields are allowed (later versions may add some) but never used.
     """
-    from lewc.training.data import dataset_info
-
     for key, (required, check) in SIDECAR_FIELDS.items():
         if key not in meta:
             if required:
@@ -271,8 +270,6 @@ def validate_meta(meta: dict[str, Any]) -> None:
         for key in SHARED_WITH_TRAIN_CONFIG:
             if key in cfg and key in meta and cfg[key] != meta[key]:
                 raise LewcError(f"says {key} {short(meta[key])} but its train_config says {short(cfg[key])}")
-        from lewc.training.recipe import TrainConfig
-
         TrainConfig.from_dict(cfg).validate()  # complete, no unknown keys, values the recipe accepts
 
 
@@ -301,8 +298,6 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[C
         if key not in meta:
             raise LewcError(f"checkpoint sidecar {sidecar_path(wpath)} lacks field '{key}'")
     if isinstance(meta.get("train_config"), dict):
-        from lewc.training.recipe import TrainConfig
-
         try:  # unknown or missing keys, values the recipe refuses: one-line errors
             TrainConfig.from_dict(meta["train_config"]).validate()
         except LewcError as err:

@@ -31,14 +31,10 @@ import torch
 
 from lewc.core.conventions import N_CALIB, N_CALIB_SYNTHETIC
 from lewc.core.errors import LewcError
+from lewc.core.io import data_home, sha256_file
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 SPLIT_SEED = 20251008  # arXiv 2510.08023; fixed so every model seed shares one calib split
-
-
-def data_home() -> Path:
-    """Root of datasets, checkpoints and results: ``$LEWC_DATA`` or ``./data``."""
-    return Path(os.environ.get("LEWC_DATA", "data"))
 
 
 @dataclass(frozen=True)
@@ -324,8 +320,6 @@ def dataset_identity(name: str, data_root: str | os.PathLike | None = None, n_ca
     Fashion-MNIST's 30 MB. The calibration split (size and seed) is part of it, as is the generator
     of the synthetic set.
     """
-    from lewc.core.io import sha256_file
-
     spec = get_dataset(name)
     digest = hashlib.sha256(f"{name}/calib={n_calib}/split_seed={SPLIT_SEED}".encode())
     if spec.identity_tag:

@@ -29,10 +29,10 @@ from tqdm import tqdm
 
 from lewc.core.device import resolve_device
 from lewc.core.errors import LewcError
-from lewc.core.io import atomic_path
+from lewc.core.io import atomic_path, data_home
 from lewc.models import CapturingModel, build, get_family
 from lewc.training import checkpoints
-from lewc.training.data import DeviceDataset, data_home, load_dataset
+from lewc.training.data import DeviceDataset, load_dataset
 from lewc.training.recipe import TrainConfig
 
 log = logging.getLogger(__name__)
