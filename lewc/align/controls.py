@@ -82,7 +82,7 @@ def disjoint_block_pair(
     Raises ``LewcError`` when the family's layout does not allow it (the embedded endpoints would
     not compute A and B).
     """
-    from lewc.models.traced import TracedModel
+    from lewc.models.traced import TracedModel, user_name
 
     wide_meta = dict(meta_a, width=2 * int(meta_a["width"]))
     models = []
@@ -92,7 +92,7 @@ def disjoint_block_pair(
             wide = small.widened() if isinstance(small, TracedModel) else build_from_meta(wide_meta)
             wide = wide.to(probe.device).eval()
             state = {
-                name: _embed(t, wide.state_dict()[name], half, name, keep_biases)
+                name: _embed(t, wide.state_dict()[name], half, user_name(small, name), keep_biases)
                 for name, t in small.state_dict().items()
             }
             wide.load_state_dict(state)
