@@ -141,7 +141,8 @@ def sha256_file(path: str | os.PathLike) -> str:
 READ_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, RuntimeError, UnicodeError)
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """An exception's message for a one-line error: its first line, at most 300 characters."""
     lines = str(err).strip().splitlines()
     return lines[0][:300] if lines else "no message"
 
@@ -157,7 +158,7 @@ def reading(path: str | os.PathLike, what: str = "file") -> Iterator[None]:
     except LewcError:
         raise
     except READ_ERRORS as err:
-        raise LewcError(f"{what} {path} cannot be read ({type(err).__name__}: {_first_line(err)})") from None
+        raise LewcError(f"{what} {path} cannot be read ({type(err).__name__}: {first_line(err)})") from None
 
 
 def read_json(path: str | os.PathLike, what: str = "file", max_bytes: int = 64 << 20) -> object:
