@@ -59,6 +59,7 @@ def test_sigkill_at_any_moment_then_rerun_and_paper_figs(delay, trained_pair, tm
     assert again.returncode == 0, again.stderr
     assert len(collect_results(results)) == 1
     assert_only_complete_runs(results)
+    assert not [p for p in results.rglob("*") if p.name.startswith((TMP_PREFIX, ".tmp"))]  # the killed run's swept
     figs = subprocess.run(
         [sys.executable, "-m", "lewc.commands.figs", "--out", str(home / "figs")],
         env=env_for(home),
