@@ -141,6 +141,32 @@ def test_untraceable_model_and_bad_labels_are_one_line_errors(models, data):
         lewc.verify_pair(a, b, train=train, test=(x, y.float()))
 
 
+def test_messages_name_parameters_as_the_users_model_does_not_the_traced_wrapper(models, data):
+    """The traced adapter keeps the user's module as ``net``; no message shows that prefix (issue 32)."""
+
+    class Scaled(Net):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(48))
+
+        def forward(self, x):
+            return self.l3(F.relu(self.l2(F.relu(self.l1(x)) * self.scale)))
+
+    a, b = models
+    train, test = data
+    huge = Net()
+    huge.load_state_dict({k: v * 1e30 for k, v in b.state_dict().items()})
+    with pytest.raises(lewc.LewcError) as err:  # the admission gate names the tensor
+        lewc.verify_pair(a, huge, train=train, test=test, lams=(0, 0.5, 1), align="none", controls=False)
+    assert "tensor l1.weight has RMS" in str(err.value) and "net." not in str(err.value), err.value
+    sa, sb = Scaled(), Scaled()
+    sa.load_state_dict(a.state_dict(), strict=False)
+    sb.load_state_dict(b.state_dict(), strict=False)
+    with pytest.raises(lewc.LewcError) as err:  # weight matching's groups cannot follow a tensor attribute
+        lewc.verify_pair(sa, sb, train=train, test=test, lams=(0, 0.5, 1), align="weights", controls=False)
+    assert "a tensor attribute (scale)" in str(err.value) and "net" not in str(err.value), err.value
+
+
 def test_dataset_and_dataloader_give_the_same_tensors(data):
     from torch.utils.data import DataLoader, TensorDataset
 

@@ -1,8 +1,11 @@
-"""Fault injection: SIGKILL at random moments, a full disk, concurrent runs into one folder.
+"""Fault injection: SIGKILL at random moments, a full disk, concurrent runs into one folder, Ctrl-C while
+publishing, a killed writer's temporary.
 
-Each runs ``python -m lewc.verify`` in a real subprocess; afterwards every published folder must be
-complete (report.json beside a readable results.nc), a rerun must succeed, and ``paper_figs`` must
-only see complete runs.
+The slow ones run ``python -m lewc.verify`` in a real subprocess; afterwards every published folder must
+be complete (report.json beside a readable results.nc), a rerun must succeed, and ``paper_figs`` must
+only see complete runs. The temporaries lewc makes beside a user's files are plainly lewc's
+(``.lewc-tmp-…-pid<N>@<host>-…``), gone on every exit path, and a killed owner's are swept by the next
+write into the folder while a live owner's are kept.
 """
 
 import json
@@ -18,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lewc.commands.figs import collect_results
+from lewc.core.io import OWNER, TMP_PREFIX, owner_tag, write_json_atomic
 from lewc.reporting.report import REPORT_SCHEMA
 from lewc.reporting.results import open_results
 
@@ -55,6 +59,7 @@ def test_sigkill_at_any_moment_then_rerun_and_paper_figs(delay, trained_pair, tm
     assert again.returncode == 0, again.stderr
     assert len(collect_results(results)) == 1
     assert_only_complete_runs(results)
+    assert not [p for p in results.rglob("*") if p.name.startswith((TMP_PREFIX, ".tmp"))]  # the killed run's swept
     figs = subprocess.run(
         [sys.executable, "-m", "lewc.commands.figs", "--out", str(home / "figs")],
         env=env_for(home),
@@ -87,7 +92,7 @@ def test_two_concurrent_runs_into_one_folder_leave_one_complete_run(trained_pair
     codes = [p.wait(timeout=600) for p in procs]
     assert codes == [0, 0], [p.stderr.read() for p in procs]
     assert (out / "report.json").is_file() and open_results(out / "results.nc").sizes["lam"] == 5
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((TMP_PREFIX, ".tmp"))]
 
 
 @pytest.mark.parametrize("module", ["lewc.verify", "lewc.commands.train", "lewc.commands.figs"])
@@ -116,3 +121,120 @@ def test_ctrl_c_while_importing_is_one_line(module, tmp_path):
     err = [x for x in rest.splitlines() if not x.startswith("import time:")]
     assert proc.returncode == 130, err
     assert len(err) == 1 and err[0].startswith("interrupted") and "Traceback" not in rest
+
+
+# --- the temporaries beside a user's files ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def api_report():
+    """One small analysis (the API's notebook model), to publish again and again."""
+    import torch
+    from test_api import Net, fit, make_data
+
+    import lewc
+
+    train, test = make_data(600, 0), make_data(200, 1)
+    torch.manual_seed(0)
+    a = fit(Net(), train, 0, 3)
+    torch.manual_seed(1)
+    b = fit(Net(), train, 1, 3)
+    return lewc.verify_pair(a, b, train=train, test=test, lams=(0, 0.5, 1), align="none", controls=False)
+
+
+def test_publishing_leaves_beside_out_only_lewcs_named_temps_gone_on_every_exit_path(api_report, tmp_path, monkeypatch):
+    import lewc.pipeline.folders as folders
+    import lewc.pipeline.pair as pair
+
+    parent = tmp_path / "user"
+    parent.mkdir()
+    (parent / "notes.txt").write_text("the user's own")
+    out = parent / "out"
+    seen: list[set[str]] = []
+    real_publish = folders.publish
+
+    def spy(tmp, final):
+        seen.append({p.name for p in parent.iterdir()})
+        real_publish(tmp, final)
+
+    monkeypatch.setattr(pair, "publish", spy)
+    api_report.save(out)
+    api_report.save(out)  # over a previous run: the old folder is swapped out, then removed
+    extra = set().union(*seen) - {"notes.txt", "out"}
+    assert extra and all(n.startswith(TMP_PREFIX) and owner_tag() in n for n in extra), extra
+    assert {p.name for p in parent.iterdir()} == {"notes.txt", "out"}
+    before = (out / "report.json").read_bytes()
+
+    def interrupted(*args, **kwargs):  # Ctrl-C while the figures are drawn
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(pair.report, "markdown", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            api_report.save(out)
+    assert {p.name for p in parent.iterdir()} == {"notes.txt", "out"}
+    real_replace = os.replace
+
+    def replace(src, dst):  # Ctrl-C between the swap's two renames: the old folder comes back
+        if Path(dst) == out and "-old-" not in Path(src).name:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(folders.os, "replace", replace)
+        with pytest.raises(KeyboardInterrupt):
+            api_report.save(out)
+    assert {p.name for p in parent.iterdir()} == {"notes.txt", "out"}
+    assert (out / "report.json").read_bytes() == before and (out / "results.nc").is_file()
+
+
+WRITER = """
+import os, signal, sys
+from lewc.core.io import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_text("half written")
+    print(tmp, flush=True)
+    if sys.argv[2] == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    sys.stdin.read()  # alive until told
+    tmp.write_text("done")
+"""
+
+
+def test_a_killed_writers_temps_are_swept_by_the_next_write_and_a_live_writers_kept(tmp_path):
+    import socket
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    killed = subprocess.run(
+        [sys.executable, "-c", WRITER, str(folder / "a.safetensors"), "die"], capture_output=True, text=True
+    )
+    assert killed.returncode == -signal.SIGKILL
+    killed_tmp = Path(killed.stdout.strip())
+    assert killed_tmp.parent == folder and killed_tmp.exists()  # what a SIGKILL leaves
+    owner = OWNER.search(killed_tmp.name)
+    assert killed_tmp.name.startswith(TMP_PREFIX) and owner and owner["host"] == socket.gethostname()
+    dead_tag = f"pid{owner['pid']}@{owner['host']}"
+    # a killed verify's private folder, with a temporary of its own inside, and a user's old dot file
+    private = folder / f"{TMP_PREFIX}results-{dead_tag}-abc123"
+    private.mkdir()
+    (private / f"{TMP_PREFIX}results.nc-{dead_tag}-def456").write_text("half")
+    users = folder / ".tmp-notes"
+    users.write_text("not lewc's")
+    os.utime(users, (time.time() - 3 * 86400,) * 2)
+    live = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(folder / "b.safetensors"), "live"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        live_tmp = Path(live.stdout.readline().strip())
+        write_json_atomic(folder / "a.json", {"next": "run"})  # the next write into the folder sweeps
+        left = {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
+        assert left == {"a.json", ".tmp-notes", live_tmp.name}, left
+        assert not [p for p in folder.rglob("*") if dead_tag in p.name]
+    finally:
+        live.communicate("", timeout=60)
+    assert live.returncode == 0 and (folder / "b.safetensors").read_text() == "done"
+    assert {p.name for p in folder.iterdir()} == {"a.json", "b.safetensors", ".tmp-notes"}

@@ -25,6 +25,7 @@ from test_trend import fake_study
 import lewc.commands.figs as figs
 from lewc import verify
 from lewc.commands import study, trend
+from lewc.core.io import TMP_PREFIX
 
 KINDS = ["empty", "random", "truncated", "no_barrier", "no_metric", "foreign", "bad_spec", "text"]
 
@@ -159,7 +160,7 @@ def test_a_study_killed_with_sigkill_mid_run_then_rerun_completes_without_debris
     rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert (xr.open_dataset(Path(rerun.stdout.strip().splitlines()[-1])).error.values == "").all()
-    debris = [p for p in (tmp_path / "data").rglob(".tmp-*")]
+    debris = [p for p in (tmp_path / "data").rglob("*") if p.name.startswith((TMP_PREFIX, ".tmp"))]
     assert not debris, debris
 
 

@@ -15,7 +15,7 @@ from lewc import verify
 from lewc.core.errors import LewcError
 from lewc.core.io import sha256_file
 from lewc.pipeline.endpoints import chance_threshold
-from lewc.pipeline.folders import clean_stale
+from lewc.pipeline.folders import TMP_PREFIX, clean_stale
 from lewc.training import checkpoints
 
 QUICK = ["--quiet", "--no-controls", "--align", "none", "--lams", "0,0.5,1", "--n-test", "200"]
@@ -182,16 +182,19 @@ def test_debris_of_dead_runs_is_cleaned_and_of_live_runs_kept(tmp_path):
     host = socket.gethostname()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     names = {
-        "dead": f".tmp-r-pid{dead.stdout.strip()}@{host}-abc123",
-        "alive": f".tmp-r-pid{os.getpid()}@{host}-abc123",
-        "other_host": ".tmp-r-pid1@elsewhere.example-abc123",
-        "unparsed_fresh": ".tmp-r-killed",
+        "dead": f"{TMP_PREFIX}r-pid{dead.stdout.strip()}@{host}-abc123",
+        "dead_earlier_version": f".tmp-r-pid{dead.stdout.strip()}@{host}-abc123",
+        "alive": f"{TMP_PREFIX}r-pid{os.getpid()}@{host}-abc123",
+        "other_host": f"{TMP_PREFIX}r-pid1@elsewhere.example-abc123",
+        "unparsed_fresh": f"{TMP_PREFIX}r-killed",
+        "users_own": ".tmp-r-killed",
     }
     for name in names.values():
         (tmp_path / name).mkdir()
+    os.utime(tmp_path / names["users_own"], (0, 0))  # old, but not named as lewc's: kept
     clean_stale(tmp_path)
     left = {p.name for p in tmp_path.iterdir()}
-    assert left == {names["alive"], names["other_host"], names["unparsed_fresh"]}
+    assert left == {names["alive"], names["other_host"], names["unparsed_fresh"], names["users_own"]}
 
 
 def test_a_failed_download_leaves_no_dataset_folder(isolated_data_home, monkeypatch):

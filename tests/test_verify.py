@@ -99,7 +99,7 @@ def test_verify_a_pair_writes_a_complete_report(tmp_path, trained_pair, capsys):
     assert (
         negative["lewc_weighting"]["verdict"] == "INCONCLUSIVE" and "degenerate" in negative["lewc_weighting"]["note"]
     )
-    assert (out / "control_positive.nc").is_file() and not list(out.parent.glob(".tmp-*"))
+    assert (out / "control_positive.nc").is_file() and not list(out.parent.glob(".*tmp*"))
     check_outputs(out, rep)
 
 
@@ -342,7 +342,7 @@ def test_paper_figs_ignores_a_killed_runs_leftovers(tmp_path, trained_pair, isol
     code, out, _ = run(quick_args(trained_pair) + ["--n-test", "200"], capsys)
     assert code == 0
     folder = Path(out.strip().splitlines()[-1]).parent
-    debris = folder.parent / f".tmp-{folder.name}-killed"
+    debris = folder.parent / f".lewc-tmp-{folder.name}-killed"
     debris.mkdir()
     (debris / "results.nc").write_bytes((folder / "results.nc").read_bytes()[:1000])  # half-written
     from lewc.commands.figs import collect_results

@@ -27,7 +27,7 @@ import torch
 
 from lewc.core.errors import LewcError
 from lewc.models import CapturingModel
-from lewc.models.traced import TracedModel
+from lewc.models.traced import TracedModel, user_name
 from lewc.training.checkpoints import build_from_meta
 
 PROBE_RTOL = 1e-4
@@ -83,6 +83,7 @@ def disjoint_block_pair(
     Raises ``LewcError`` when the family's layout does not allow it (the embedded endpoints would
     not compute A and B).
     """
+
     wide_meta = dict(meta_a, width=2 * int(meta_a["width"]))
     models = []
     with torch.no_grad():
@@ -91,7 +92,7 @@ def disjoint_block_pair(
             wide = small.widened() if isinstance(small, TracedModel) else build_from_meta(wide_meta)
             wide = wide.to(probe.device).eval()
             state = {
-                name: _embed(t, wide.state_dict()[name], half, name, keep_biases)
+                name: _embed(t, wide.state_dict()[name], half, user_name(small, name), keep_biases)
                 for name, t in small.state_dict().items()
             }
             wide.load_state_dict(state)

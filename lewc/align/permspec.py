@@ -154,7 +154,17 @@ def trace(model: nn.Module) -> torch.fx.GraphModule:
 
 def derive_spec(model: nn.Module, example: torch.Tensor) -> PermutationSpec:
     """Trace ``model`` on ``example`` (a small batch) and derive its permutation groups."""
+    from lewc.models.traced import TRACED_PREFIX, TracedModel
+
     gm = trace(model)
+    traced = isinstance(model, TracedModel)
+
+    def shown(name: str) -> str:
+        """A traced model's graph names carry its wrapper's ``net.`` (targets) or ``net_`` (nodes): not the user's."""
+        if not traced:
+            return name
+        return name[len(TRACED_PREFIX) :] if name.startswith(TRACED_PREFIX) else name.removeprefix("net_")
+
     uf = _UnionFind()
     labels: dict[str, np.ndarray | None] = {}
     axes: dict[Axis, np.ndarray] = {}
@@ -167,7 +177,7 @@ def derive_spec(model: nn.Module, example: torch.Tensor) -> PermutationSpec:
     class Propagate(torch.fx.Interpreter):
         def run_node(self, node: torch.fx.Node):
             value = super().run_node(node)
-            labels[node.name] = _labels_of(node, value, self, modules, uf, labels, tie)
+            labels[node.name] = _labels_of(node, value, self, modules, uf, labels, tie, shown)
             if labels[node.name] is not None and _is_relu(node, modules):
                 relu_sites.append((node.name, labels[node.name]))
             return value
@@ -238,15 +248,16 @@ def _flattened(inp, src: torch.Tensor, start: int, end: int, unsupported) -> np.
     return np.repeat(inp, int(np.prod(src.shape[2:]))) if src.ndim > 2 else inp
 
 
-def _labels_of(node, value, interp, modules, uf: _UnionFind, labels, tie) -> np.ndarray | None:
-    """Channel labels (union-find ids along dim 1) of ``node``'s output; records parameter axes."""
+def _labels_of(node, value, interp, modules, uf: _UnionFind, labels, tie, shown=str) -> np.ndarray | None:
+    """Channel labels (union-find ids along dim 1) of ``node``'s output; records parameter axes (``shown``: a
+    graph name as the user's model spells it, for messages)."""
 
     def arg_labels(i: int = 0) -> np.ndarray | None:
         a = node.args[i]
         return labels.get(a.name) if isinstance(a, torch.fx.Node) else None
 
     def unsupported(what: str) -> LewcError:
-        return LewcError(f"cannot derive permutation groups: {what} is not supported (node {node.name})")
+        return LewcError(f"cannot derive permutation groups: {what} is not supported (node {shown(node.name)})")
 
     if node.op == "placeholder":
         return uf.new(value.shape[1], fixed=True) if isinstance(value, torch.Tensor) and value.ndim >= 2 else None
@@ -257,7 +268,7 @@ def _labels_of(node, value, interp, modules, uf: _UnionFind, labels, tie) -> np.
                 uf.fixed[uf.find(int(i))] = True
         return None
     if node.op == "get_attr":
-        raise unsupported(f"a tensor attribute ({node.target})")
+        raise unsupported(f"a tensor attribute ({shown(node.target)})")
     if node.op == "call_module":
         mod = modules[node.target]
         inp = arg_labels()

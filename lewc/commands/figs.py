@@ -27,7 +27,7 @@ log = logging.getLogger("lewc.commands.figs")  # not __name__: that is "__main__
 
 
 def _published(path: Path, root: Path) -> bool:
-    """Only files of complete runs: never inside a ``.tmp-*`` folder a killed run left behind."""
+    """Only files of complete runs: never inside a ``.lewc-tmp-*`` folder a killed run left behind."""
     return not any(part.startswith(".") for part in path.relative_to(root).parts)
 
 

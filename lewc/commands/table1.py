@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     from lewc.core.device import resolve_device
+    from lewc.pipeline.folders import check_writable
     from lewc.pipeline.runs import RunContext, verify_configs
 
     args = build_parser().parse_args(argv)
@@ -193,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
             for pair in range(args.pairs):
                 print(f"{name} pair {pair}: python -m lewc.verify {' '.join(row_argv(row, pair, args))}")
         return
+    out = args.out or data_home() / "results" / ("table1_smoke" if args.smoke else "table1")
+    check_writable(out)  # before any training or analysis, as trend does: a printable path, a folder, writable
     results: dict[str, list[dict]] = {}
     for name, row in zip(names, rows, strict=True):
         for pair in range(args.pairs):
@@ -203,7 +206,6 @@ def main(argv: list[str] | None = None) -> None:
             results.setdefault(name, []).append(done.report)
             log.info("%s pair %d: %s", name, pair, done.report_path.parent)
     text = table(results, args.smoke)
-    out = args.out or data_home() / "results" / ("table1_smoke" if args.smoke else "table1")
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "table1.md", lambda p: p.write_text(text + "\n"))
     summary = {n: [barriers(r) for r in reps] for n, reps in results.items()}

@@ -68,6 +68,15 @@ class GraphLayer(NamedTuple):
     activation: str
 
 
+TRACED_PREFIX = "net."  # a TracedModel keeps the user's module as ``self.net``: its own names carry this prefix
+
+
+def user_name(model: nn.Module, name: str) -> str:
+    """A parameter's or buffer's name as the user's model spells it: ``l1.weight``, not the traced wrapper's
+    ``net.l1.weight`` (for messages; lewc's own families are named as they are)."""
+    return name.removeprefix(TRACED_PREFIX) if isinstance(model, TracedModel) else name
+
+
 def activation_key(name: str, **params: float | str) -> str:
     """The ``ACTIVATIONS`` key of an activation with parameters, registering it on first use."""
     if name == "relu":

@@ -47,12 +47,16 @@ def check_floating_kind(name: str, got: torch.Tensor, expected: torch.Tensor, so
 
 
 def check_weights(model: torch.nn.Module, source: str) -> None:
-    """Floating, finite parameters and buffers of a plausible scale; one line naming ``source`` and the tensor."""
-    params = dict(model.named_parameters())
+    """Floating, finite parameters and buffers of a plausible scale; one line naming ``source`` and the tensor
+    (as the user's model names it: a traced model's ``net.`` prefix is not shown)."""
+    from lewc.models.traced import user_name
+
+    params = {user_name(model, n): t for n, t in model.named_parameters()}
+    buffers = [(user_name(model, n), t) for n, t in model.named_buffers()]
     for name, t in params.items():
         if not t.is_floating_point():
             raise LewcError(f"{source}: parameter {name} is {t.dtype}; lewc merges floating-point weights only")
-    for name, t in list(params.items()) + list(model.named_buffers()):
+    for name, t in list(params.items()) + buffers:
         if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
             raise LewcError(f"{source}: tensor {name} contains NaN or infinite values")
     for name, t in params.items():

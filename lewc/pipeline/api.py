@@ -31,6 +31,7 @@ from lewc.align.methods import check_methods
 from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS, N_CALIB
 from lewc.core.device import resolve_device
 from lewc.core.errors import LewcError
+from lewc.core.io import first_line as _first_line
 from lewc.core.logs import quiet_warnings
 from lewc.core.validate import check_bool, check_int
 from lewc.models.common import CapturingModel
@@ -239,11 +240,6 @@ def private_copy(model: nn.Module, tag: str) -> nn.Module:
     return clone.to(device="cpu", dtype=torch.float32)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:300] if text else "no message"
-
-
 def model_dtype(model: nn.Module) -> str:
     kinds = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.is_floating_point()})
     return ",".join(kinds) or "none"
@@ -306,6 +302,14 @@ def check_align(align: Sequence[str] | str) -> tuple[str, ...]:
     return tuple(["none"] + [m for m in methods if m != "none"])
 
 
+def check_splits(x_train: torch.Tensor, x_test: torch.Tensor) -> None:
+    """Train and test inputs of one shape, and enough test examples for the bootstrap intervals."""
+    if tuple(x_train.shape[1:]) != tuple(x_test.shape[1:]):
+        raise LewcError(f"train inputs are {tuple(x_train.shape[1:])} but test inputs {tuple(x_test.shape[1:])}")
+    if len(x_test) < MIN_TEST:
+        raise LewcError(f"test has {len(x_test)} examples; bootstrap intervals need at least {MIN_TEST}")
+
+
 def device_dataset(
     train: tuple[torch.Tensor, torch.Tensor],
     test: tuple[torch.Tensor, torch.Tensor],
@@ -316,10 +320,7 @@ def device_dataset(
 ) -> FloatDeviceDataset:
     """The splits on ``device``: calib carved from train (seeded, see module docstring), test as given."""
     (xtr, ytr), (xte, yte) = train, test
-    if tuple(xtr.shape[1:]) != tuple(xte.shape[1:]):
-        raise LewcError(f"train inputs are {tuple(xtr.shape[1:])} but test inputs {tuple(xte.shape[1:])}")
-    if len(xte) < MIN_TEST:
-        raise LewcError(f"test has {len(xte)} examples; bootstrap intervals need at least {MIN_TEST}")
+    check_splits(xtr, xte)
     if n_calib is None:
         n_calib = min(N_CALIB, len(xtr) // 10)
     if len(xtr) < 2 or not 1 <= n_calib < len(xtr):
@@ -448,10 +449,7 @@ def _verify_pair(
         raise LewcError(f"device must be a string or torch.device, got {type(device).__name__}")
     dev = resolve_device(None if device is None else str(device))
     train_t, test_t = as_tensors(train, "train"), as_tensors(test, "test")
-    if tuple(train_t[0].shape[1:]) != tuple(test_t[0].shape[1:]):
-        raise LewcError(f"train inputs are {tuple(train_t[0].shape[1:])} but test inputs {tuple(test_t[0].shape[1:])}")
-    if len(test_t[0]) < MIN_TEST:
-        raise LewcError(f"test has {len(test_t[0])} examples; bootstrap intervals need at least {MIN_TEST}")
+    check_splits(train_t[0], test_t[0])  # before the models are traced on the test inputs
     example = test_t[0][:2]
     adapted_a, adapted_b = _prepare(model_a, model_b, example)
     num_classes = _num_classes(adapted_a, example)

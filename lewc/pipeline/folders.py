@@ -1,6 +1,6 @@
 """Where an analysis goes: the options that name its folder, and publishing that folder atomically.
 
-A results folder is built privately under ``.tmp-<name>-*`` and made visible with one rename, so a
+A results folder is built privately under ``.lewc-tmp-<name>-*`` and made visible with one rename, so a
 reader sees either the old complete folder or the new one, never a half-written one.
 """
 
@@ -11,21 +11,19 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import re
-import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from lewc.core.errors import LewcError
-from lewc.core.io import data_home
+from lewc.core.io import TMP_PREFIX as TMP_PREFIX  # re-exported: the temporaries' naming lives in lewc.core.io
+from lewc.core.io import clean_stale, data_home, remove_entry, tmp_prefix
+from lewc.core.io import owner_tag as owner_tag
 from lewc.core.validate import check_path, check_plain_name
 from lewc.reporting.results import RESULTS_SCHEMA, json_attr
 from lewc.training.recipe import TrainConfig, units_slug
 
-TMP_PREFIX = ".tmp-"
 LOCK_NAME = ".publish.lock"  # only where directory locks are unsupported (readers skip dot files)
 
 
@@ -129,19 +127,34 @@ def publish(tmp: Path, final: Path) -> None:
     so no lock file is ever left beside the output (``filelock``'s file in the parent, the fallback
     where directory locks are not supported). ``final`` through a symbolic link is its target
     (``check_out``): the link is never replaced by a folder.
+
+    The two renames are one step for Ctrl-C and SIGTERM (delivered after both); if the second fails, the
+    old folder is put back. The old folder waits under a ``.lewc-tmp-old-*`` name only until it is
+    removed, on every exit path.
     """
+    from lewc.core.interrupts import deferred_interrupts
+
     final = check_out(final)
     for path in [tmp, *tmp.iterdir()]:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
     with folder_lock(final.parent):
-        old = None
-        if final.exists() or final.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}old-{final.name}-{owner_tag()}-", dir=final.parent))
-            os.rmdir(old)
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            remove_entry(old)
+        old, swapped = None, False
+        try:
+            with deferred_interrupts():
+                if final.exists() or final.is_symlink():
+                    old = Path(tempfile.mkdtemp(prefix=tmp_prefix(f"old-{final.name}"), dir=final.parent))
+                    os.rmdir(old)
+                    os.replace(final, old)
+                try:
+                    os.replace(tmp, final)
+                except BaseException:
+                    if old is not None:
+                        os.replace(old, final)  # the previous folder back: a failed publish changes nothing
+                    raise
+                swapped = True
+        finally:
+            if swapped and old is not None:
+                remove_entry(old)
 
 
 @contextlib.contextmanager
@@ -173,56 +186,9 @@ def folder_lock(parent: Path) -> Iterator[None]:
         yield
 
 
-def remove_entry(path: Path) -> None:
-    """Remove a folder tree, a file or a symbolic link (never following the link)."""
-    if path.is_symlink() or not path.is_dir():
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-    else:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def owner_tag() -> str:
-    """``pid<N>@<host>``: which process owns a private folder, so later runs know when it is debris."""
-    return f"pid{os.getpid()}@{socket.gethostname()}"
-
-
-OWNER = re.compile(r"-pid(?P<pid>[0-9]+)@(?P<host>.+)-[a-z0-9_]+$")
-STALE_SECONDS = 86400  # folders whose owner cannot be checked (another host, an old name) go after a day
-
-
-def _owner_gone(name: str) -> bool | None:
-    """True if the folder's owning process (on this host) has ended, False if it runs, None if unknown."""
-    match = OWNER.search(name)
-    if match is None or match["host"] != socket.gethostname():
-        return None
-    try:
-        os.kill(int(match["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, OverflowError):
-        return False
-    return False
-
-
-def clean_stale(parent: Path) -> None:
-    """Remove leftovers of killed runs (``.tmp-*`` folders, files or links): at once when their owning process on this
-    host has ended, after a day when the owner cannot be checked (another host sharing the folder)."""
-    if not parent.is_dir():
-        return
-    now = _dt.datetime.now().timestamp()
-    for path in parent.glob(f"{TMP_PREFIX}*"):
-        try:
-            gone = _owner_gone(path.name)
-            if gone or (gone is None and now - path.lstat().st_mtime > STALE_SECONDS):
-                remove_entry(path)  # folders, files and links alike; a link is removed, never followed
-        except OSError:
-            continue
-
-
 def private_folder(out_dir: Path) -> Path:
-    """A fresh ``.tmp-<name>-pid<N>@<host>-*`` folder beside ``out_dir`` to build it in (debris of killed
+    """A fresh ``.lewc-tmp-<name>-pid<N>@<host>-*`` folder beside ``out_dir`` to build it in (debris of killed
     runs goes first)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(out_dir.parent)
-    return Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{out_dir.name}-{owner_tag()}-", dir=out_dir.parent))
+    return Path(tempfile.mkdtemp(prefix=tmp_prefix(out_dir.name), dir=out_dir.parent))

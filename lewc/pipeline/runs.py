@@ -13,7 +13,6 @@ configs, ``AnalysisOptions`` and a ``RunContext`` — never an argparse ``Namesp
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import xarray as xr
 from lewc.align.methods import check_methods
 from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
 from lewc.core.errors import LewcError
-from lewc.core.io import data_home
+from lewc.core.io import data_home, read_json
 from lewc.models import get_family
 from lewc.pipeline import interop
 from lewc.pipeline.endpoints import check_endpoints, checkpoint_folder, ensure_trained, plan_pair
@@ -103,7 +102,7 @@ def reusable(out_dir: Path, meta_a: dict, meta_b: dict, data_id: str) -> bool:
     if not (out_dir / "report.json").is_file() or not (out_dir / "results.nc").is_file():
         return False
     try:  # a damaged folder (truncated, emptied, foreign) is redone, never read into a report
-        report = json.loads((out_dir / "report.json").read_text())
+        report = read_json(out_dir / "report.json", "report")
         attrs = open_results(out_dir / "results.nc").attrs
     except (LewcError, OSError, ValueError) as err:
         log.warning("not reusing %s: %s", out_dir, str(err).splitlines()[0] if str(err) else type(err).__name__)
@@ -172,7 +171,7 @@ def verify_checkpoints(
             ds.identity,
             options.key(),
         )
-        report = json.loads((out_dir / "report.json").read_text())
+        report = read_json(out_dir / "report.json", "report")
         return Verified(out_dir / "report.json", report, open_results(out_dir / "results.nc").load())
     model_a, meta_a = checkpoints.load(paths[0], device)
     model_b, meta_b = checkpoints.load(paths[1], device)
