@@ -137,14 +137,17 @@ def test_the_cost_gate_proceeds_on_an_accelerator(tmp_path, caplog):
     assert "by a FLOP estimate" in caplog.text
 
 
-def test_gpu_run_script_is_prepared():
+def test_gpu_run_script_is_prepared(tmp_path):
     """benchmarks/gpu_run.sh: three steps with their own limits summing to at most 9 minutes."""
+    import os
     import re
     import subprocess
     from pathlib import Path
 
     script = Path(__file__).parent.parent / "benchmarks" / "gpu_run.sh"
-    out = subprocess.run(["bash", str(script), "--dry-run"], capture_output=True, text=True, check=True).stdout
+    env = {**os.environ, "OUT": str(tmp_path / "gpu_run_out")}  # nothing written into the working tree
+    run = subprocess.run(["bash", str(script), "--dry-run"], capture_output=True, text=True, check=True, env=env)
+    out = run.stdout
     limits = [int(s) for s in re.findall(r"≤ (\d+)s\]", out)]
     assert len(limits) == 3 and sum(limits) <= 540 and "--device cuda" in out and "--align none,weights" in out
 
