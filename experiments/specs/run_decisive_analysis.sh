@@ -10,4 +10,5 @@ for spec in decisive_arm_baseline decisive_arm_nobias decisive_arm_constant deci
   echo "=== $(date -u +%FT%TZ) $spec"
   "$PY" -m lewc.commands.study "experiments/specs/$spec.toml" --parallel 1 || echo "study $spec exited $?"
 done
-"$PY" -m lewc.commands.trend "$LEWC_DATA"/studies/decisive_arm_* --out "$LEWC_DATA/trend_decisive" || echo "trend exited $?"
+# e.g. `run_decisive_analysis.sh decisive_100ep_1024` adds the 100-epoch cell (once its pairs are trained)
+"$PY" -m lewc.commands.trend "$LEWC_DATA"/studies/decisive_* --out "$LEWC_DATA/trend_decisive" || echo "trend exited $?"
