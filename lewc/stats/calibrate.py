@@ -44,12 +44,12 @@ def cross_entropy_per_sample(logits, labels, beta=1.0) -> np.ndarray:
     return (-logp.gather(-1, y.expand(*z.shape[:-1])[..., None])[..., 0]).numpy()
 
 
-def _derivatives(z: torch.Tensor, zy: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """g(β) and g'(β) = mean Var_{p_β}(z) for stacked logits z (k, n, c), β (k,).
+def _sample_terms(z: torch.Tensor, zy: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, E_{p_β}[z] − z_y and Var_{p_β}(z), for logits z (k or 1, n, c) and β (k,): (k, n) each.
 
     In place on one scratch tensor: this runs a few times per run on (λ, image, class) float64
     logits, and each pass over them costs as much as the arithmetic. The variance only sizes the
-    Newton step, so E[z²] − E[z]² (clamped at 0) is precise enough.
+    Newton step (or the interpolant's slope), so E[z²] − E[z]² (clamped at 0) is precise enough.
     """
     s = beta[:, None, None] * z
     s -= s.amax(-1, keepdim=True)
@@ -58,7 +58,13 @@ def _derivatives(z: torch.Tensor, zy: torch.Tensor, beta: torch.Tensor) -> tuple
     pz = p.mul_(z)
     mean = pz.sum(-1)
     second = pz.mul_(z).sum(-1)
-    return (mean - zy).mean(-1), (second - mean**2).clamp_(min=0).mean(-1)
+    return mean - zy, (second - mean**2).clamp_(min=0)
+
+
+def _derivatives(z: torch.Tensor, zy: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """g(β) and g'(β) = mean Var_{p_β}(z) for stacked logits z (k, n, c), β (k,)."""
+    terms, var = _sample_terms(z, zy, beta)
+    return terms.mean(-1), var.mean(-1)
 
 
 def fit_betas(logits, labels) -> np.ndarray:
@@ -132,17 +138,7 @@ GRID_HALF_WIDTH = 2.0  # the grid spans log β_full ± 2 (β within a factor 7.4
 GRID_POINTS = 321  # spacing 0.0125 in log β: the cubic's root is within ~1e-9 of the exact one
 
 
-def _per_sample(z: torch.Tensor, zy: torch.Tensor, log_beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample E_p[z] − z_y and its derivative in log β, β·Var_p(z), at each β: (β, sample) each."""
-    beta = log_beta.exp()
-    s = beta[:, None, None] * z[None]
-    p = torch.softmax(s, dim=-1)
-    mean = (p * z).sum(-1)
-    var = (p * z * z).sum(-1) - mean**2
-    return mean - zy, beta[:, None] * var.clamp(min=0)
-
-
-def fit_betas_resampled(logits, labels, counts) -> np.ndarray:
+def fit_betas_resampled(logits, labels, counts, full: np.ndarray | None = None) -> np.ndarray:
     """β of every bootstrap resample of every logit set, (R, k): the answer of ``fit_betas`` on each
     materialised resample (sample i repeated ``counts[r, i]`` times), within ~1e-9 in log β.
 
@@ -152,7 +148,8 @@ def fit_betas_resampled(logits, labels, counts) -> np.ndarray:
     matrix product for all R). Refitting each materialised resample costs R × ~8 softmax passes over
     the logits; this costs ``GRID_POINTS``, whatever R. Resamples whose root falls outside the grid
     (degenerate: all correct, chance level, or β beyond a factor 7.4 of the full data's) are
-    materialised and solved by ``fit_betas``, bounds and warnings included.
+    materialised and solved by ``fit_betas``, bounds and warnings included. ``full``: the caller's
+    ``fit_betas(logits, labels)``, when it has it.
     """
     z, y = _as64(logits, labels)
     k, n = z.shape[:2]
@@ -161,15 +158,16 @@ def fit_betas_resampled(logits, labels, counts) -> np.ndarray:
         raise ValueError(f"counts must be (resamples, {n}), got {tuple(w.shape)}")
     total = w.sum(1)
     zy = z.gather(-1, y.expand(k, -1)[..., None])[..., 0]
-    full = fit_betas(z, y)
+    full = fit_betas(z, y) if full is None else np.asarray(full, dtype=np.float64)
     out = np.full((len(w), k), np.nan)
     offsets = torch.linspace(-GRID_HALF_WIDTH, GRID_HALF_WIDTH, GRID_POINTS, dtype=torch.float64)
     for j in range(k):
         if not BETA_MIN < full[j] < BETA_MAX:
             continue  # the full data is degenerate: every resample goes to fit_betas
         grid = math.log(full[j]) + offsets
-        terms = [_per_sample(z[j], zy[j], part) for part in grid.split(32)]
-        h, dh = torch.cat([t[0] for t in terms]), torch.cat([t[1] for t in terms])  # (grid, sample)
+        terms = [_sample_terms(z[j][None], zy[j][None], part.exp()) for part in grid.split(32)]
+        h = torch.cat([t[0] for t in terms])  # (grid, sample)
+        dh = grid.exp()[:, None] * torch.cat([t[1] for t in terms])  # d/d log β = β·Var
         g, dg = (w @ h.T) / total[:, None], (w @ dh.T) / total[:, None]  # (R, grid): increasing in log β
         above = (g >= 0).sum(1)
         separable = (w[:, z[j].argmax(-1) != y] == 0).all(1)  # all correct: g < 0 up to rounding, β → ∞

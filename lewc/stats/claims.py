@@ -509,7 +509,7 @@ def stat_lewc_temperature(res: xr.Dataset, rs: Resampler | None) -> tuple[np.nda
         if rs is None:
             ratio = np.array([betas[0] / betas[1]])
         else:
-            b = fit_betas_resampled(pair, y, rs.counts(len(y)))  # (R, 2): every resample, none materialised
+            b = fit_betas_resampled(pair, y, rs.counts(len(y)), full=betas)  # (R, 2): every resample, none materialised
             ratio = b[:, 0] / b[:, 1]
     values = np.abs(np.log2(ratio) / (depth - 1) - 1)
     note = (
