@@ -8,6 +8,7 @@ WT=${WT:-/work/wt-bn}
 PY=${PY:-/work/main/.venv/bin/python}
 cd "$WT"
 export LEWC_DATA=${LEWC_DATA:-/work/lewc-data}
+export PYTHONPATH=$WT
 for spec in bn_resnet20_fmnist bn_vgg11_fmnist; do
   echo "=== $(date -u +%FT%TZ) $spec"
   "$PY" -m lewc.commands.study "experiments/specs/$spec.toml" --parallel 1 || echo "study $spec exited $?"
