@@ -244,7 +244,7 @@ def weight_matching(spec: PermutationSpec, a: State, b: State, seed: int = ALIGN
     """Coordinate descent over groups, each step one linear assignment (see module docstring).
 
     Same visiting order, acceptance rule and stopping rule as solving every group from scratch every
-    pass (``_reference_weight_matching`` in the tests keeps that form); the work is what differs:
+    pass (``reference_weight_matching`` in tests/test_align.py keeps that form); the work is what differs:
 
     * a group is solved again only when a group its cost matrix depends on has changed since
       (re-solving an unchanged matrix gives the same assignment, so the outcome cannot differ);
