@@ -6,7 +6,9 @@ Three methods, all acting through the groups ``lewc.align.permspec`` derives fro
   Σ ⟨θ_A, π(θ_B)⟩ over all trainable tensors by coordinate descent over the groups; each step is one
   linear assignment (``scipy.optimize.linear_sum_assignment``) for one group with the others fixed,
   groups visited in a seeded random order, until a whole pass changes nothing (a fixed point). Each
-  step can only raise the objective, so it terminates.
+  step can only raise the objective, so it terminates. Cost matrices are kept between solves and
+  updated from the columns that moved; a group is solved only when a group it depends on changed
+  (``weight_matching``; docs/alignment.md).
 * ``activations`` — activation matching (ibid.): per group, the correlation of A's and B's post-ReLU
   activations on training images, summed over every ReLU output the group's units reach (the residual
   stream of a ResNet stage is seen at each of its blocks), one assignment per group.
@@ -32,7 +34,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from lewc.align.permspec import PermutationSpec, derive_spec, trace
+from lewc.align.permspec import Axis, PermutationSpec, derive_spec, trace
 from lewc.core.errors import LewcError
 from lewc.core.validate import short
 from lewc.sweep.merge import State, model_state
@@ -54,6 +56,7 @@ class Alignment:
     passes: int
     seconds: float
     spec: PermutationSpec
+    assignments: int = 0  # linear assignments solved (weight matching: at most passes × groups)
 
     def sidecar(self) -> dict:
         return {
@@ -62,6 +65,7 @@ class Alignment:
             "objective_before": self.objective_before,
             "objective_after": self.objective_after,
             "passes": self.passes,
+            "assignments": self.assignments,
             "seconds": round(self.seconds, 3),
             "groups": self.spec.group_names,
             "permutations": [p.tolist() for p in self.perms],
@@ -152,52 +156,139 @@ def weight_objective(spec: PermutationSpec, a: State, b: State) -> float:
     return float(sum((a[k].double() * b[k].double()).sum() for k in keys))
 
 
+def _param_axes(spec: PermutationSpec, g: int) -> list[Axis]:
+    """Group ``g``'s axes on trainable tensors, in the spec's order (the order their terms are summed in)."""
+    return [ax for ax in spec.axes_of(g) if ax[0] in spec.parameters]
+
+
+@dataclass
+class _Term:
+    """One tensor axis's part of a group's cost matrix: ``wa @ wb[:, cols].T`` in float64.
+
+    ``wa``/``wb`` are A's and B's tensor with the axis moved first, the group's units gathered in order
+    and everything else flattened into m columns (B's other axes as trained); ``cols`` says which of
+    B's columns sits under each of A's once the other groups' permutations are applied to B's other
+    axes, and ``deps`` are those groups (a group that also sits on another axis of the same tensor is
+    its own dependency).
+    """
+
+    wa: torch.Tensor
+    wb: torch.Tensor
+    rest: tuple[int, ...]
+    other: list[tuple[int, Axis]]  # (position among the other axes, the grouped axis there)
+    occurrences: int
+    deps: frozenset[int]
+    cols: np.ndarray | None = None
+
+    @classmethod
+    def build(cls, spec: PermutationSpec, key: str, dim: int, g: int, a: State, b: State) -> _Term:
+        pos = spec.axes[(key, dim)].positions[g]
+        n = spec.group_sizes[g]
+        index = torch.as_tensor(pos.reshape(-1), device=a[key].device)
+        wa = a[key].detach().movedim(dim, 0)[index].reshape(n, -1)
+        wb = b[key].detach().movedim(dim, 0)[index].reshape(n, -1)
+        shape = tuple(a[key].shape)
+        rest = shape[:dim] + shape[dim + 1 :]
+        other = []
+        for d in range(len(shape)):
+            layout = spec.axes.get((key, d))
+            if d != dim and layout is not None and layout.positions:
+                other.append((d if d < dim else d - 1, (key, d)))
+        deps = frozenset(h for _, axis in other for h in spec.axes[axis].positions)
+        return cls(wa, wb, rest, other, pos.shape[1], deps)
+
+    def columns(self, spec: PermutationSpec, perms: list[np.ndarray]) -> np.ndarray:
+        """Index into ``wb``'s columns per column of ``wa`` under ``perms`` (what ``spec.apply`` does to B)."""
+        r = np.arange(int(np.prod(self.rest, dtype=np.int64))).reshape(self.rest)
+        for at, axis in self.other:
+            r = np.take(r, spec.gather_index(axis, perms), axis=at)
+        r = r.reshape(-1)
+        return (np.arange(self.occurrences)[:, None] * r.size + r[None, :]).reshape(-1)
+
+    def product(self, cols: np.ndarray) -> torch.Tensor:
+        idx = torch.as_tensor(cols, device=self.wb.device)
+        return self.wa.double() @ self.wb.index_select(1, idx).double().T
+
+    def change(self, old: np.ndarray, new: np.ndarray) -> torch.Tensor:
+        """``product(new) - product(old)``, from the columns that differ only."""
+        moved = np.flatnonzero(old != new)
+        at = torch.as_tensor(moved, device=self.wa.device)
+        was = self.wb.index_select(1, torch.as_tensor(old[moved], device=self.wb.device)).double()
+        now = self.wb.index_select(1, torch.as_tensor(new[moved], device=self.wb.device)).double()
+        return self.wa.index_select(1, at).double() @ (now - was).T
+
+
+def _updated_cost(
+    spec: PermutationSpec, terms: list[_Term], cost: torch.Tensor | None, perms: list[np.ndarray]
+) -> torch.Tensor:
+    """The group's cost matrix under ``perms``, from its previous one where few columns moved."""
+    new_cols = [t.columns(spec, perms) for t in terms]
+    if cost is not None:
+        moved = sum(int((t.cols != c).sum()) for t, c in zip(terms, new_cols, strict=True))
+        if 2 * moved > sum(c.size for c in new_cols):
+            cost = None  # most of it moved: recompute, as the first time
+    if cost is None:
+        cost = 0
+        for t, c in zip(terms, new_cols, strict=True):
+            cost = cost + t.product(c)
+    else:
+        for t, c in zip(terms, new_cols, strict=True):
+            if not np.array_equal(t.cols, c):
+                cost += t.change(t.cols, c)
+    for t, c in zip(terms, new_cols, strict=True):
+        t.cols = c
+    return cost
+
+
 def weight_matching(spec: PermutationSpec, a: State, b: State, seed: int = ALIGN_SEED) -> Alignment:
-    """Coordinate descent over groups, each step one linear assignment (see module docstring)."""
+    """Coordinate descent over groups, each step one linear assignment (see module docstring).
+
+    Same visiting order, acceptance rule and stopping rule as solving every group from scratch every
+    pass (``reference_weight_matching`` in tests/test_align.py keeps that form); the work is what differs:
+
+    * a group is solved again only when a group its cost matrix depends on has changed since
+      (re-solving an unchanged matrix gives the same assignment, so the outcome cannot differ);
+    * each group's cost matrix is kept between its solves and only the columns that moved are
+      updated (a rank-|S| product for the |S| columns of B another group's change moved, instead of
+      the whole n × m product); when more than half of a group's columns moved it is recomputed from
+      scratch, exactly as before;
+    * A's and B's slices per tensor axis are gathered once, in the tensors' own dtype, and widened
+      to float64 only where they enter a product (float32 → float64 is exact).
+    """
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     perms = spec.identity()
-    params = spec.parameters
-    # float64 on the models' own device: the cost matrices are the whole cost (one GEMM per axis)
-    a64 = {k: v.detach().double() for k, v in a.items() if k in params}
-    b64 = {k: v.detach().double() for k, v in b.items() if k in params}
-    axes_of = [[ax for ax in spec.axes_of(g) if ax[0] in params] for g in range(len(spec.group_sizes))]
-    before = weight_objective(spec, a64, b64)
-    # A group's cost matrix depends only on the permutations of the groups sharing a tensor with it
-    # (itself included). One whose neighbours have not changed since it was last solved would get the
-    # same matrix, the same assignment and no change: it is skipped. The result, the visiting order and
-    # the pass count are those of solving every group every pass; only the repeated work is gone.
-    keys_of = [{key for key, _ in axes} for axes in axes_of]
-    neighbours = [[h for h in range(len(axes_of)) if keys_of[g] & keys_of[h]] for g in range(len(axes_of))]
-    stale = [True] * len(axes_of)
-    passes = 0
+    before = weight_objective(spec, a, b)
+    groups = range(len(spec.group_sizes))
+    terms = [[_Term.build(spec, key, dim, g, a, b) for key, dim in _param_axes(spec, g)] for g in groups]
+    deps = [set().union(*(t.deps for t in ts)) for ts in terms]
+    dependants = [[h for h in groups if g in deps[h]] for g in groups]
+    costs: list[torch.Tensor | None] = [None] * len(terms)
+    stale = [True] * len(terms)
+    passes = solves = 0
     for passes in range(1, MAX_PASSES + 1):  # noqa: B007 - the count is reported
         changed = False
-        for g in rng.permutation(len(spec.group_sizes)):
+        for g in rng.permutation(len(groups)):
             if not stale[g]:
                 continue
             stale[g] = False
+            costs[g] = _updated_cost(spec, terms[g], costs[g], perms)
+            cost_np = costs[g].cpu().numpy()
             n = spec.group_sizes[g]
-            cost = 0
-            for key, dim in axes_of[g]:
-                moved = spec.apply({key: b64[key]}, perms, skip=(key, dim))[key]
-                pos = torch.as_tensor(spec.axes[(key, dim)].positions[g], device=moved.device)  # (n, occurrences)
-                wa = a64[key].movedim(dim, 0)[pos.reshape(-1)].reshape(n, -1)
-                wb = moved.movedim(dim, 0)[pos.reshape(-1)].reshape(n, -1)
-                cost = cost + wa @ wb.T
-            cost_np = cost.cpu().numpy()
             _, new = linear_sum_assignment(cost_np, maximize=True)
+            solves += 1
             old_value = cost_np[np.arange(n), perms[g]].sum()
             new_value = cost_np[np.arange(n), new].sum()
             if new_value > old_value + 1e-12 * max(1.0, abs(old_value)):
                 perms[g] = new
                 changed = True
-                for h in neighbours[g]:
+                for h in dependants[g]:
                     stale[h] = True
         if not changed:
             break
-    after = weight_objective(spec, a64, spec.apply(b64, perms))  # what the returned state achieves
-    return Alignment("weights", perms, before, after, passes, time.perf_counter() - start, spec)
+    b_params = {k: v for k, v in b.items() if k in spec.parameters}
+    after = weight_objective(spec, a, spec.apply(b_params, perms))  # what the returned state achieves
+    return Alignment("weights", perms, before, after, passes, time.perf_counter() - start, spec, solves)
 
 
 def _site_outputs(model: torch.nn.Module, spec: PermutationSpec, x: torch.Tensor) -> dict[str, torch.Tensor]:
