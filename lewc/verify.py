@@ -26,6 +26,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from lewc.align.methods import methods_help
 from lewc.core import logs
 from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
 from lewc.core.device import resolve_device
@@ -141,10 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--align",
         default="none,weights",
-        help="alignments of B to A analysed side by side: none, weights (weight matching), activations "
-        "(activation matching on 2,000 training images), random (a control), random_direction (B replaced by A "
-        "moved a random direction as far as B, tensor by tensor); 'none' is always included "
-        "(default none,weights: the paper's comparison; weight matching needs no data)",
+        help=f"alignments of B to A analysed side by side, comma-separated: {methods_help()}; 'none' is always "
+        "included (default none,weights: the paper's comparison; weight matching needs no data)",
     )
     g = p.add_argument_group("run")
     g.add_argument("--batch-size-eval", type=int, default=500, help="evaluation batch size (default 500)")
