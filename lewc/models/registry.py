@@ -18,18 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lewc.core.errors import LewcError
+from lewc.core.limits import LIMITS, check_limit
 from lewc.core.registry import Registry
-from lewc.core.validate import check_int
 from lewc.models.common import CapturingModel, check_norm
 
 # builder(*, in_shape, num_classes, width, base_width, depth, norm, bias) -> model (keyword-only)
 BUILDER_ARGS = ("in_shape", "num_classes", "width", "base_width", "depth", "norm", "bias")
 
-# Range limits, so an absurd size is one line here instead of an overflow in torch: ×4096 of a
-# 512-unit MLP is 2M units per layer (4·10^12 weights), beyond any single device.
-MAX_WIDTH = 4096
-MAX_BASE_WIDTH = 65536
-MAX_DEPTH = 1024
+# Range limits (lewc.core.limits, the one table TrainConfig and the checkpoint sidecar also read).
+MAX_WIDTH = LIMITS["width"][1]
+MAX_BASE_WIDTH = LIMITS["base_width"][1]
+MAX_DEPTH = LIMITS["depth"][1]
 Builder = Callable[..., CapturingModel]  # keyword-only: BUILDER_ARGS
 
 
@@ -131,16 +130,16 @@ def build(
 ) -> CapturingModel:
     """Build a model of family ``name``; ``None`` arguments take the family's defaults."""
     family = get_family(name)
-    check_int(width, "width", 1, MAX_WIDTH)
+    check_limit(width, "width")
     if base_width is not None:
-        check_int(base_width, "base width", 1, MAX_BASE_WIDTH)
+        check_limit(base_width, "base_width")
     if depth is not None:
         if family.default_depth is None:
             raise LewcError(
                 f"{name} has a fixed depth, but a depth of {depth!r} was given (only families with a "
                 "depth knob take one)"
             )
-        check_int(depth, "depth", 1, MAX_DEPTH)
+        check_limit(depth, "depth")
     norm = family.default_norm if norm is None else norm
     check_norm(norm)
     depth = family.default_depth if depth is None else depth
