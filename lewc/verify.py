@@ -26,13 +26,15 @@ import shlex
 import sys
 from pathlib import Path
 
+from lewc.align.methods import methods_help
 from lewc.core import logs
 from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
 from lewc.core.device import resolve_device
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.core.io import data_home
+from lewc.core.limits import check_limit
 from lewc.core.validate import check_int, check_path, check_plain_name, short
-from lewc.models.registry import MAX_BASE_WIDTH, MAX_WIDTH
+from lewc.models.registry import MAX_WIDTH
 from lewc.pipeline.endpoints import checkpoint_folder, plan_pair
 from lewc.pipeline.folders import AnalysisOptions, check_writable
 from lewc.pipeline.interop import parse_arch
@@ -141,10 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--align",
         default="none,weights",
-        help="alignments of B to A analysed side by side: none, weights (weight matching), activations "
-        "(activation matching on 2,000 training images), random (a control), random_direction (B replaced by A "
-        "moved a random direction as far as B, tensor by tensor); 'none' is always included "
-        "(default none,weights: the paper's comparison; weight matching needs no data)",
+        help=f"alignments of B to A analysed side by side, comma-separated: {methods_help()}; 'none' is always "
+        "included (default none,weights: the paper's comparison; weight matching needs no data)",
     )
     g = p.add_argument_group("run")
     g.add_argument("--batch-size-eval", type=int, default=500, help="evaluation batch size (default 500)")
@@ -195,10 +195,10 @@ def validate(args: argparse.Namespace) -> tuple[AnalysisOptions, list[int], list
     if args.batch_size_eval <= 0:
         raise LewcError(f"--batch-size-eval must be positive, got {args.batch_size_eval}")
     check_int(args.batch_size_eval, "--batch-size-eval", 1, MAX_COUNT)
-    for flag in ("epochs", "batch_size", "base_width", "depth"):
+    for flag in ("epochs", "batch_size", "base_width", "depth"):  # the limits TrainConfig and sidecars share
         value = getattr(args, flag)
         if value is not None:
-            check_int(value, f"--{flag.replace('_', '-')}", 1, MAX_BASE_WIDTH if flag == "base_width" else MAX_COUNT)
+            check_limit(value, flag, f"--{flag.replace('_', '-')}")
     if len(seeds) > MAX_SEEDS or any(s < 0 or s > MAX_SEED for s in seeds):
         raise LewcError(f"--seeds takes at most {MAX_SEEDS} seeds in [0, {MAX_SEED}]")
     for flag in ("ckpt_a", "ckpt_b", "ckpt_dir", "data_root"):  # --out: check_writable below

@@ -122,3 +122,39 @@ def test_malformed_sidecars_are_one_line_errors(saved, changes):
         edit_sidecar(path, **changes)
     with pytest.raises(LewcError):
         checkpoints.load(path)
+
+
+def test_a_sidecar_written_the_old_way_reads_as_a_typed_record_and_writes_back_unchanged(saved):
+    """The sidecar's format on disk is unchanged: a plain JSON object as earlier versions wrote it (an
+    unknown extra field included) is read into ``CheckpointMeta``, whose ``to_dict`` is that object exactly."""
+    _, path = saved
+    side = checkpoints.sidecar_path(path)
+    old = json.loads(side.read_text()) | {"a_later_field": [1, 2]}  # later versions may add fields
+    side.write_text(json.dumps(old, indent=2) + "\n")
+    record = checkpoints.read_checkpoint_meta(path)
+    assert record.model == "vgg11" and record.width == 1 and record.depth is None and record.in_shape == [3, 16, 16]
+    assert record.sha256 == old["sha256"] == checkpoints.load(path)[1]["sha256"]
+    assert record.extra == {"a_later_field": [1, 2]}
+    assert record.to_dict() == old and list(record.to_dict()) == list(old)  # same fields, same order
+    assert checkpoints.CheckpointMeta.from_dict(record.to_dict()) == record
+    with pytest.raises(LewcError, match=r"^field 'width' must be in \[1, 4096\], got 0$"):
+        checkpoints.CheckpointMeta.from_dict(old | {"width": 0})
+    with pytest.raises(LewcError, match=r"^lacks field 'sha256'$"):
+        checkpoints.CheckpointMeta.from_dict({k: v for k, v in old.items() if k != "sha256"})
+
+
+def test_train_config_and_the_sidecar_share_one_set_of_limits():
+    """Epochs, depth, widths: the recipe's TrainConfig, the sidecar's schema and ``build`` read one table."""
+    from lewc.core.limits import LIMITS
+    from lewc.training.recipe import default_config
+
+    for key in ("width", "base_width", "depth", "epochs"):
+        assert checkpoints.SIDECAR_FIELDS[key][1] is not None
+        hi = LIMITS[key][1]
+        over = {"width": 1, "base_width": 8, "depth": 3, "epochs": 1} | {key: hi + 1}
+        with pytest.raises(LewcError, match=rf"must be in \[1, {hi}\], got {hi + 1}"):
+            default_config("mlp", over["width"], "synthetic", 0, **{k: v for k, v in over.items() if k != "width"})
+        for check in (checkpoints.SIDECAR_FIELDS[key][1], checkpoints.TRAIN_CONFIG_FIELDS[key]):
+            with pytest.raises(LewcError, match=rf"must be in \[1, {hi}\], got {hi + 1}"):
+                check(hi + 1, key)
+            check(hi, key)

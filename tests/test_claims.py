@@ -217,7 +217,8 @@ def test_permutation_gap_separates_unnecessary_from_needed_permutations(unaligne
     ends = 0.3 + noise
     plain = loss_dataset(np.stack([ends, unaligned_mid + noise, ends]))
     matched = loss_dataset(np.stack([ends, aligned_mid + noise, ends]))
-    claim = claims.evaluate_permutation_gap([plain], [matched], n_boot=300)
+    stacked = xr.concat([plain, matched], dim="align").assign_coords(align=["none", "weights"])
+    (claim,) = claims.evaluate_claims(stacked, n_boot=300, ids=["permutation_gap"])
     assert claim.verdict == expected
     assert claim.value == pytest.approx(unaligned_mid - aligned_mid, abs=1e-9)
     assert claim.ci[1] - claim.ci[0] < 1e-6  # identical noise in both: a paired difference has none

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 from cli_runner import run_cli
 
@@ -160,3 +161,60 @@ def test_an_alignment_method_added_in_one_file_is_swept_and_reported(tmp_path, c
     assert "reverse" not in method_names()
     with pytest.raises(LewcError, match=r"^unknown alignment \['reverse'\]; choose from none, weights"):
         check_methods("reverse")
+
+
+def test_a_family_builder_is_keyword_only_so_a_swapped_argument_fails_loudly(isolated_data_home):
+    """``build`` calls a family's builder by name: a positional builder is refused when registered, and a
+    registered builder called positionally (``width`` and ``base_width`` swapped unnoticed) raises."""
+    from lewc.models import ModelFamily, build, register_family
+
+    family = get_family("mlp")
+    with pytest.raises(TypeError, match="positional"):
+        family.builder((1, 8, 8), 4, 8, 1, 3, "none", True)  # width ↔ base_width: cannot be written at all
+    model = build("mlp", 2, 4, (1, 8, 8), base_width=8)
+    assert [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)][:3] == [16, 16, 16]
+
+    positional = lambda in_shape, num_classes, width, base_width, depth, norm, bias: None  # noqa: E731
+    with pytest.raises(ValueError, match=r"^model family 'bad': the builder's parameters \['in_shape'.*keyword-only"):
+        register_family(ModelFamily(name="bad", builder=positional, default_dataset="synthetic", base_width=8))
+    partial = lambda *, in_shape, num_classes, width, depth, norm, bias: None  # noqa: E731  (no base_width)
+    with pytest.raises(ValueError, match=r"lacks \['base_width'\]"):
+        register_family(ModelFamily(name="bad", builder=partial, default_dataset="synthetic", base_width=8))
+    assert "bad" not in family_names()
+
+
+def test_one_generic_registry_behind_every_extension_point():
+    """Models, datasets, claims and alignment methods share ``lewc.core.registry.Registry``: the same
+    register / get / names / unregister, the same one-line error naming the known records."""
+    from lewc.align.methods import METHODS, methods_help
+    from lewc.core.registry import Registry
+    from lewc.models.registry import FAMILIES
+    from lewc.stats.claims import CLAIMS, claim_ids, get_claim
+    from lewc.training.data import DATASETS
+
+    for registry, name in ((FAMILIES, "mlp"), (DATASETS, "synthetic"), (CLAIMS, "lmc_accuracy"), (METHODS, "weights")):
+        assert isinstance(registry, Registry) and name in registry and registry.get(name) in registry.values()
+        with pytest.raises(LewcError, match=rf"^unknown {registry.kind} 'nope'; choose (one of|from) .*{name}"):
+            registry.get("nope")
+    # the decorator form (torchvision's register_model): the function becomes the record's, named after it
+    toy: Registry = Registry("toy", key=lambda r: r[0], make=lambda f, *, name=None: (name or f.__name__, f))
+
+    @toy.register()
+    def first():
+        return 1
+
+    assert toy.names() == ["first"] and toy.get("first")[1] is first
+    toy.register(("first", first))  # the same record again: a no-op (a module imported twice)
+    with pytest.raises(ValueError, match="^toy 'first' is already registered"):
+        toy.register(("first", print))
+    toy.unregister("first")
+    assert toy.names() == [] and "first" not in toy
+    # --align's help is generated from the registry: every method is listed with its description
+    for method in METHODS.values():
+        assert f"{method.name} = {method.description}" in methods_help()
+    help_text = verify.build_parser().format_help()
+    assert "random_direction" in " ".join(help_text.split())
+    # permutation_gap is a registered claim like the others, compared between two alignments
+    gap = get_claim("permutation_gap")
+    assert gap.compares == "weights" and "permutation_gap" in claim_ids()
+    assert "permutation_gap" not in claim_ids(per_alignment=True)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from lewc.models import CapturingModel, LayerRecord, LayerSpec, ModelFamily, register_family
+from lewc.models import CapturingModel, LayerRecord, LayerSpec, get_family, register_family
 
 
 class Toy(CapturingModel):
@@ -33,13 +33,10 @@ class Toy(CapturingModel):
         return (logits, records) if capture else logits
 
 
-TOY = register_family(
-    ModelFamily(
-        name="toy",
-        builder=lambda in_shape, num_classes, width, base_width, depth, norm, bias: Toy(
-            in_shape, num_classes, width, base_width, bias
-        ),
-        default_dataset="synthetic",
-        base_width=8,
-    )
-)
+@register_family(name="toy", default_dataset="synthetic", base_width=8)
+def build_toy(*, in_shape, num_classes, width, base_width, depth, norm, bias) -> Toy:
+    """The family's builder: keyword-only, so ``width`` and ``base_width`` cannot be swapped silently."""
+    return Toy(in_shape, num_classes, width, base_width, bias)
+
+
+TOY = get_family("toy")

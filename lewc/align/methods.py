@@ -36,6 +36,7 @@ from scipy.optimize import linear_sum_assignment
 
 from lewc.align.permspec import Axis, PermutationSpec, derive_spec, trace
 from lewc.core.errors import LewcError
+from lewc.core.registry import Registry
 from lewc.core.validate import short
 from lewc.sweep.merge import State, model_state
 from lewc.training import checkpoints
@@ -104,39 +105,43 @@ class AlignMethod:
     description: str = ""
 
 
-_METHODS: dict[str, AlignMethod] = {}
+METHODS: Registry[AlignMethod] = Registry(
+    "alignment",
+    make=lambda run, *, name=None, **fields: AlignMethod(name or run.__name__, run, **fields),
+    choose="choose from",
+)
 
 
-def register_method(method: AlignMethod) -> AlignMethod:
-    """Add an alignment method to the registry (a name may be registered once)."""
-    if method.name in _METHODS and _METHODS[method.name] != method:
-        raise ValueError(f"alignment method {method.name!r} is already registered")
-    _METHODS[method.name] = method
-    return method
+def register_method(method: AlignMethod | None = None, /, **fields) -> AlignMethod | Callable:
+    """Add an alignment method (a name may be registered once); ``@register_method(name=...,
+    needs_images=...)`` on a function ``run(task)`` registers ``AlignMethod(name, run, ...)``."""
+    return METHODS.register(method, **fields)
 
 
 def unregister_method(name: str) -> None:
     """Remove a method (tests that register toy methods clean up with this)."""
-    _METHODS.pop(name, None)
+    METHODS.unregister(name)
 
 
 def method_names() -> list[str]:
-    return list(_METHODS)
+    return METHODS.names()
 
 
 def get_method(name: str) -> AlignMethod:
     """The registered method ``name``; an unknown name is a one-line error listing the known ones."""
-    try:
-        return _METHODS[name]
-    except (KeyError, TypeError):
-        raise LewcError(f"unknown alignment {name!r}; choose from {', '.join(_METHODS)}") from None
+    return METHODS.get(name)
+
+
+def methods_help() -> str:
+    """Every registered method with its description, for ``--align``'s help (generated, never by hand)."""
+    return "; ".join(f"{m.name} = {m.description}" if m.description else m.name for m in METHODS.values())
 
 
 def check_methods(text: str) -> list[str]:
     methods = [m for m in text.replace(" ", "").split(",") if m]
-    bad = [m for m in methods if m not in _METHODS]
+    bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
-        raise LewcError(f"unknown alignment {short(bad or text)}; choose from {', '.join(_METHODS)}")
+        raise LewcError(f"unknown alignment {short(bad or text)}; choose from {', '.join(METHODS)}")
     if len(set(methods)) != len(methods):
         raise LewcError(f"--align lists a method twice: {short(methods)}")
     return methods
@@ -473,8 +478,17 @@ def load_or_align(
 for _method in (
     AlignMethod("none", _none, description="the identity: B as trained"),
     AlignMethod("weights", _weights, description="weight matching (git re-basin)"),
-    AlignMethod("activations", _activations, needs_images=True, description="activation matching (git re-basin)"),
-    AlignMethod("random", _random, description="a seeded random permutation (must not change B's function)"),
-    AlignMethod("random_direction", _random_direction, description="A moved a random direction by ‖θ_B − θ_A‖"),
+    AlignMethod(
+        "activations",
+        _activations,
+        needs_images=True,
+        description=f"activation matching (git re-basin) on {ACTIVATION_IMAGES:,} training images",
+    ),
+    AlignMethod("random", _random, description="a seeded random permutation (a control: B's function unchanged)"),
+    AlignMethod(
+        "random_direction",
+        _random_direction,
+        description="B replaced by A moved a random direction as far as B, tensor by tensor (a control)",
+    ),
 ):
     register_method(_method)

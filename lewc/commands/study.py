@@ -522,7 +522,7 @@ def combine(spec: StudySpec, outcomes: list[Outcome]):
     barrier = np.full([*shape, spec.pairs, len(methods), len(barrier_names)], np.nan)
     barrier_ci = np.full([*shape, spec.pairs, len(methods), len(barrier_names), 2], np.nan)
     beta = np.full([*shape, spec.pairs, len(methods)], np.nan)
-    claim_names = claim_ids()  # the registry: a claim registered anywhere reaches study.nc
+    claim_names = claim_ids(per_alignment=True)  # the registry: a claim registered anywhere reaches study.nc
     claim_value = np.full([*shape, spec.pairs, len(methods), len(claim_names)], np.nan)
     claim_ci = np.full([*shape, spec.pairs, len(methods), len(claim_names), 2], np.nan)
     acc_ends = np.full([*shape, spec.pairs, 2], np.nan)

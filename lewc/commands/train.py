@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     path = run_training(args, args.width, args.seed)
     if int(os.environ.get("RANK", "0")) == 0:
         if not args.dry_run:
-            meta = checkpoints.read_meta(path)
-            log.info("test accuracy %.4f, test loss %.4f", meta["test_acc"], meta["test_loss"])
+            meta = checkpoints.read_checkpoint_meta(path)
+            log.info("test accuracy %.4f, test loss %.4f", meta.test_acc, meta.test_loss)
         print(path)
 
 

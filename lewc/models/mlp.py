@@ -64,7 +64,7 @@ class MLP(CapturingModel):
 register_family(
     ModelFamily(
         name="mlp",
-        builder=lambda in_shape, num_classes, width, base_width, depth, norm, bias: MLP(
+        builder=lambda *, in_shape, num_classes, width, base_width, depth, norm, bias: MLP(
             in_shape, num_classes, width, base_width, depth, norm, bias
         ),
         default_dataset="fashion-mnist",

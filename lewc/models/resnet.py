@@ -116,7 +116,7 @@ for _name, _shortcut, _what in (
     register_family(
         ModelFamily(
             name=_name,
-            builder=lambda in_shape, num_classes, width, base_width, depth, norm, bias, _s=_shortcut: ResNet20(
+            builder=lambda *, in_shape, num_classes, width, base_width, depth, norm, bias, _s=_shortcut: ResNet20(
                 in_shape, num_classes, width, base_width, norm, bias, shortcut=_s
             ),
             default_dataset="cifar10",

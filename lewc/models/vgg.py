@@ -76,7 +76,7 @@ for _config in CONFIGS:
     register_family(
         ModelFamily(
             name=_config,
-            builder=lambda in_shape, num_classes, width, base_width, depth, norm, bias, _c=_config: VGG(
+            builder=lambda *, in_shape, num_classes, width, base_width, depth, norm, bias, _c=_config: VGG(
                 _c, in_shape, num_classes, width, base_width, norm, bias
             ),
             default_dataset="cifar10",

@@ -27,14 +27,13 @@ from lewc.pipeline.folders import AnalysisOptions, check_out, check_writable, pr
 from lewc.reporting import report
 from lewc.reporting.report import endpoint_accuracies
 from lewc.reporting.results import (
-    alignments,
     for_alignment,
     split_samples,
     stack_alignments,
     to_frame,
     write_netcdf,
 )
-from lewc.stats.claims import Claim, evaluate_claims, evaluate_permutation_gap
+from lewc.stats.claims import Claim, compared_alignment, evaluate_claims
 from lewc.sweep.merge import Pair
 from lewc.sweep.path import SweepOptions
 
@@ -66,15 +65,9 @@ class PairResult:
 
 def evaluate_verdicts(results: Sequence[xr.Dataset]) -> list[Claim]:
     """The claims of one pair or several (results with an ``align`` dimension or without): every claim
-    on the unaligned pairs, plus ``permutation_gap`` when every pair was also weight-matched."""
-    claims = evaluate_claims([for_alignment(r) for r in results])
-    if all("weights" in alignments(r) for r in results):
-        claims.append(
-            evaluate_permutation_gap(
-                [for_alignment(r) for r in results], [for_alignment(r, "weights") for r in results]
-            )
-        )
-    return claims
+    on the unaligned pairs, plus each registered claim comparing two alignments every pair holds
+    (``permutation_gap`` when every pair was also weight-matched)."""
+    return evaluate_claims(results)
 
 
 def run_controls(
@@ -129,9 +122,8 @@ def aligned_endpoint(method: str, pair: Pair, ds, settings: RunSettings, device:
 
 
 def warn_degenerate(claims: list[Claim]) -> None:
-    notes = {c.note.split(" — ")[0] for c in claims if c.note.startswith("degenerate pair")}
-    for note in sorted(notes):
-        log.warning("%s; the claims that need A and B apart are INCONCLUSIVE", note)
+    for reason in sorted({c.degenerate for c in claims if c.degenerate}):
+        log.warning("degenerate pair: %s; the claims that need A and B apart are INCONCLUSIVE", reason)
 
 
 def warn_at_chance(res: xr.Dataset, ds, n_test: int | None) -> None:
@@ -179,7 +171,7 @@ def analyse_pair(
     controls = run_controls(pair, ds, options, sweep_options, absent) if options.controls else {}
     stacked = stack_alignments(by_align)
     claims = evaluate_verdicts([stacked])
-    stacked = with_gap(stacked, claims)
+    stacked = with_comparisons(stacked, claims)
     warn_degenerate(claims)
     return PairResult(
         results=stacked,
@@ -191,16 +183,15 @@ def analyse_pair(
     )
 
 
-def with_gap(stacked: xr.Dataset, claims: list[Claim]) -> xr.Dataset:
-    """The permutation-gap verdict as variables of the stacked results (it compares two alignments)."""
-    gap = next((c for c in claims if c.id == "permutation_gap"), None)
-    if gap is None:
-        return stacked
-    return stacked.assign(
-        permutation_gap=((), gap.value),
-        permutation_gap_ci=(("bound",), gap.ci),
-        permutation_gap_verdict=((), gap.verdict),
-    )
+def with_comparisons(stacked: xr.Dataset, claims: list[Claim]) -> xr.Dataset:
+    """The verdicts of claims that compare two alignments (``ClaimType.compares``: ``permutation_gap``) as
+    variables of the stacked results: ``<id>``, ``<id>_ci``, ``<id>_verdict``."""
+    out = stacked
+    for c in claims:
+        if compared_alignment(c.id):
+            verdict = {c.id: ((), c.value), f"{c.id}_ci": (("bound",), c.ci), f"{c.id}_verdict": ((), c.verdict)}
+            out = out.assign(verdict)
+    return out
 
 
 def write_results(ds: xr.Dataset, folder: Path, stem: str, keep_samples: bool) -> dict[str, str]:

@@ -412,12 +412,12 @@ def to_frame(ds: xr.Dataset):
 
     Columns ``FRAME_COLUMNS``; ``kind`` is ``claim`` or ``barrier``, intervals are 95% bootstrap
     intervals over test images, ``units`` is one unit per row (pp, nats, or the claim's statistic).
-    ``permutation_gap`` compares two alignments and has ``align`` = ``none-weights``. This is what
-    ``summary.csv`` beside report.json holds.
+    A claim that compares two alignments (``ClaimType.compares``: ``permutation_gap``) has ``align`` =
+    ``none-<method>`` (``none-weights``). This is what ``summary.csv`` beside report.json holds.
     """
     import pandas as pd
 
-    from lewc.stats.claims import GAP_SPEC, get_claim
+    from lewc.stats.claims import CLAIMS, get_claim
 
     rows = []
     for method in alignments(ds):
@@ -436,10 +436,11 @@ def to_frame(ds: xr.Dataset):
                 lo, hi = (float(v) for v in barrier_ci(res, name).values)
                 value = float(barrier(res, name))
                 rows.append(("barrier", name, method, value, lo, hi, barrier_units(name), np.nan, "", ""))
-    if "permutation_gap" in ds:
-        lo, hi = (float(v) for v in ds["permutation_gap_ci"].values)
-        rows.append(
-            ("claim", GAP_SPEC.id, "none-weights", float(ds["permutation_gap"]), lo, hi, GAP_SPEC.units)
-            + (GAP_SPEC.threshold, GAP_SPEC.direction, str(ds["permutation_gap_verdict"].values))
-        )
+    for claim in CLAIMS.values():
+        if claim.compares and claim.id in ds:
+            spec, (lo, hi) = claim.spec, (float(v) for v in ds[f"{claim.id}_ci"].values)
+            rows.append(
+                ("claim", spec.id, f"none-{claim.compares}", float(ds[spec.id]), lo, hi, spec.units)
+                + (spec.threshold, spec.direction, str(ds[f"{spec.id}_verdict"].values))
+            )
     return pd.DataFrame(rows, columns=list(FRAME_COLUMNS))

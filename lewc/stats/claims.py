@@ -48,6 +48,7 @@ import xarray as xr
 
 from lewc.core.conventions import BOOT_SEED, LEVEL, N_BOOT, percentile_interval
 from lewc.core.errors import LewcError
+from lewc.core.registry import Registry
 from lewc.stats import conditions, fit
 from lewc.stats.barriers import image_counts, mid_index
 from lewc.stats.calibrate import fit_betas, fit_betas_resampled
@@ -222,6 +223,9 @@ class Claim:
     per_pair: list[float] = field(default_factory=list)
     covers: str = COVERS["images"]  # what ``ci`` covers (lewc.stats.pairs.COVERS)
     prediction: list[float] = field(default_factory=lambda: [float("nan")] * 2)  # one new pair (n ≥ 2)
+    # why A and B cannot be told apart ("" when they can): identical or collinear endpoints; a claim that needs
+    # the split is then INCONCLUSIVE. The structured flag, so nobody has to parse ``note``.
+    degenerate: str = ""
 
 
 def decide(value: float, ci: Sequence[float], threshold: float, direction: str) -> str:
@@ -533,46 +537,64 @@ class ClaimType:
     report. ``requires`` names the per-image variable it resamples: results.nc stores the claim's bootstrap
     replicates instead, so the statistic runs only where that variable is present (samples.nc merged
     in, or a fresh analysis). A new claim is one ``ClaimType`` plus one ``register_claim``.
+
+    ``compares`` names an alignment method the claim compares the unaligned pair with (``permutation_gap``:
+    ``weights``): its statistic gets the pair's results stacked along ``align`` (``none`` and that method),
+    it is evaluated only where every pair was also aligned by that method, and its verdict is stored in
+    results.nc as the variables ``<id>``, ``<id>_ci``, ``<id>_verdict`` (``with_comparisons``), not per
+    alignment. ``pairs_note`` words the note over several pairs from each pair's note (default: none).
     """
 
     spec: ClaimSpec
     statistic: Statistic
     layerwise: bool = False
     requires: str = ""  # the per-image variable the statistic resamples (in samples.nc; results.nc keeps replicates)
+    compares: str = ""  # the alignment method compared with "none" ("" for a claim on one alignment)
+    pairs_note: Callable[[list[str]], str] | None = None
 
     @property
     def id(self) -> str:
         return self.spec.id
 
 
-_CLAIMS: dict[str, ClaimType] = {}
-
-
-def register_claim(claim: ClaimType) -> ClaimType:
-    """Add a claim to the registry (an id may be registered once); it is then evaluated and reported."""
-    if claim.id in _CLAIMS and _CLAIMS[claim.id] != claim:
-        raise ValueError(f"claim {claim.id!r} is already registered")
+def _check_claim(claim: ClaimType) -> None:
     if claim.spec.direction not in ("below", "above"):
         raise ValueError(f"claim {claim.id!r}: direction must be 'below' or 'above'")
-    _CLAIMS[claim.id] = claim
-    return claim
+
+
+CLAIMS: Registry[ClaimType] = Registry(
+    "claim",
+    key=lambda claim: claim.id,
+    check=_check_claim,
+    make=lambda statistic, *, spec, **fields: ClaimType(spec, statistic, **fields),
+)
+
+
+def register_claim(claim: ClaimType | None = None, /, **fields) -> ClaimType | Callable:
+    """Add a claim to the registry (an id may be registered once); it is then evaluated and reported.
+    ``@register_claim(spec=ClaimSpec(...), requires=...)`` on a statistic registers ``ClaimType(spec, it)``."""
+    return CLAIMS.register(claim, **fields)
 
 
 def unregister_claim(claim_id: str) -> None:
     """Remove a claim (tests that register toy claims clean up with this)."""
-    _CLAIMS.pop(claim_id, None)
+    CLAIMS.unregister(claim_id)
 
 
-def claim_ids() -> list[str]:
-    return list(_CLAIMS)
+def claim_ids(per_alignment: bool = False) -> list[str]:
+    """Every registered claim's id; with ``per_alignment``, only those evaluated on one alignment's results
+    (not those that compare two alignments)."""
+    return [c.id for c in CLAIMS.values() if not (per_alignment and c.compares)]
 
 
 def get_claim(claim_id: str) -> ClaimType:
     """The registered claim ``claim_id``; an unknown id is a one-line error listing the known ones."""
-    try:
-        return _CLAIMS[claim_id]
-    except KeyError:
-        raise LewcError(f"unknown claim {claim_id!r}; choose one of {', '.join(_CLAIMS)}") from None
+    return CLAIMS.get(claim_id)
+
+
+def compared_alignment(claim_id: str) -> str:
+    """The alignment a registered claim compares with ``none`` ("" for a per-alignment or unknown claim)."""
+    return CLAIMS.get(claim_id).compares if claim_id in CLAIMS else ""
 
 
 def pair_statistic(res: xr.Dataset, cid: str, n_boot: int, seed: int) -> tuple[float, np.ndarray, str] | None:
@@ -616,36 +638,76 @@ def degeneracy(res: xr.Dataset) -> str:
     return ""
 
 
+def unaligned(res: xr.Dataset) -> xr.Dataset:
+    """The unaligned pair's results: the ``none`` slice of results stacked along ``align``, else ``res``."""
+    return res.sel(align="none", drop=True) if "align" in res.dims else res
+
+
+def holds_alignment(res: xr.Dataset, method: str) -> bool:
+    """Whether results stacked along ``align`` hold ``method`` (and ``none``) beside each other."""
+    return "align" in res.dims and {"none", method} <= {str(v) for v in res["align"].values}
+
+
 def evaluate_claims(
-    results: xr.Dataset | Sequence[xr.Dataset], n_boot: int = N_BOOT, seed: int = BOOT_SEED
+    results: xr.Dataset | Sequence[xr.Dataset],
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+    ids: Sequence[str] | None = None,
 ) -> list[Claim]:
-    """All claims for one pair's results Dataset, or combined over several independent pairs."""
+    """All claims (or those named in ``ids``) for one pair's results Dataset, or combined over several
+    independent pairs.
+
+    Results stacked along ``align`` are judged on their unaligned (``none``) slice, plus every claim that
+    compares ``none`` with an alignment every pair holds (``ClaimType.compares``: ``permutation_gap``).
+    """
     results = [results] if isinstance(results, xr.Dataset) else list(results)
-    reasons = [degeneracy(r) for r in results]
+    plain = [unaligned(r) for r in results]
+    reasons = sorted({r for r in (degeneracy(p) for p in plain) if r})
     claims = []
-    for claim in _CLAIMS.values():
-        cid, spec = claim.id, claim.spec
-        stats = [pair_statistic(res, cid, n_boot, seed) for res in results]
-        if any(s is None for s in stats):
-            if claim.layerwise:  # no layer statistics captured (e.g. --no-layers)
+    for claim in CLAIMS.values() if ids is None else [get_claim(cid) for cid in ids]:
+        if claim.compares:
+            if not all(holds_alignment(r, claim.compares) for r in results):
                 continue
-            raise LewcError(f"these results hold neither {claim.requires} nor the replicates of {cid}")
-        points = [s[0] for s in stats]
-        reps = [s[1] for s in stats]
-        notes = [s[2] for s in stats]
-        value, ci, finite = _interval(points, reps, seed)
-        verdict = decide(value, ci, spec.threshold, spec.direction)
-        note = notes[0] if len(results) == 1 else over_pairs_note(points)
-        if finite <= MIN_FINITE and np.isfinite(value):
-            note += f"; the statistic is undefined in {100 * (1 - finite):.0f}% of bootstrap replicates"
-        bad = sorted({r for r in reasons if r})
-        if spec.needs_split and bad:
-            verdict = INCONCLUSIVE
-            note = f"degenerate pair: {'; '.join(bad)} — " + note
-        if all(np.isnan(p) and n.startswith(NA_PREFIX) for p, n in zip(points, notes, strict=True)):
-            verdict, note = NOT_APPLICABLE, notes[0]  # the theory predicts nothing here: no verdict either way
-        claims.append(_claim(spec, verdict, value, ci, note, points))
+            inputs = [r.sel(align=["none", claim.compares]) for r in results]
+        else:
+            inputs = plain
+        found = evaluate_claim(claim, inputs, reasons, n_boot, seed)
+        if found is not None:
+            claims.append(found)
     return claims
+
+
+def evaluate_claim(
+    claim: ClaimType, results: list[xr.Dataset], degenerate: list[str], n_boot: int, seed: int
+) -> Claim | None:
+    """One registered claim on one pair's results or over several pairs (``None``: a layer-wise claim on
+    results without layer statistics); ``degenerate`` lists why the pairs cannot be split, if they cannot."""
+    cid, spec = claim.id, claim.spec
+    stats = [pair_statistic(res, cid, n_boot, seed) for res in results]
+    if any(s is None for s in stats):
+        if claim.layerwise:  # no layer statistics captured (e.g. --no-layers)
+            return None
+        raise LewcError(f"these results hold neither {claim.requires} nor the replicates of {cid}")
+    points = [s[0] for s in stats]
+    reps = [s[1] for s in stats]
+    notes = [s[2] for s in stats]
+    value, ci, finite = _interval(points, reps, seed)
+    verdict = decide(value, ci, spec.threshold, spec.direction)
+    if len(results) == 1:
+        note = notes[0]
+    elif claim.pairs_note is not None:
+        note = claim.pairs_note(notes) + "; " + over_pairs_note(points)
+    else:
+        note = over_pairs_note(points)
+    if finite <= MIN_FINITE and np.isfinite(value):
+        note += f"; the statistic is undefined in {100 * (1 - finite):.0f}% of bootstrap replicates"
+    flag = "; ".join(degenerate) if spec.needs_split else ""
+    if flag:
+        verdict = INCONCLUSIVE
+        note = f"degenerate pair: {flag} — " + note
+    if all(np.isnan(p) and n.startswith(NA_PREFIX) for p, n in zip(points, notes, strict=True)):
+        verdict, note = NOT_APPLICABLE, notes[0]  # the theory predicts nothing here: no verdict either way
+    return _claim(spec, verdict, value, ci, note, points, flag)
 
 
 def _interval(points: list[float], reps: list[np.ndarray], seed: int) -> tuple[float, np.ndarray, float]:
@@ -671,7 +733,9 @@ def over_pairs_note(points: list[float]) -> str:
     return f"{over.n} pairs; CI {COVERS['pairs']}; {COVERS['new_pair']}: [{lo:.4g}, {hi:.4g}]; per pair: {per_pair}"
 
 
-def _claim(spec: ClaimSpec, verdict: str, value: float, ci, note: str, points: list[float]) -> Claim:
+def _claim(
+    spec: ClaimSpec, verdict: str, value: float, ci, note: str, points: list[float], degenerate: str = ""
+) -> Claim:
     over = t_intervals(points, LEVEL)
     return Claim(
         spec.id,
@@ -688,36 +752,38 @@ def _claim(spec: ClaimSpec, verdict: str, value: float, ci, note: str, points: l
         points,
         COVERS["images"] if len(points) == 1 else COVERS["pairs"],
         [float(x) for x in over.prediction],
+        degenerate,
     )
 
 
-def evaluate_permutation_gap(
-    unaligned: Sequence[xr.Dataset], aligned: Sequence[xr.Dataset], n_boot: int = N_BOOT, seed: int = BOOT_SEED
-) -> Claim:
+GAP_NOTE = "calibrated barrier without / with weight matching: "
+
+
+def stat_permutation_gap(res: xr.Dataset, rs: Resampler | None) -> tuple[np.ndarray, str]:
     """The title's question: barrier without permutation minus barrier with weight matching.
 
-    Both barriers are measured on the same test images, and one ``Resampler`` seed draws the same
-    image resamples for both, so each replicate is a paired difference; several pairs are combined
-    like every other claim (the t-interval of the mean over pairs).
+    ``res`` holds the pair unaligned and weight-matched along ``align``. Both barriers are measured on the
+    same test images, and one ``Resampler`` seed draws the same image resamples for both, so each replicate
+    is a paired difference; several pairs are combined like every other claim (the t-interval of the mean
+    over pairs).
     """
-    plain = [pair_statistic(r, "lmc_loss_calibrated", n_boot, seed) for r in unaligned]
-    matched = [pair_statistic(r, "lmc_loss_calibrated", n_boot, seed) for r in aligned]
-    if any(s is None for s in plain + matched):
-        raise LewcError("these results hold neither loss_cal_per_image nor the replicates of lmc_loss_calibrated")
-    plain_points = [s[0] for s in plain]
-    matched_points = [s[0] for s in matched]
-    points = [a - b for a, b in zip(plain_points, matched_points, strict=True)]
-    reps = [p[1] - m[1] for p, m in zip(plain, matched, strict=True)]  # same resamples: paired differences
-    value, ci, _ = _interval(points, reps, seed)
-    verdict = decide(value, ci, GAP_SPEC.threshold, GAP_SPEC.direction)
-    note = "calibrated barrier without / with weight matching: " + ", ".join(
-        f"{a:.4f} / {b:.4f}" for a, b in zip(plain_points, matched_points, strict=True)
+    if rs is None:  # the point: from the stored replicates' draw where there is one (the point is the same)
+        n_boot, seed = int(res.attrs.get("claim_n_boot", N_BOOT)), int(res.attrs.get("claim_seed", BOOT_SEED))
+    else:
+        n_boot, seed = rs.n_boot, rs.seed
+    plain, matched = (
+        pair_statistic(res.sel(align=m, drop=True), "lmc_loss_calibrated", n_boot, seed) for m in ("none", "weights")
     )
-    if len(points) > 1:
-        note += "; " + over_pairs_note(points)
-    if any(degeneracy(r) for r in unaligned):
-        verdict, note = INCONCLUSIVE, "degenerate pair — " + note
-    return _claim(GAP_SPEC, verdict, value, ci, note, points)
+    if plain is None or matched is None:
+        raise LewcError("these results hold neither loss_cal_per_image nor the replicates of lmc_loss_calibrated")
+    note = GAP_NOTE + f"{plain[0]:.4f} / {matched[0]:.4f}"
+    if rs is None:
+        return np.array([plain[0] - matched[0]]), note
+    return plain[1] - matched[1], note  # same resamples: paired differences
+
+
+def _gap_pairs_note(notes: list[str]) -> str:
+    return GAP_NOTE + ", ".join(n.removeprefix(GAP_NOTE) for n in notes)
 
 
 def claims_dataset(res: xr.Dataset, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> xr.Dataset:
@@ -726,7 +792,7 @@ def claims_dataset(res: xr.Dataset, n_boot: int = N_BOOT, seed: int = BOOT_SEED)
     Stored in results.nc so that the verdicts are there and several pairs can be combined (the
     t-interval over pairs) without the per-image data, which then goes to samples.nc only on request.
     """
-    found = {cid: pair_statistic(res, cid, n_boot, seed) for cid in _CLAIMS}
+    found = {cid: pair_statistic(res, cid, n_boot, seed) for cid in claim_ids(per_alignment=True)}
     ids = [cid for cid, st in found.items() if st is not None]
     reps = np.stack([found[cid][1] for cid in ids]) if ids else np.zeros((0, n_boot))
     stats = xr.Dataset(
@@ -764,8 +830,7 @@ def claims_as_dicts(claims: list[Claim]) -> list[dict]:
 
 
 def specs_as_dicts() -> dict[str, dict]:
-    specs = {cid: claim.spec for cid, claim in _CLAIMS.items()} | {GAP_SPEC.id: GAP_SPEC}
-    return {cid: asdict(spec) for cid, spec in specs.items()}
+    return {claim.id: asdict(claim.spec) for claim in CLAIMS.values()}
 
 
 for _statistic, _layerwise, _requires in (
@@ -780,3 +845,4 @@ for _statistic, _layerwise, _requires in (
 ):
     _spec = _BUILTIN_SPECS[_statistic.__name__.removeprefix("stat_")]
     register_claim(ClaimType(_spec, _statistic, _layerwise, _requires))
+register_claim(ClaimType(GAP_SPEC, stat_permutation_gap, requires="", compares="weights", pairs_note=_gap_pairs_note))

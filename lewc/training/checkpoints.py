@@ -8,11 +8,13 @@ name, shape and dtype before a single number is used.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import errno
 import json
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,11 @@ import torch
 
 from lewc.core.errors import LewcError
 from lewc.core.io import atomic_path, sha256_file, write_json_atomic
-from lewc.core.validate import check_bool, check_int, check_number, check_plain_name, check_str, short
+from lewc.core.limits import LIMITS, check_limit
+from lewc.core.validate import check_bool, check_number, check_plain_name, check_str, short
 from lewc.core.version import __version__
 from lewc.models import CapturingModel, build
 from lewc.models.common import NORMS
-from lewc.models.registry import MAX_BASE_WIDTH, MAX_DEPTH, MAX_WIDTH
 from lewc.training.data import dataset_info
 from lewc.training.recipe import TrainConfig
 
@@ -138,6 +140,12 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def read_checkpoint_meta(path: str | os.PathLike) -> CheckpointMeta:
+    """A checkpoint's sidecar as a validated ``CheckpointMeta`` (one-line errors naming the sidecar)."""
+    meta = read_meta(path)
+    return CheckpointMeta.from_dict(meta)
+
+
 def short_error(err: BaseException) -> str:
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
     return text if len(text) <= 120 else text[:117] + "..."
@@ -146,7 +154,7 @@ def short_error(err: BaseException) -> str:
 # --- the sidecar's schema: every field a number, name or path depends on, by type and range -----------
 
 MAX_SIDECAR_BYTES = 64 << 20
-MAX_SEED = 2**63 - 1
+MAX_SEED = LIMITS["seed"][1]
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -157,7 +165,7 @@ def _opt(check):
 def _in_shape(value: Any, what: str) -> list[int]:
     if not isinstance(value, list) or not 1 <= len(value) <= 4:
         raise LewcError(f"{what} must be a list of 1 to 4 positive integers, got {short(value)}")
-    return [check_int(v, f"{what}[{i}]", 1, 4096) for i, v in enumerate(value)]
+    return [check_limit(v, "in_shape", f"{what}[{i}]") for i, v in enumerate(value)]
 
 
 def _sha256(value: Any, what: str) -> str:
@@ -192,54 +200,122 @@ def _nonneg(value: Any, what: str) -> float:
     return check_number(value, what, 0.0, 1e300)
 
 
-def _count(hi: int):
-    return lambda v, what: check_int(v, what, 1, hi)
+def _limit(name: str):
+    """The check of a size against its range in ``lewc.core.limits`` (shared with ``TrainConfig``)."""
+    return lambda v, what: check_limit(v, name, what)
 
 
-SIDECAR_FIELDS: dict[str, tuple[bool, Any]] = {  # field → (required, check(value, what))
-    "model": (True, lambda v, what: check_plain_name(v, what)),
-    "width": (True, lambda v, what: check_int(v, what, 1, MAX_WIDTH)),
-    "base_width": (False, _opt(lambda v, what: check_int(v, what, 1, MAX_BASE_WIDTH))),
-    "depth": (False, _opt(lambda v, what: check_int(v, what, 1, MAX_DEPTH))),
-    "norm": (True, _norm),
-    "bias": (True, check_bool),
-    "num_classes": (True, lambda v, what: check_int(v, what, 2, 100_000)),
-    "in_shape": (True, _in_shape),
-    "dataset": (True, lambda v, what: check_plain_name(v, what)),
-    "seed": (True, lambda v, what: check_int(v, what, 0, MAX_SEED)),
-    "sha256": (True, _sha256),
-    "weights_file": (False, _opt(lambda v, what: check_plain_name(v, what))),
-    "train_config": (False, _opt(_dict)),
-    "alignment": (False, _opt(_dict)),
-    "history": (False, _opt(_list)),
-    "test_acc": (False, _opt(_fraction)),
-    "train_acc": (False, _opt(_fraction)),
-    "test_loss": (False, _opt(_nonneg)),
-    "train_loss": (False, _opt(_nonneg)),
-    "epochs": (False, _opt(_count(10**6))),
-    "world_size": (False, _opt(_count(10**6))),
-    "threads": (False, _opt(_count(10**6))),
-    "parameters": (False, _opt(lambda v, what: check_int(v, what, 0, 10**15))),
-    "bf16_autocast": (False, _opt(check_bool)),
-    **{k: (False, _opt(check_str)) for k in ("lewc_version", "torch_version", "created", "device", "optimizer")},
-    **{k: (False, _opt(check_str)) for k in ("schedule", "determinism")},
+def _meta_field(check, required: bool = False):
+    """A ``CheckpointMeta`` field with its check(value, what) (``required``: no default)."""
+    if required:
+        return field(metadata={"check": check})
+    return field(default=None, metadata={"check": _opt(check)})
+
+
+def _str(v, what):
+    return check_str(v, what)
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """A checkpoint's sidecar, typed: the record is its own schema (each field carries its check, sizes
+    use the ranges of ``lewc.core.limits`` that ``TrainConfig`` also uses).
+
+    ``from_dict`` validates a sidecar's JSON object by type and range (one-line ``LewcError``s, naming the
+    field) and ``to_dict`` gives back exactly that object: the format on disk does not change. Unknown
+    fields (later versions may add some) are kept in ``extra``, never used; ``keys`` is the sidecar's own
+    field order, so a record read and written again is the same JSON.
+    """
+
+    model: str = _meta_field(check_plain_name, required=True)
+    width: int = _meta_field(_limit("width"), required=True)
+    norm: str = _meta_field(lambda v, what: _norm(v, what), required=True)
+    bias: bool = _meta_field(check_bool, required=True)
+    num_classes: int = _meta_field(_limit("num_classes"), required=True)
+    in_shape: list = _meta_field(lambda v, what: _in_shape(v, what), required=True)
+    dataset: str = _meta_field(check_plain_name, required=True)
+    seed: int = _meta_field(_limit("seed"), required=True)
+    sha256: str = _meta_field(lambda v, what: _sha256(v, what), required=True)
+    base_width: int | None = _meta_field(_limit("base_width"))
+    depth: int | None = _meta_field(_limit("depth"))
+    weights_file: str | None = _meta_field(check_plain_name)
+    train_config: dict | None = _meta_field(lambda v, what: _dict(v, what))
+    alignment: dict | None = _meta_field(lambda v, what: _dict(v, what))
+    history: list | None = _meta_field(lambda v, what: _list(v, what))
+    test_acc: float | None = _meta_field(lambda v, what: _fraction(v, what))
+    train_acc: float | None = _meta_field(lambda v, what: _fraction(v, what))
+    test_loss: float | None = _meta_field(lambda v, what: _nonneg(v, what))
+    train_loss: float | None = _meta_field(lambda v, what: _nonneg(v, what))
+    epochs: int | None = _meta_field(_limit("epochs"))
+    world_size: int | None = _meta_field(_limit("world_size"))
+    threads: int | None = _meta_field(_limit("threads"))
+    parameters: int | None = _meta_field(_limit("parameters"))
+    bf16_autocast: bool | None = _meta_field(check_bool)
+    lewc_version: str | None = _meta_field(_str)
+    torch_version: str | None = _meta_field(_str)
+    created: str | None = _meta_field(_str)
+    device: str | None = _meta_field(_str)
+    optimizer: str | None = _meta_field(_str)
+    schedule: str | None = _meta_field(_str)
+    determinism: str | None = _meta_field(_str)
+    schema: str = SIDECAR_SCHEMA
+    extra: dict = field(default_factory=dict, compare=False)  # unknown fields, verbatim
+    keys: tuple[str, ...] = field(default=(), compare=False, repr=False)  # the sidecar's field order
+
+    @classmethod
+    def from_dict(cls, meta: dict[str, Any]) -> CheckpointMeta:
+        """Validate a sidecar's object (``validate_meta``) and return it as a record."""
+        if not isinstance(meta, dict):
+            raise LewcError(f"a sidecar must be a JSON object, got {type(meta).__name__}")
+        validate_meta(meta)
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "keys"}
+        values = {k: v for k, v in meta.items() if k in known}
+        extra = {k: v for k, v in meta.items() if k not in known}
+        return cls(**values, extra=extra, keys=tuple(meta))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The sidecar's JSON object: the fields it was read with (or, for a new record, every field set),
+        in their order."""
+        keys = self.keys or tuple(
+            f.name
+            for f in dataclasses.fields(self)
+            if f.name not in ("extra", "keys") and getattr(self, f.name) is not None
+        ) + tuple(self.extra)
+        return {k: self.extra[k] if k in self.extra else getattr(self, k) for k in keys}
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        """The fields that fix the architecture (what two endpoints must share)."""
+        return architecture(self.to_dict())
+
+    @property
+    def config(self) -> TrainConfig | None:
+        """The ``TrainConfig`` it was trained with (``None`` for a sidecar without one)."""
+        return None if self.train_config is None else TrainConfig.from_dict(self.train_config)
+
+
+# field → (required, check(value, what)): the record's own schema, as a table
+SIDECAR_FIELDS: dict[str, tuple[bool, Any]] = {
+    f.name: (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING, f.metadata["check"])
+    for f in dataclasses.fields(CheckpointMeta)
+    if "check" in f.metadata
 }
 TRAIN_CONFIG_FIELDS: dict[str, Any] = {  # train_config field → check (its keys are TrainConfig's)
     "model": lambda v, what: check_plain_name(v, what),
-    "width": lambda v, what: check_int(v, what, 1, MAX_WIDTH),
+    "width": _limit("width"),
     "dataset": lambda v, what: check_plain_name(v, what),
-    "seed": lambda v, what: check_int(v, what, 0, MAX_SEED),
-    "epochs": _count(10**6),
+    "seed": _limit("seed"),
+    "epochs": _limit("epochs"),
     "lr": lambda v, what: check_number(v, what, 0.0, 1e6),
     "wd": lambda v, what: check_number(v, what, 0.0, 1e6),
     "momentum": lambda v, what: check_number(v, what, 0.0, 1.0),
-    "batch_size": _count(10**8),
+    "batch_size": _limit("batch_size"),
     "warmup_epochs": lambda v, what: check_number(v, what, 0.0, 1e6),
     "norm": _norm,
     "bias": check_bool,
-    "base_width": lambda v, what: check_int(v, what, 1, MAX_BASE_WIDTH),
-    "depth": _opt(lambda v, what: check_int(v, what, 1, MAX_DEPTH)),
-    "n_calib": lambda v, what: check_int(v, what, 0, 10**8),
+    "base_width": _limit("base_width"),
+    "depth": _opt(_limit("depth")),
+    "n_calib": _limit("n_calib"),
     "extra": _dict,
 }
 SHARED_WITH_TRAIN_CONFIG = ("model", "width", "dataset", "seed", "norm", "bias", "base_width", "depth")

@@ -32,6 +32,7 @@ import torch
 from lewc.core.conventions import N_CALIB, N_CALIB_SYNTHETIC
 from lewc.core.errors import LewcError
 from lewc.core.io import data_home, sha256_file
+from lewc.core.registry import Registry
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 SPLIT_SEED = 20251008  # arXiv 2510.08023; fixed so every model seed shares one calib split
@@ -81,34 +82,31 @@ class DatasetSpec:
         return self.info.name
 
 
-_DATASETS: dict[str, DatasetSpec] = {}
+def _check_dataset(spec: DatasetSpec) -> None:
+    if (spec.generate is None) == (spec.find is None or spec.read is None or spec.files is None):
+        raise ValueError(f"dataset {spec.name!r} needs either generate or all of find, files and read")
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset", check=_check_dataset)
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
     """Add a dataset to the registry (a name may be registered once)."""
-    if spec.name in _DATASETS and _DATASETS[spec.name] != spec:
-        raise ValueError(f"dataset {spec.name!r} is already registered")
-    if (spec.generate is None) == (spec.find is None or spec.read is None or spec.files is None):
-        raise ValueError(f"dataset {spec.name!r} needs either generate or all of find, files and read")
-    _DATASETS[spec.name] = spec
-    return spec
+    return DATASETS.register(spec)
 
 
 def unregister_dataset(name: str) -> None:
     """Remove a dataset (tests that register toy datasets clean up with this)."""
-    _DATASETS.pop(name, None)
+    DATASETS.unregister(name)
 
 
 def dataset_names() -> list[str]:
-    return list(_DATASETS)
+    return DATASETS.names()
 
 
 def get_dataset(name: str) -> DatasetSpec:
     """The spec of ``name``; an unknown name is a one-line error listing the known ones."""
-    try:
-        return _DATASETS[name]
-    except (KeyError, TypeError):
-        raise LewcError(f"unknown dataset {name!r}; choose one of {', '.join(_DATASETS)}") from None
+    return DATASETS.get(name)
 
 
 def dataset_info(name: str) -> DatasetInfo:

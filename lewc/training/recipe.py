@@ -41,10 +41,10 @@ from pathlib import Path
 
 from lewc.core.conventions import N_CALIB
 from lewc.core.errors import LewcError
+from lewc.core.limits import LIMITS, MAX_COUNT  # noqa: F401  (MAX_COUNT: re-exported for the command lines)
 from lewc.core.validate import short
 from lewc.models import family_names, get_family, width_label
 from lewc.models.common import NORMS
-from lewc.models.registry import MAX_BASE_WIDTH, MAX_WIDTH
 from lewc.training.data import dataset_names, get_dataset
 
 SCHEDULES = {
@@ -61,7 +61,6 @@ PRECISIONS = {
     "fp32": "float32 throughout (the analysis's precision; bit-reproducible on the CPU)",
     "bf16": "bf16 autocast for the forward pass (the fast path on a GPU), float32 weights and loss",
 }
-MAX_COUNT = 10**8  # epochs, batch sizes, depths: far above any run, far below an overflow
 
 
 @dataclass(frozen=True)
@@ -132,19 +131,20 @@ class TrainConfig:
             problems.append(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
         if self.dataset not in dataset_names():
             problems.append(f"unknown dataset {self.dataset!r}; choose one of {', '.join(dataset_names())}")
-        limits = {"width": MAX_WIDTH, "epochs": MAX_COUNT, "batch_size": MAX_COUNT, "base_width": MAX_BASE_WIDTH}
-        for key, limit in limits.items():
-            value = getattr(self, key)
+        for key in ("width", "epochs", "batch_size", "base_width"):  # the limits of lewc.core.limits
+            value, limit = getattr(self, key), LIMITS[key][1]
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 problems.append(f"{key.replace('_', ' ')} must be a positive integer (got {value!r})")
             elif value > limit:
                 problems.append(f"{key.replace('_', ' ')} must be in [1, {limit}], got {short(value)}")
         if self.depth is not None and family.default_depth is None:
             problems.append(f"{self.model} has a fixed depth, but a depth of {self.depth} was given")
+        elif self.depth is not None and (isinstance(self.depth, bool) or not isinstance(self.depth, int)):
+            problems.append(f"depth must be a positive integer (got {self.depth!r})")
         elif self.depth is not None and self.depth <= 0:
             problems.append(f"depth must be positive (got {self.depth})")
-        elif self.depth is not None and self.depth > MAX_COUNT:
-            problems.append(f"depth must be in [1, {MAX_COUNT}], got {short(self.depth)}")
+        elif self.depth is not None and self.depth > LIMITS["depth"][1]:
+            problems.append(f"depth must be in [1, {LIMITS['depth'][1]}], got {short(self.depth)}")
         if not self.lr > 0:
             problems.append(f"learning rate must be positive (got {self.lr})")
         if not self.wd >= 0:

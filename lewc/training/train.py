@@ -185,8 +185,7 @@ def train(
     out_dir = Path(out_dir) if out_dir else checkpoint_dir()
     ckpt = out_dir / f"{cfg.name}.safetensors"
     if checkpoints.sidecar_path(ckpt).exists() and not force:
-        meta = checkpoints.read_meta(ckpt)
-        if meta.get("train_config") == cfg.as_dict():
+        if checkpoints.read_checkpoint_meta(ckpt).train_config == cfg.as_dict():
             return ckpt
         raise LewcError(f"{ckpt} exists with a different configuration; use --force to retrain")
     dist = Distributed(dev)
