@@ -255,10 +255,6 @@ class Request:
         o = self.options  # built by hand or by analysis_options: checked (and normalised) here either way
         object.__setattr__(self, "options", analysis_options(o.lams, o.n_test, o.bn_images, o.controls, o.align))
 
-    def replace(self, **context: Any) -> Request:
-        """The same request with some run settings changed (e.g. ``command``, ``out``)."""
-        return dataclasses.replace(self, context=dataclasses.replace(self.context, **context))
-
     def as_dict(self) -> dict:
         options = dataclasses.asdict(self.options)
         options |= {"lams": list(options["lams"]), "align": list(options["align"])}
