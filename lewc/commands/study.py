@@ -3,8 +3,9 @@
 A spec names a model and dataset, the axes of the grid (any of width, wd, epochs, bias, depth,
 norm, lr, base_width, each a list) and the number of independent seed pairs per cell. Each (cell,
 pair) is one job: "train the pair (cached by its recipe), verify it (cached by the analysis
-options)" — exactly ``python -m lewc.verify`` with that cell's flags, so a study never computes a
-number verify would not. Jobs run on an existing engine, submitit:
+options)": a ``lewc.pipeline.request.Request`` written as JSON in the study's ``jobs/`` folder and run by
+``lewc.pipeline.runs.run``, the entry point of ``python -m lewc.verify`` too (``--request FILE`` reruns a
+job), so a study never computes a number verify would not. Jobs run on an existing engine, submitit:
 
 * ``--executor local`` (default): each job a subprocess on this machine, at most ``--parallel`` at a
   time (default from the spec, else 1), the CPU threads split between them;
