@@ -20,7 +20,6 @@ Exit codes: 0 ran (whatever the verdicts), 2 bad input (one line, nothing writte
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import shlex
 import sys
@@ -29,33 +28,30 @@ from pathlib import Path
 from lewc.align.methods import methods_help
 from lewc.core import logs
 from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
-from lewc.core.device import resolve_device
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
-from lewc.core.io import data_home
 from lewc.core.limits import check_limit
-from lewc.core.validate import check_int, check_path, check_plain_name, short
+from lewc.core.validate import check_int, check_plain_name, short
 from lewc.models.registry import MAX_WIDTH
-from lewc.pipeline.endpoints import checkpoint_folder, plan_pair
-from lewc.pipeline.folders import AnalysisOptions, check_writable
-from lewc.pipeline.interop import parse_arch
+from lewc.pipeline.folders import AnalysisOptions, sweep_folder
 from lewc.pipeline.pair import evaluate_verdicts
-from lewc.pipeline.runs import (
+from lewc.pipeline.request import (
     MIN_TEST_IMAGES,
+    Checkpoints,
+    Configs,
+    Request,
     RunContext,
+    StateDicts,
     analysis_options,
-    verify_checkpoints,
-    verify_configs,
-    verify_foreign,
 )
+from lewc.pipeline.runs import run, run_all
 from lewc.pipeline.widths import write_sweep
 from lewc.reporting import report
-from lewc.sweep.merge import Pair
-from lewc.training import checkpoints
 from lewc.training.checkpoints import MAX_SEED
-from lewc.training.recipe import MAX_COUNT, TrainConfig, add_recipe_arguments, config_from_args
+from lewc.training.recipe import TrainConfig, add_recipe_arguments, config_from_args
 
 log = logging.getLogger("lewc.verify")  # not __name__: that is "__main__" under python -m lewc.verify
 MAX_SEEDS = 1000
+OUTPUT_FLAGS = {"request", "json", "verbose", "quiet", "threads"}  # all a --request file leaves to the flags
 
 
 def parse_list(text: str, kind=float) -> list:
@@ -75,21 +71,68 @@ def command_line() -> str:
 # --- from flags to the pipeline's typed arguments ---------------------------------------------------------
 
 
-def context_from_args(args: argparse.Namespace) -> RunContext:
+def context_from_args(args: argparse.Namespace, out: Path | None = None) -> RunContext:
     return RunContext(
         command=command_line(),
+        device=args.device,
+        threads=args.threads,
         data_root=args.data_root,
         ckpt_dir=args.ckpt_dir,
+        out=out,
         batch_size_eval=args.batch_size_eval,
         progress=not args.quiet,
         keep_samples=args.keep_samples,
         force=args.force,
         allow_chance=args.allow_chance,
+        allow_slow=args.allow_slow,
     )
 
 
 def pair_configs(args: argparse.Namespace, width: int, seeds: tuple[int, int]) -> list[TrainConfig]:
     return [config_from_args(args, width, s) for s in seeds]
+
+
+def requests_from_args(args: argparse.Namespace, options: AnalysisOptions, widths, seeds) -> dict:
+    """``{(width, pair index): Request}``: what the flags ask for, one request per pair (checked as built)."""
+    if args.request:
+        return {(0, 0): request_file(args)}
+    if args.arch:
+        if not args.ckpt_a:
+            raise LewcError("--arch describes the checkpoints given by --ckpt-a and --ckpt-b; give both")
+        ends = StateDicts(args.arch, (args.ckpt_a, args.ckpt_b), args.arch_kwargs, args.dataset)
+        return {(0, 0): Request(ends, options, context_from_args(args, args.out))}
+    if args.ckpt_a:
+        check_no_recipe_flags(args)
+        return {(0, 0): Request(Checkpoints((args.ckpt_a, args.ckpt_b)), options, context_from_args(args, args.out))}
+    pairs = [(seeds[i], seeds[i + 1]) for i in range(0, len(seeds), 2)]
+    one = len(widths) == 1 and len(pairs) == 1
+    requests = {}
+    for w in widths:
+        for p, seed_pair in enumerate(pairs):
+            out = args.out
+            if args.out and not one:
+                out = args.out / check_plain_name(f"w{w}_p{p}", "--out subfolder")
+            ends = Configs(tuple(pair_configs(args, w, seed_pair)), args.no_train)
+            requests[(w, p)] = Request(ends, options, context_from_args(args, out))
+    return requests
+
+
+def request_file(args: argparse.Namespace) -> Request:
+    """``--request FILE``: a request as JSON (a study job's file); it names everything, so no other flag may."""
+    defaults = vars(build_parser().parse_args([]))
+    ignored = [k for k, v in vars(args).items() if k not in OUTPUT_FLAGS and v != defaults.get(k)]
+    if ignored:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in ignored)
+        raise LewcError(f"--request names the pair, the analysis and the run; {flags} cannot be added to it")
+    path = Path(args.request)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise LewcError(f"cannot read request {path} ({type(err).__name__})") from None
+    try:
+        return Request.from_json(text)
+    except LewcError as err:
+        raise LewcError(f"{path}: {err}") from None
 
 
 # --- command line --------------------------------------------------------------------------------------
@@ -123,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--arch-kwargs", help="keyword arguments of an --arch factory, e.g. num_classes=10,weights=none")
     g.add_argument("--no-train", action="store_true", help="never train: fail if a checkpoint is missing")
+    g.add_argument(
+        "--request",
+        type=Path,
+        help="run a request file (JSON, lewc.pipeline.request; a study job's file) instead of the pair, analysis "
+        "and run flags",
+    )
     g.add_argument("--allow-slow", action="store_true", help="train even when the cost estimate is large here")
     g = p.add_argument_group("analysis (these options name the results folder)")
     g.add_argument(
@@ -170,9 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def validate(args: argparse.Namespace) -> tuple[AnalysisOptions, list[int], list[int]]:
-    """Check every input before anything is trained, analysed or written."""
-    lams = parse_list(args.lams)
-    options = analysis_options(lams, args.n_test, args.bn_images, not args.no_controls, args.align)
+    """The flags that only the command line has (widths, seeds, their combinations), checked before anything
+    is trained, analysed or written; the analysis options and run settings check themselves
+    (``lewc.pipeline.request``)."""
+    options = analysis_options(parse_list(args.lams), args.n_test, args.bn_images, not args.no_controls, args.align)
     widths = parse_list(args.widths, int) if args.widths else [args.width]
     for w in widths:
         check_int(w, "width", 1, MAX_WIDTH)
@@ -185,45 +235,18 @@ def validate(args: argparse.Namespace) -> tuple[AnalysisOptions, list[int], list
         raise LewcError("--ckpt-a and --ckpt-b go together")
     if args.ckpt_a and (args.widths or args.seeds != "0,1"):
         raise LewcError("--ckpt-a/--ckpt-b name one pair; they cannot be combined with --widths or --seeds")
-    if args.n_test is not None and args.n_test < MIN_TEST_IMAGES:
-        raise LewcError(f"--n-test must be at least {MIN_TEST_IMAGES} (bootstrap intervals need images)")
-    if args.n_test is not None:  # above the test set's size it is clamped to all of it (runs.used_options)
-        check_int(args.n_test, "--n-test", MIN_TEST_IMAGES, MAX_COUNT)
-    if args.bn_images < 2:
-        raise LewcError(f"--bn-images must be at least 2 (BatchNorm statistics need a batch), got {args.bn_images}")
-    check_int(args.bn_images, "--bn-images", 2, MAX_COUNT)
-    if args.batch_size_eval <= 0:
-        raise LewcError(f"--batch-size-eval must be positive, got {args.batch_size_eval}")
-    check_int(args.batch_size_eval, "--batch-size-eval", 1, MAX_COUNT)
-    for flag in ("epochs", "batch_size", "base_width", "depth"):  # the limits TrainConfig and sidecars share
+    for flag in ("epochs", "batch_size", "base_width", "depth"):
         value = getattr(args, flag)
         if value is not None:
             check_limit(value, flag, f"--{flag.replace('_', '-')}")
     if len(seeds) > MAX_SEEDS or any(s < 0 or s > MAX_SEED for s in seeds):
         raise LewcError(f"--seeds takes at most {MAX_SEEDS} seeds in [0, {MAX_SEED}]")
-    for flag in ("ckpt_a", "ckpt_b", "ckpt_dir", "data_root"):  # --out: check_writable below
-        if getattr(args, flag) is not None:
-            check_path(getattr(args, flag), f"--{flag.replace('_', '-')}")
-    if args.out is not None:
-        check_writable(args.out)
-    check_writable(data_home() / "results")
+    context_from_args(args, args.out)  # the run settings (paths, batch size) check themselves
     return options, widths, seeds
 
 
-def check_checkpoint_pair(path_a: Path, path_b: Path, args: argparse.Namespace) -> None:
-    """Both checkpoints load, fit each other and differ; recipe flags are not silently ignored."""
-    for path in (path_a, path_b):
-        if checkpoints.weights_path(path) != Path(path) and Path(path).suffix not in ("", ".json"):
-            raise LewcError(f"checkpoint {path} is not a .safetensors file (lewc never unpickles .pt files)")
-        checkpoints.check_file(checkpoints.weights_path(path), "checkpoint")
-    model_a, meta_a = checkpoints.load(path_a, "cpu")
-    model_b, meta_b = checkpoints.load(path_b, "cpu")
-    Pair(model_a, model_b, meta_a, meta_b)  # architecture, dataset, names and shapes agree
-    if meta_a.get("sha256") == meta_b.get("sha256"):
-        raise LewcError(
-            "--ckpt-a and --ckpt-b are the same weights (identical sha256): a pair must be two independently "
-            "trained networks (the negative control already merges A with itself)"
-        )
+def check_no_recipe_flags(args: argparse.Namespace) -> None:
+    """Recipe flags describe training: with finished checkpoints they would be silently ignored."""
     given = [f"--{k.replace('_', '-')}" for k in ("dataset", "epochs", "lr", "wd", "norm", "base_width", "depth")]
     ignored = [flag for flag in given if getattr(args, flag[2:].replace("-", "_")) is not None]
     if args.no_bias:
@@ -237,36 +260,17 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logs.start(args)
     options, widths, seeds = validate(args)
-    device = resolve_device(args.device)
-    ctx = context_from_args(args)
-    if args.arch:
-        if not args.ckpt_a:
-            raise LewcError("--arch describes the checkpoints given by --ckpt-a and --ckpt-b; give both")
-        arch = parse_arch(args.arch, args.arch_kwargs)
-        done = verify_foreign(arch, args.ckpt_a, args.ckpt_b, args.dataset, options, device, ctx, args.out)
-        finish(done.report_path, done.report, args)
-        return
-    if args.ckpt_a:
-        check_checkpoint_pair(args.ckpt_a, args.ckpt_b, args)
-        done = verify_checkpoints([args.ckpt_a, args.ckpt_b], options, device, ctx, args.out)
+    requests = requests_from_args(args, options, widths, seeds)
+    if len(requests) == 1:
+        done = run(next(iter(requests.values())))
         finish(done.report_path, done.report, args)
         return
     pairs = [(seeds[i], seeds[i + 1]) for i in range(0, len(seeds), 2)]
-    folder = checkpoint_folder(args.ckpt_dir)
-    plans = {  # every pair through the cost gate before anything is trained
-        (w, p): plan_pair(pair_configs(args, w, seed_pair), folder, device, args.no_train, args.allow_slow)
-        for w in widths
-        for p, seed_pair in enumerate(pairs)
-    }
-    if len(plans) == 1:
-        done = verify_configs(plans[(widths[0], 0)], options, device, ctx, allow_slow=True, out_dir=args.out)
-        finish(done.report_path, done.report, args)
-        return
+    done_all = dict(zip(requests, run_all(list(requests.values())), strict=True))  # every pair gated first
     results, report_paths, combined = {}, {}, {}
     for w in widths:
         for p, seed_pair in enumerate(pairs):
-            out = args.out / check_plain_name(f"w{w}_p{p}", "--out subfolder") if args.out else None
-            done = verify_configs(plans[(w, p)], options, device, ctx, allow_slow=True, out_dir=out)
+            done = done_all[(w, p)]
             log.info(
                 "width %d, seeds %s: %s",
                 w,
@@ -277,14 +281,8 @@ def main(argv: list[str] | None = None) -> None:
             report_paths[f"w{w}_p{p}"] = str(done.report_path)
         combined[w] = evaluate_verdicts([results[(w, p)] for p in range(len(pairs))])
     dataset = args.dataset or results[(widths[0], 0)].attrs["dataset"]
-    name = f"{dataset}_{args.model}_sweep_w{'-'.join(map(str, widths))}_s{'-'.join(map(str, seeds))}_a{options.key()}"
-    if len(name) > 200:  # many widths or seeds: their list is hashed instead of spelled out
-        digest = hashlib.sha256(f"{widths}/{seeds}".encode()).hexdigest()[:12]
-        name = f"{dataset}_{args.model}_sweep_{len(widths)}w-{len(seeds)}s-{digest}_a{options.key()}"
-    check_plain_name(name, "sweep folder name")
-    write_sweep(
-        args.out or data_home() / "results" / name, results, widths, pairs, report_paths, combined, command_line()
-    )
+    folder = args.out or sweep_folder(dataset, args.model, widths, seeds, options)
+    write_sweep(folder, results, widths, pairs, report_paths, combined, command_line())
 
 
 def finish(path: Path, rep: dict, args: argparse.Namespace) -> None:

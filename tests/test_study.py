@@ -171,10 +171,11 @@ def test_status_of_a_fresh_grid_is_all_missing_and_detach_needs_slurm(tmp_path, 
     assert code == 2 and "--detach needs --executor slurm" in err
 
 
-def test_spec_flags_are_exactly_verify_flags(tmp_path):
+def test_a_spec_cell_is_a_request_of_its_pair(tmp_path):
     spec = study.load_spec(write(tmp_path, SPEC.replace("epochs = [1]", "epochs = [1]\nbias = [false]")))
-    argv = spec.argv(spec.cells()[0], 1)
-    assert argv[argv.index("--seeds") + 1] == "2,3" and "--no-bias" in argv and "--no-controls" in argv
+    request = spec.job(spec.cells()[0], 1)
+    configs = request.endpoints.configs
+    assert [c.seed for c in configs] == [2, 3] and not configs[0].bias and not request.options.controls
     assert json.dumps(spec.cells()) == json.dumps(
         [
             {"width": 1, "epochs": 1, "bias": False, "base_width": 32},
@@ -185,22 +186,25 @@ def test_spec_flags_are_exactly_verify_flags(tmp_path):
         study.load_spec(tmp_path / "missing.toml")
 
 
-def test_a_job_is_exactly_what_verify_runs_for_its_flags(tmp_path):
-    """The worker gets typed configs and options; verify's own parser makes the same from the cell's flags."""
-    from lewc.training.recipe import config_from_args
-    from lewc.verify import build_parser, validate
+def test_a_job_is_its_request_file_and_verify_runs_that_file(tmp_path):
+    """The worker reads the job's JSON; the recorded command, ``python -m lewc.verify --request FILE``, too."""
+    from lewc.pipeline.request import Request
+    from lewc.verify import build_parser, request_file
 
     text = SPEC.replace("epochs = [1]", "epochs = [1]\nbias = [false]\nwd = [1e-4]")
     spec = study.load_spec(write(tmp_path, text.replace('lams = "0,0.5,1"', 'lams = "0, 0.5, 1"')))
-    for cell in spec.cells():
-        job = spec.job(cell, 1)
-        assert job.command == "python -m lewc.verify " + shlex.join(spec.argv(cell, 1))
-        args = build_parser().parse_args(shlex.split(job.command)[3:])
-        options, widths, seeds = validate(args)
-        assert job.options == options and job.options.lams == (0.0, 0.5, 1.0)  # a λ text with spaces survives
-        assert [c.as_dict() for c in job.configs] == [config_from_args(args, widths[0], s).as_dict() for s in seeds]
-        assert [c.seed for c in job.configs] == [2, 3] and not job.configs[0].bias and job.configs[0].wd == 1e-4
-        assert "--no-bias" in job.command
+    for i, cell in enumerate(spec.cells()):
+        path = study.job_file(tmp_path / "study", i, 1)
+        request = spec.job(cell, 1, study.job_command(path))
+        [(_, _, written)] = study.write_jobs([(cell, 1, request, path)])
+        assert Request.from_json(Path(written).read_text()) == request
+        assert request.options.lams == (0.0, 0.5, 1.0)  # a λ text with spaces survives
+        configs = request.endpoints.configs
+        assert [c.seed for c in configs] == [2, 3] and not configs[0].bias and configs[0].wd == 1e-4
+        args = build_parser().parse_args(shlex.split(request.context.command)[3:])
+        assert request_file(args) == request
+    with pytest.raises(LewcError, match="--request names the pair"):
+        request_file(build_parser().parse_args(["--request", written, "--n-test", "100"]))
     for empty in ('","', '" "'):  # an empty λ list is one line, never an IndexError
         with pytest.raises(LewcError, match="empty"):
             study.load_spec(write(tmp_path, SPEC.replace('"0,0.5,1"', empty)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 from lewc.commands import table1
 
@@ -46,9 +47,12 @@ def test_a_row_job_is_exactly_what_verify_runs_for_the_printed_command():
     for smoke in (True, False):
         args = argparse.Namespace(smoke=smoke, device=None, data_root=None, ckpt_dir=None)
         for row in table1.ROWS.values():
-            configs, options = table1.row_job(row, 1, args)
+            request = table1.row_job(row, 1, args)
+            configs, options = request.endpoints.configs, request.options
             parsed = build_parser().parse_args(table1.row_argv(row, 1, args))
             verify_options, widths, seeds = validate(parsed)
-            assert options == verify_options
+            assert options == verify_options and request.context.command.endswith(
+                shlex.join(table1.row_argv(row, 1, args))
+            )
             assert [c.as_dict() for c in configs] == [config_from_args(parsed, widths[0], s).as_dict() for s in seeds]
             assert configs[0].recipe == "paper" and [c.seed for c in configs] == [2, 3]

@@ -3,8 +3,9 @@
 A spec names a model and dataset, the axes of the grid (any of width, wd, epochs, bias, depth,
 norm, lr, base_width, each a list) and the number of independent seed pairs per cell. Each (cell,
 pair) is one job: "train the pair (cached by its recipe), verify it (cached by the analysis
-options)" — exactly ``python -m lewc.verify`` with that cell's flags, so a study never computes a
-number verify would not. Jobs run on an existing engine, submitit:
+options)": a ``lewc.pipeline.request.Request`` written as JSON in the study's ``jobs/`` folder and run by
+``lewc.pipeline.runs.run``, the entry point of ``python -m lewc.verify`` too (``--request FILE`` reruns a
+job), so a study never computes a number verify would not. Jobs run on an existing engine, submitit:
 
 * ``--executor local`` (default): each job a subprocess on this machine, at most ``--parallel`` at a
   time (default from the spec, else 1), the CPU threads split between them;
@@ -119,15 +120,6 @@ SLURM_FLAGS = {  # study flags that override the spec → submitit's name
 }
 
 
-@dataclass(frozen=True)
-class PairJob:
-    """What a worker gets: the pair's training configs, the analysis options, the equivalent verify command."""
-
-    configs: tuple
-    options: object  # lewc.pipeline.folders.AnalysisOptions
-    command: str
-
-
 @dataclass
 class StudySpec:
     """A validated spec: the fixed settings, the grid axes in file order, and the executor settings."""
@@ -149,9 +141,9 @@ class StudySpec:
         names = list(self.grid)
         return [dict(zip(names, values, strict=True)) for values in itertools.product(*self.grid.values())]
 
-    def job(self, cell: dict, pair: int) -> PairJob:
-        """One (cell, pair) as the pipeline's typed arguments: the two training configs and the analysis."""
-        from lewc.pipeline.runs import analysis_options
+    def job(self, cell: dict, pair: int, command: str = ""):
+        """One (cell, pair) as a ``lewc.pipeline.request.Request``: what the worker runs (from its JSON file)."""
+        from lewc.pipeline.request import Configs, Request, RunContext, analysis_options
         from lewc.training.recipe import default_config
 
         overrides = {axis: value for axis, value in cell.items() if axis != "width"}
@@ -165,25 +157,28 @@ class StudySpec:
         except ValueError:
             raise LewcError(f"[study] lams {self.lams!r} is not a comma-separated list of numbers") from None
         options = analysis_options(lams, self.n_test, BN_IMAGES, self.controls, self.align)
-        command = "python -m lewc.verify " + shlex.join(self.argv(cell, pair))
-        return PairJob(configs, options, command)
+        # the study printed its own cost estimate before anything ran: no gate per job
+        return Request(Configs(configs), options, RunContext(command=command, progress=False, allow_slow=True))
 
-    def argv(self, cell: dict, pair: int) -> list[str]:
-        """The ``lewc.verify`` flags of one (cell, pair): the same run from the command line."""
-        argv = ["--model", self.model, "--seeds", f"{2 * pair},{2 * pair + 1}", "--align", self.align]
-        argv += ["--allow-slow"]  # the study prints its own cost estimate before anything runs
-        argv += ["--dataset", self.dataset] if self.dataset else []
-        argv += ["--recipe", self.recipe] if self.recipe else []
-        argv += ["--n-test", str(self.n_test)] if self.n_test else []
-        argv += ["--lams", self.lams] if self.lams else []
-        argv += [] if self.controls else ["--no-controls"]
-        for axis, value in cell.items():
-            flag, _ = AXES[axis]
-            if axis == "bias":
-                argv += [] if value else ["--no-bias"]
-            else:
-                argv += [flag, str(value)]
-        return argv
+
+def job_file(folder: Path, cell_index: int, pair: int) -> Path:
+    """Where a job's request is written (beside submitit's files): ``jobs/cell<i>_pair<p>.json``."""
+    return folder / "jobs" / f"cell{cell_index}_pair{pair}.json"
+
+
+def job_command(path: Path) -> str:
+    """The command that reruns a job (recorded in its results' provenance)."""
+    return f"python -m lewc.verify --request {shlex.quote(str(path))}"
+
+
+def write_jobs(jobs: list[tuple[dict, int, object, Path]]) -> list[tuple[dict, int, str]]:
+    """Each job's request as JSON in its file; the workers get the file's path (the job *is* that file)."""
+    out = []
+    for cell, pair, request, path in jobs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda tmp, r=request: tmp.write_text(r.to_json()))
+        out.append((cell, pair, str(path)))
+    return out
 
 
 def load_spec(path: Path) -> StudySpec:
@@ -255,7 +250,7 @@ def check_study_values(study: dict, slurm: dict) -> None:
     """[study] and [slurm] values by type and range (booleans are booleans, counts ≥ 1, λ lists, names)."""
     from lewc.align.methods import check_methods
     from lewc.models import get_family
-    from lewc.pipeline.runs import MIN_TEST_IMAGES
+    from lewc.pipeline.request import MIN_TEST_IMAGES
     from lewc.training.data import dataset_info
     from lewc.training.recipe import MAX_COUNT
 
@@ -304,24 +299,23 @@ def check_cells(spec: StudySpec) -> None:
 # --- jobs -----------------------------------------------------------------------------------------------
 
 
-def run_job(job: PairJob, threads: int | None = None, verbosity: int | None = None) -> str:
-    """One (cell, pair): train if needed, verify, return the results folder. Runs in the worker.
+def run_job(job: str, threads: int | None = None, verbosity: int | None = None) -> str:
+    """One (cell, pair) from its request file: train if needed, verify, return the results folder. Runs in
+    the worker.
 
     A submitit worker is a fresh process: logging is set up here, so its log (a SLURM ``.out``)
     keeps a line per epoch and per stage.
     """
     import torch
 
-    from lewc.core.device import resolve_device
-    from lewc.pipeline.runs import RunContext, verify_configs
+    from lewc.pipeline.request import Request
+    from lewc.pipeline.runs import run
 
     if verbosity is not None:  # None: in this process, whose logging the driver already set up
         logs.setup_logging(verbosity)
     if threads:
         torch.set_num_threads(threads)
-    ctx = RunContext(command=job.command, progress=False)
-    # the study printed its own cost estimate before anything ran: no gate per job
-    done = verify_configs(list(job.configs), job.options, resolve_device(None), ctx, allow_slow=True)
+    done = run(Request.from_json(Path(job).read_text()))
     return str(done.report_path.parent)
 
 
@@ -333,7 +327,7 @@ class Outcome:
     error: str | None = None
 
 
-def run_inprocess(jobs: list[tuple[dict, int, list[str]]], progress) -> list[Outcome]:
+def run_inprocess(jobs: list[tuple[dict, int, str]], progress) -> list[Outcome]:
     outcomes = []
     for cell, pair, job in jobs:
         try:
@@ -737,7 +731,7 @@ def finished_folder(spec: StudySpec, cell: dict, pair: int) -> Path | None:
     from lewc.training.data import dataset_identity
 
     job = spec.job(cell, pair)
-    paths = [cfg.checkpoint_path(checkpoint_folder()) for cfg in job.configs]
+    paths = [cfg.checkpoint_path(checkpoint_folder()) for cfg in job.endpoints.configs]
     try:
         metas = [checkpoints.read_meta(p) for p in paths]
     except LewcError:  # missing or unreadable sidecar: not finished
@@ -857,10 +851,10 @@ def outcomes_from_disk(spec: StudySpec, folder: Path) -> list[Outcome]:
 def split_finished(spec: StudySpec, jobs: list) -> tuple[list[Outcome], list]:
     """(outcomes of the jobs already finished on disk, the jobs still to run): nothing finished is resubmitted."""
     done, todo = [], []
-    for cell, pair, job in jobs:
+    for cell, pair, *job in jobs:
         folder = finished_folder(spec, cell, pair)
         if folder is None or damaged(folder):  # a damaged result is redone (verify does not reuse it)
-            todo.append((cell, pair, job))
+            todo.append((cell, pair, *job))
         else:
             done.append(Outcome(cell, pair, folder=str(folder)))
     return done, todo
@@ -885,7 +879,7 @@ def estimate_seconds(spec: StudySpec, target: str) -> tuple[float, int]:
     seen = set()
     for cell in spec.cells():
         for pair in range(spec.pairs):
-            for cfg in spec.job(cell, pair).configs:
+            for cfg in spec.job(cell, pair).endpoints.configs:
                 path = cfg.checkpoint_path(checkpoint_folder())
                 if path in seen or checkpoints.sidecar_path(path).exists():
                     continue
@@ -944,7 +938,11 @@ def main(argv: list[str] | None = None) -> None:
     from lewc.pipeline.folders import check_writable
 
     folder = args.out or data_home() / "studies" / spec.name
-    jobs = [(cell, pair, spec.job(cell, pair)) for cell in spec.cells() for pair in range(spec.pairs)]
+    jobs = []
+    for i, cell in enumerate(spec.cells()):
+        for pair in range(spec.pairs):
+            path = job_file(folder, i, pair)
+            jobs.append((cell, pair, spec.job(cell, pair, job_command(path)), path))
     command = "python -m lewc.commands.study " + " ".join(sys.argv[1:] if argv is None else argv)
     if sum((args.status, args.collect, args.detach, args.dry_run)) > 1:
         raise LewcError("--status, --collect, --detach and --dry-run exclude each other")
@@ -975,13 +973,14 @@ def main(argv: list[str] | None = None) -> None:
             "slurm: update_parameters(%s)", ", ".join(f"{k}={v!r}" for k, v in slurm_submission(spec, args).items())
         )
     if args.dry_run:
-        for cell, pair, job in jobs:
-            print(f"{json.dumps(cell)} pair {pair}: {job.command}")
+        for cell, pair, job, _ in jobs:
+            print(f"{json.dumps(cell)} pair {pair}: {job.context.command}")
         return
     finished, todo = split_finished(spec, jobs)
     log.info("%d of %d job(s) finished on disk (skipped); %d to run", len(finished), len(jobs), len(todo))
     check_writable(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    todo = write_jobs(todo)
     done = [len(finished)]
 
     def progress(o: Outcome) -> None:
@@ -1008,7 +1007,7 @@ def main(argv: list[str] | None = None) -> None:
         parallel = args.parallel or spec.parallel
         as_array = args.executor == "slurm"
         ran = run_submitit(todo, executor, parallel, progress, as_array, args.threads, verbosity)
-    order = {(json.dumps(cell), pair): i for i, (cell, pair, _) in enumerate(jobs)}
+    order = {(json.dumps(cell), pair): i for i, (cell, pair, _, _) in enumerate(jobs)}
     outcomes = sorted(finished + ran, key=lambda o: order[(json.dumps(o.cell), o.pair)])
     finish(spec, folder, outcomes, command)
 

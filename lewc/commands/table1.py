@@ -73,18 +73,26 @@ SMOKE_ANALYSIS = {"lams": (0.0, 0.5, 1.0), "n_test": 200, "bn_images": 64, "cont
 
 
 def row_job(row: Row, pair: int, args: argparse.Namespace):
-    """(the pair's two training configs, the analysis options): exactly what ``row_argv`` asks verify for."""
-    from lewc.pipeline.runs import analysis_options
+    """The row's pair as a request: exactly what ``row_argv`` asks verify for (the command it records)."""
+    from lewc.pipeline.request import Configs, Request, RunContext, analysis_options
     from lewc.training.recipe import default_config
 
     width = 1 if args.smoke else row.width
     dataset = "synthetic" if args.smoke else row.dataset
     training = SMOKE_TRAINING if args.smoke else {}
-    configs = [
+    configs = tuple(
         default_config(row.model, width, dataset, seed, recipe="paper", **training) for seed in (2 * pair, 2 * pair + 1)
-    ]
+    )
     options = analysis_options(align=("none", "weights"), **(SMOKE_ANALYSIS if args.smoke else {}))
-    return configs, options
+    context = RunContext(
+        command="python -m lewc.verify " + shlex.join(row_argv(row, pair, args)),
+        device=args.device,
+        data_root=args.data_root,
+        ckpt_dir=args.ckpt_dir,
+        progress=False,
+        allow_slow=True,  # the command printed its own cost estimate first
+    )
+    return Request(Configs(configs), options, context)
 
 
 def cost_line(rows: list[Row], args: argparse.Namespace) -> str:
@@ -97,7 +105,7 @@ def cost_line(rows: list[Row], args: argparse.Namespace) -> str:
     total, missing = 0.0, 0
     for row in rows:
         for pair in range(args.pairs):
-            for cfg in row_job(row, pair, args)[0]:
+            for cfg in row_job(row, pair, args).endpoints.configs:
                 if not checkpoints.sidecar_path(cfg.checkpoint_path(checkpoint_folder(args.ckpt_dir))).exists():
                     missing += 1
                     total += training_cost_seconds(cfg, device)
@@ -173,9 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    from lewc.core.device import resolve_device
     from lewc.pipeline.folders import check_writable
-    from lewc.pipeline.runs import RunContext, verify_configs
+    from lewc.pipeline.runs import run
 
     args = build_parser().parse_args(argv)
     logs.start(args)
@@ -199,10 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, list[dict]] = {}
     for name, row in zip(names, rows, strict=True):
         for pair in range(args.pairs):
-            configs, options = row_job(row, pair, args)
-            command = "python -m lewc.verify " + shlex.join(row_argv(row, pair, args))
-            ctx = RunContext(command=command, data_root=args.data_root, ckpt_dir=args.ckpt_dir, progress=False)
-            done = verify_configs(configs, options, resolve_device(args.device), ctx, allow_slow=True)
+            done = run(row_job(row, pair, args))
             results.setdefault(name, []).append(done.report)
             log.info("%s pair %d: %s", name, pair, done.report_path.parent)
     text = table(results, args.smoke)

@@ -22,13 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import xarray as xr
 from torch import nn
 
-from lewc.align.methods import check_methods
-from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS, N_CALIB
+from lewc.core.conventions import BN_IMAGES, N_CALIB
 from lewc.core.device import resolve_device
 from lewc.core.errors import LewcError
 from lewc.core.io import first_line as _first_line
@@ -36,17 +34,18 @@ from lewc.core.logs import quiet_warnings
 from lewc.core.validate import check_bool, check_int
 from lewc.models.common import CapturingModel
 from lewc.models.traced import TracedModel, graph_signature, state_sha256
-from lewc.pipeline.folders import AnalysisOptions, check_out, run_provenance
+from lewc.pipeline.endpoints import check_distinct
+from lewc.pipeline.folders import check_out, run_provenance
 from lewc.pipeline.pair import PairResult, RunSettings, analyse_pair, report_dict, write_folder
+from lewc.pipeline.request import MIN_TEST_IMAGES, analysis_options, check_batch_size
 from lewc.reporting import report as _report
 from lewc.reporting import results as results_io
 from lewc.reporting.results import for_alignment
 from lewc.stats.claims import Claim
-from lewc.sweep.merge import Pair, check_lams
+from lewc.sweep.merge import Pair
 from lewc.training.data import SPLIT_SEED, DatasetInfo, FloatDeviceDataset, Split, calib_indices
 from lewc.training.recipe import MAX_COUNT
 
-MIN_TEST = 10
 API_COMMAND = "lewc.verify_pair(...)"
 
 
@@ -275,39 +274,12 @@ def endpoint_meta(model: CapturingModel, source: nn.Module, tag: str, info: Data
     }
 
 
-def check_grid(lams: Sequence[float] | None) -> tuple[float, ...]:
-    if isinstance(lams, str | bytes) or (lams is not None and not isinstance(lams, Sequence | np.ndarray)):
-        raise LewcError(f"lams must be a sequence of numbers in [0, 1], got {type(lams).__name__}")
-    try:
-        values = check_lams(DEFAULT_LAMS if lams is None else [_real(v) for v in lams])
-    except (TypeError, ValueError) as err:
-        if isinstance(err, LewcError):
-            raise
-        raise LewcError(f"lams must be numbers in [0, 1] ({_first_line(err)})") from None
-    if not any(np.isclose(values, 0.5)):
-        raise LewcError("the λ grid must contain 0.5 (barriers and verdicts are taken at λ = ½)")
-    return tuple(values)
-
-
-def _real(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
-        raise LewcError(f"lams must be real numbers, got {type(v).__name__}")
-    return float(v)
-
-
-def check_align(align: Sequence[str] | str) -> tuple[str, ...]:
-    if not isinstance(align, str) and not (isinstance(align, Sequence) and all(isinstance(a, str) for a in align)):
-        raise LewcError(f"align must be a method name or a sequence of names, got {type(align).__name__}")
-    methods = check_methods(align if isinstance(align, str) else ",".join(align))
-    return tuple(["none"] + [m for m in methods if m != "none"])
-
-
 def check_splits(x_train: torch.Tensor, x_test: torch.Tensor) -> None:
     """Train and test inputs of one shape, and enough test examples for the bootstrap intervals."""
     if tuple(x_train.shape[1:]) != tuple(x_test.shape[1:]):
         raise LewcError(f"train inputs are {tuple(x_train.shape[1:])} but test inputs {tuple(x_test.shape[1:])}")
-    if len(x_test) < MIN_TEST:
-        raise LewcError(f"test has {len(x_test)} examples; bootstrap intervals need at least {MIN_TEST}")
+    if len(x_test) < MIN_TEST_IMAGES:
+        raise LewcError(f"test has {len(x_test)} examples; bootstrap intervals need at least {MIN_TEST_IMAGES}")
 
 
 def device_dataset(
@@ -435,12 +407,10 @@ def _verify_pair(
     if model_a is model_b:
         raise LewcError("model_a and model_b are the same object; the negative control already merges A with itself")
     _check_same_architecture(model_a, model_b)
-    grid = check_grid(lams)
-    methods = check_align(align)
-    for what, flag in (("controls", controls), ("progress", progress), ("allow_chance", allow_chance)):
+    options = analysis_options(lams, None, bn_images, controls, align)  # the checks every request passes
+    for what, flag in (("progress", progress), ("allow_chance", allow_chance)):
         check_bool(flag, what)
-    check_int(bn_images, "bn_images", 2, MAX_COUNT)
-    check_int(batch_size, "batch_size", 1, MAX_COUNT)
+    check_batch_size(batch_size, "batch_size")
     if n_calib is not None:
         check_int(n_calib, "n_calib", 1, MAX_COUNT)
     if out is not None:
@@ -458,10 +428,8 @@ def _verify_pair(
     ds = device_dataset(train_t, test_t, num_classes, dev, n_calib)
     meta_a = endpoint_meta(adapted_a, model_a, "A", ds.info)
     meta_b = endpoint_meta(adapted_b, model_b, "B", ds.info)
-    if meta_a["sha256"] == meta_b["sha256"]:
-        raise LewcError("model_a and model_b have identical weights; a pair must be two different networks")
+    check_distinct(meta_a, meta_b, "model_a and model_b")
     pair = Pair(adapted_a.to(dev), adapted_b.to(dev), meta_a, meta_b)
-    options = AnalysisOptions(grid, None, bn_images, controls, methods)
     layers = json.dumps([s.name for s in pair.layers])
     provenance = run_provenance(API_COMMAND, options, dev, ["A", "B"], layers=layers)
     settings = RunSettings(batch_size_eval=batch_size, progress=progress, align_cache=None, allow_chance=allow_chance)

@@ -25,6 +25,15 @@ SLOW_SECONDS = 1800
 log = logging.getLogger(__name__)
 
 
+def check_distinct(meta_a: dict, meta_b: dict, names: str = "--ckpt-a and --ckpt-b") -> None:
+    """Refuse a "pair" of one set of weights (equal sha256): the negative control already merges A with itself."""
+    if meta_a.get("sha256") == meta_b.get("sha256"):
+        raise LewcError(
+            f"{names} are the same weights (identical sha256): a pair must be two independently "
+            "trained networks (the negative control already merges A with itself)"
+        )
+
+
 def checkpoint_folder(ckpt_dir: Path | None = None) -> Path:
     return Path(ckpt_dir) if ckpt_dir else data_home() / "checkpoints"
 

@@ -85,8 +85,24 @@ def pair_name(meta_a: dict, meta_b: dict, data_id: str) -> str:
     return check_plain_name(f"{readable}_{suffix}_{content_key(meta_a, meta_b, data_id)}", "results folder name")
 
 
-def results_folder(meta_a: dict, meta_b: dict, options: AnalysisOptions, data_id: str) -> Path:
-    return data_home() / "results" / f"{pair_name(meta_a, meta_b, data_id)}_a{options.key()}"
+def results_folder(
+    meta_a: dict, meta_b: dict, options: AnalysisOptions, data_id: str, label: str | None = None
+) -> Path:
+    """The one place a pair's results folder is named: ``<pair>_a<analysis hash>`` under data/results/.
+
+    ``label``: the readable part for endpoints lewc did not train (``<dataset>_<arch>``), whose name
+    is then that label and the content key (no recipe to spell)."""
+    pair = pair_name(meta_a, meta_b, data_id) if label is None else f"{label}_{content_key(meta_a, meta_b, data_id)}"
+    return data_home() / "results" / f"{pair}_a{options.key()}"
+
+
+def sweep_folder(dataset: str, model: str, widths: list[int], seeds: list[int], options: AnalysisOptions) -> Path:
+    """The folder of several pairs and widths combined (``sweep.nc``); long lists are hashed instead of spelled."""
+    name = f"{dataset}_{model}_sweep_w{'-'.join(map(str, widths))}_s{'-'.join(map(str, seeds))}_a{options.key()}"
+    if len(name) > 200:
+        digest = hashlib.sha256(f"{widths}/{seeds}".encode()).hexdigest()[:12]
+        name = f"{dataset}_{model}_sweep_{len(widths)}w-{len(seeds)}s-{digest}_a{options.key()}"
+    return data_home() / "results" / check_plain_name(name, "sweep folder name")
 
 
 def check_out(folder: str | os.PathLike) -> Path:

@@ -1,13 +1,15 @@
-"""Checkpoints in, a published results folder out: the runs every client shares.
+"""A request in, a published results folder out: the one entry point every client shares.
 
 ``lewc.verify`` (the command line), ``lewc.commands.study`` (its jobs, in a worker process or on a
-SLURM node) and ``lewc.commands.table1`` all end here with explicit, typed arguments — training
-configs, ``AnalysisOptions`` and a ``RunContext`` — never an argparse ``Namespace`` or ``sys.argv``.
+SLURM node) and ``lewc.commands.table1`` build a ``lewc.pipeline.request.Request`` and call ``run``
+(``run_all`` for several pairs: every pair through the gates before any is trained). ``run`` checks
+what depends on this machine once (the device, that the results can be written, the training cost),
+loads each endpoint once, names the results folder once and publishes it:
 
-* ``verify_configs``: train the pair's missing endpoints (cost gate first), then ``verify_checkpoints``.
-* ``verify_checkpoints``: load lewc checkpoints, measure the endpoints (chance-level ones are refused),
-  analyse, publish; a folder computed from exactly these weights and this dataset is reused.
-* ``verify_foreign``: plain state dicts plus an architecture (``lewc.pipeline.interop``).
+* ``Configs``: train the pair's missing endpoints (resuming a snapshot), then as ``Checkpoints``;
+* ``Checkpoints``: load lewc checkpoints, measure the endpoints (chance-level ones are refused),
+  analyse, publish; a folder computed from exactly these weights and this dataset is reused;
+* ``StateDicts``: plain state dicts plus an architecture (``lewc.pipeline.interop``); never reused.
 """
 
 from __future__ import annotations
@@ -15,49 +17,27 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import xarray as xr
 
-from lewc.align.methods import check_methods
-from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
+from lewc.core.device import resolve_device
 from lewc.core.errors import LewcError
 from lewc.core.io import data_home, read_json
 from lewc.models import get_family
 from lewc.pipeline import interop
-from lewc.pipeline.endpoints import check_endpoints, checkpoint_folder, ensure_trained, plan_pair
+from lewc.pipeline.endpoints import check_distinct, check_endpoints, checkpoint_folder, ensure_trained, plan_pair
 from lewc.pipeline.folders import AnalysisOptions, check_writable, results_folder, run_provenance
 from lewc.pipeline.pair import RunSettings, analyse_pair, write_folder
+from lewc.pipeline.request import Checkpoints, Configs, Request, RunContext, StateDicts
 from lewc.reporting.results import open_results
-from lewc.sweep.merge import Pair, check_lams
+from lewc.sweep.merge import Pair
 from lewc.training import checkpoints
 from lewc.training.data import dataset_info, load_dataset
-from lewc.training.recipe import TrainConfig
 
 log = logging.getLogger("lewc.verify")  # the command line's stages, whichever client runs them
-MIN_TEST_IMAGES = 10
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """Where a run reads and writes and how it reports — nothing here changes a number."""
-
-    command: str = ""  # recorded in the results' provenance (the command line, or a driver's description)
-    data_root: str | None = None  # folder searched first for dataset files
-    ckpt_dir: Path | None = None  # checkpoint folder (default data/checkpoints/)
-    batch_size_eval: int = 500
-    progress: bool = True
-    keep_samples: bool = False  # also write samples.nc
-    force: bool = False  # redo an analysis whose folder exists
-    allow_chance: bool = False  # analyse chance-level endpoints anyway (recorded in the results)
-
-    def settings(self, align_cache: bool = True) -> RunSettings:
-        cache = checkpoint_folder(self.ckpt_dir) / "aligned" if align_cache else None
-        return RunSettings(self.batch_size_eval, self.progress, cache, self.keep_samples, self.allow_chance)
 
 
 class Verified(NamedTuple):
@@ -68,24 +48,49 @@ class Verified(NamedTuple):
     results: xr.Dataset | None
 
 
-def analysis_options(
-    lams=DEFAULT_LAMS,
-    n_test: int | None = None,
-    bn_images: int = BN_IMAGES,
-    controls: bool = True,
-    align=("none", "weights"),
-) -> AnalysisOptions:
-    """Checked options: λ in [0, 1] with 0, ½ and 1; known alignments, ``none`` first; counts in range."""
-    grid = check_lams(list(lams))
-    if not any(np.isclose(grid, 0.5)):
-        raise LewcError("the λ grid must contain 0.5 (barriers and verdicts are taken at λ = ½)")
-    if n_test is not None and n_test < MIN_TEST_IMAGES:
-        raise LewcError(f"--n-test must be at least {MIN_TEST_IMAGES} (bootstrap intervals need images)")
-    if bn_images < 2:
-        raise LewcError(f"--bn-images must be at least 2 (BatchNorm statistics need a batch), got {bn_images}")
-    methods = check_methods(align if isinstance(align, str) else ",".join(align))
-    methods = ["none"] + [m for m in methods if m != "none"]
-    return AnalysisOptions(tuple(grid), n_test, bn_images, bool(controls), tuple(methods))
+def settings(ctx: RunContext, align_cache: bool = True) -> RunSettings:
+    """The analysis's run settings (an alignment cache beside the checkpoints for lewc's own endpoints)."""
+    cache = checkpoint_folder(ctx.ckpt_dir) / "aligned" if align_cache else None
+    return RunSettings(ctx.batch_size_eval, ctx.progress, cache, ctx.keep_samples, ctx.allow_chance)
+
+
+# --- the entry point ------------------------------------------------------------------------------------------
+
+
+def run(request: Request) -> Verified:
+    """Verify one pair as ``request`` says; returns what was published (or reused)."""
+    return run_all([request])[0]
+
+
+def run_all(requests: list[Request]) -> list[Verified]:
+    """Several pairs: all of them through the gates first (a refusal costs no training), then each in turn."""
+    devices = [gate(r) for r in requests]
+    return [_run(r, device) for r, device in zip(requests, devices, strict=True)]
+
+
+def gate(request: Request) -> torch.device:
+    """What a request cannot know about this machine, checked before any work: the device, that the results
+    can be written (a read-only folder found after hours of training would lose them), the training cost."""
+    ctx = request.context
+    device = resolve_device(ctx.device)
+    check_writable(ctx.out if ctx.out is not None else data_home() / "results")
+    ends = request.endpoints
+    if isinstance(ends, Configs):
+        plan_pair(list(ends.configs), checkpoint_folder(ctx.ckpt_dir), device, ends.no_train, ctx.allow_slow)
+    return device
+
+
+def _run(request: Request, device: torch.device) -> Verified:
+    ctx, ends = request.context, request.endpoints
+    if ctx.threads is not None:
+        torch.set_num_threads(ctx.threads)
+    if isinstance(ends, StateDicts):
+        return verify_state_dicts(ends, request.options, device, ctx)
+    paths = list(ends.paths) if isinstance(ends, Checkpoints) else None
+    if isinstance(ends, Configs):
+        paths = ensure_trained(list(ends.configs), checkpoint_folder(ctx.ckpt_dir), device, ctx.data_root, ctx.progress)
+    assert paths is not None
+    return verify_checkpoints(paths, request.options, device, ctx)
 
 
 def used_options(options: AnalysisOptions, n_test_images: int) -> AnalysisOptions:
@@ -116,51 +121,33 @@ def reusable(out_dir: Path, meta_a: dict, meta_b: dict, data_id: str) -> bool:
     )
 
 
-def verify_configs(
-    configs: list[TrainConfig],
-    options: AnalysisOptions,
-    device: torch.device,
-    ctx: RunContext,
-    *,
-    no_train: bool = False,
-    allow_slow: bool = False,
-    out_dir: Path | None = None,
-) -> Verified:
-    """Train the pair's missing endpoints (resuming a snapshot), then verify them into their folder.
-
-    Everything is checked before any training: the configs, the cost gate, and that the results can be
-    written (a read-only folder found after hours of training would lose them).
-    """
-    for cfg in configs:
-        cfg.validate()
-    check_writable(out_dir if out_dir is not None else data_home() / "results")
-    folder = checkpoint_folder(ctx.ckpt_dir)
-    plan_pair(configs, folder, device, no_train, allow_slow)
-    paths = ensure_trained(configs, folder, device, ctx.data_root, ctx.progress)
-    return verify_checkpoints(paths, options, device, ctx, out_dir)
-
-
-def verify_checkpoints(
-    paths: list[Path], options: AnalysisOptions, device: torch.device, ctx: RunContext, out_dir: Path | None = None
-) -> Verified:
+def verify_checkpoints(paths: list[Path], options: AnalysisOptions, device: torch.device, ctx: RunContext) -> Verified:
     """Verify one pair of lewc checkpoints into its folder (reused when it exists, unless ``ctx.force``).
 
-    The folder is named by content (both weights' sha256 and the dataset's identity), and the
-    endpoints' accuracies are measured before any analysis: chance-level endpoints are refused.
-    An explicit ``out_dir`` is always (re)written.
+    Each checkpoint is loaded once (sidecar, sha256, every tensor checked) and the pair checked to fit
+    (one architecture, one dataset, two different sets of weights) before the dataset is read. The
+    folder is named by content (both weights' sha256 and the dataset's identity), and the endpoints'
+    accuracies are measured before any analysis: chance-level endpoints are refused. An explicit
+    ``ctx.out`` is always (re)written.
     """
-    meta_a, meta_b = checkpoints.read_meta(paths[0]), checkpoints.read_meta(paths[1])
     t0 = time.perf_counter()
+    for path in paths:
+        if checkpoints.weights_path(path) != Path(path) and Path(path).suffix not in ("", ".json"):
+            raise LewcError(f"checkpoint {path} is not a .safetensors file (lewc never unpickles .pt files)")
+        checkpoints.check_file(checkpoints.weights_path(path), "checkpoint")
+    model_a, meta_a = checkpoints.load(paths[0], device)
+    model_b, meta_b = checkpoints.load(paths[1], device)
+    pair = Pair(model_a, model_b, meta_a, meta_b)  # architecture, dataset, names and shapes agree
+    check_distinct(meta_a, meta_b)
     train_config = meta_a.get("train_config") or {}
     n_calib, inputs = train_config.get("n_calib"), train_config.get("inputs", "standardized")
     if inputs != (meta_b.get("train_config") or {}).get("inputs", "standardized"):
         raise LewcError("the two checkpoints were trained on differently scaled inputs (train_config 'inputs')")
     ds = load_dataset(meta_a["dataset"], device, ctx.data_root, n_calib, inputs=inputs)
     options = used_options(options, len(ds.test))
-    explicit = out_dir is not None
-    out_dir = out_dir or results_folder(meta_a, meta_b, options, ds.identity)
+    out_dir = ctx.out or results_folder(meta_a, meta_b, options, ds.identity)
     samples_ok = not ctx.keep_samples or (out_dir / "samples.nc").is_file()
-    if not ctx.force and not explicit and samples_ok and reusable(out_dir, meta_a, meta_b, ds.identity):
+    if not ctx.force and ctx.out is None and samples_ok and reusable(out_dir, meta_a, meta_b, ds.identity):
         log.info(
             "reusing %s: the same weights (A sha256 %s, B %s), dataset %s (identity %s) and analysis (%s); "
             "--force redoes it",
@@ -173,9 +160,6 @@ def verify_checkpoints(
         )
         report = read_json(out_dir / "report.json", "report")
         return Verified(out_dir / "report.json", report, open_results(out_dir / "results.nc").load())
-    model_a, meta_a = checkpoints.load(paths[0], device)
-    model_b, meta_b = checkpoints.load(paths[1], device)
-    pair = Pair(model_a, model_b, meta_a, meta_b)
     log.info(
         "load: %s and %s, %s (%d train, %d test images) on %s, %.1f s",
         paths[0].name,
@@ -198,34 +182,26 @@ def verify_checkpoints(
     files = {"checkpoint_a": str(paths[0]), "checkpoint_b": str(paths[1])}
     seeds = [meta_a["seed"], meta_b["seed"]]
     provenance = run_provenance(ctx.command, options, device, seeds, files, dataset_identity=ds.identity)
-    result = analyse_pair(pair, ds, options, ctx.settings(), device, provenance)
+    result = analyse_pair(pair, ds, options, settings(ctx), device, provenance)
     report = write_folder(out_dir, result, ctx.command, keep_samples=ctx.keep_samples)
     return Verified(out_dir / "report.json", report, result.results)
 
 
-def verify_foreign(
-    arch,
-    path_a: Path,
-    path_b: Path,
-    dataset: str | None,
-    options: AnalysisOptions,
-    device: torch.device,
-    ctx: RunContext,
-    out_dir: Path | None = None,
-) -> Verified:
-    """Plain state dicts of ``arch`` (an ``interop.ArchSpec``): build, load strictly, trace if foreign, verify."""
-    if arch.family is None and not dataset:
+def verify_state_dicts(ends: StateDicts, options: AnalysisOptions, device: torch.device, ctx: RunContext) -> Verified:
+    """Plain state dicts of an architecture: build, load strictly, trace if foreign, verify (never reused)."""
+    arch = interop.parse_arch(ends.arch, ends.arch_kwargs)
+    if arch.family is None and not ends.dataset:
         raise LewcError("--arch module:factory needs --dataset (the data to evaluate the models on)")
-    dataset = dataset or get_family(arch.family).default_dataset
+    dataset = ends.dataset or get_family(arch.family).default_dataset
     info = dataset_info(dataset)
     ds = load_dataset(dataset, device, ctx.data_root)
+    path_a, path_b = ends.paths
     endpoints = [
         interop.foreign_endpoint(arch, Path(p), tag, dataset, info.num_classes, info.in_shape)
         for p, tag in ((path_a, "A"), (path_b, "B"))
     ]
     (model_a, meta_a), (model_b, meta_b) = endpoints
-    if meta_a["sha256"] == meta_b["sha256"]:
-        raise LewcError("--ckpt-a and --ckpt-b are the same weights (identical sha256)")
+    check_distinct(meta_a, meta_b)
     # built on the CPU from the files; the dataset is on ``device`` already (a CPU model on CUDA data
     # crashed here in addmm)
     model_a, model_b = model_a.to(device), model_b.to(device)
@@ -234,10 +210,9 @@ def verify_foreign(
     if classes < info.num_classes:
         raise LewcError(f"the models have {classes} outputs but {dataset} has {info.num_classes} classes")
     pair = Pair(model_a, model_b, meta_a, meta_b)
-    name = f"{dataset}_{arch.label}_{meta_a['sha256'][:8]}-{meta_b['sha256'][:8]}_d{ds.identity[:8]}_a{options.key()}"
-    out_dir = out_dir or data_home() / "results" / name
+    out_dir = ctx.out or results_folder(meta_a, meta_b, options, ds.identity, label=f"{dataset}_{arch.label}")
     files = {"checkpoint_a": str(path_a), "checkpoint_b": str(path_b)}
     provenance = run_provenance(ctx.command, options, device, ["A", "B"], files, dataset_identity=ds.identity)
-    result = analyse_pair(pair, ds, options, ctx.settings(align_cache=False), device, provenance)
+    result = analyse_pair(pair, ds, options, settings(ctx, align_cache=False), device, provenance)
     report = write_folder(out_dir, result, ctx.command, keep_samples=ctx.keep_samples)
     return Verified(out_dir / "report.json", report, result.results)
