@@ -28,7 +28,7 @@ from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
 from lewc.core.errors import LewcError
 from lewc.core.io import data_home, read_json
 from lewc.models import get_family
-from lewc.pipeline import interop
+from lewc.pipeline import interop, memplan
 from lewc.pipeline.endpoints import check_endpoints, checkpoint_folder, ensure_trained, plan_pair
 from lewc.pipeline.folders import AnalysisOptions, check_writable, results_folder, run_provenance
 from lewc.pipeline.pair import RunSettings, analyse_pair, write_folder
@@ -136,6 +136,7 @@ def verify_configs(
     check_writable(out_dir if out_dir is not None else data_home() / "results")
     folder = checkpoint_folder(ctx.ckpt_dir)
     plan_pair(configs, folder, device, no_train, allow_slow)
+    memplan.check_configs(configs, options, device, ctx.batch_size_eval)  # fits, or exit 2 before training
     paths = ensure_trained(configs, folder, device, ctx.data_root, ctx.progress)
     return verify_checkpoints(paths, options, device, ctx, out_dir)
 
