@@ -157,7 +157,7 @@ def verify_checkpoints(
     if inputs != (meta_b.get("train_config") or {}).get("inputs", "standardized"):
         raise LewcError("the two checkpoints were trained on differently scaled inputs (train_config 'inputs')")
     ds = load_dataset(meta_a["dataset"], device, ctx.data_root, n_calib, inputs=inputs)
-    options = used_options(options, len(ds.test))
+    options = used_options(options, len(ds.test)).on(device)  # the device type names non-CPU folders
     explicit = out_dir is not None
     out_dir = out_dir or results_folder(meta_a, meta_b, options, ds.identity)
     samples_ok = not ctx.keep_samples or (out_dir / "samples.nc").is_file()
@@ -235,6 +235,7 @@ def verify_foreign(
     if classes < info.num_classes:
         raise LewcError(f"the models have {classes} outputs but {dataset} has {info.num_classes} classes")
     pair = Pair(model_a, model_b, meta_a, meta_b)
+    options = options.on(device)
     name = f"{dataset}_{arch.label}_{meta_a['sha256'][:8]}-{meta_b['sha256'][:8]}_d{ds.identity[:8]}_a{options.key()}"
     out_dir = out_dir or data_home() / "results" / name
     files = {"checkpoint_a": str(path_a), "checkpoint_b": str(path_b)}
