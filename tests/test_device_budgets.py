@@ -227,3 +227,115 @@ def test_the_results_key_names_the_device_and_keeps_the_cpu_folders():
         assert opts.key() == opts.on("cpu").key() == opts.on(torch.device("cpu")).key() == key
         cuda = opts.on(torch.device("cuda", 0))
         assert cuda.key() != key and cuda.key() == opts.on("cuda:1").key() and cuda.device == "cuda"
+
+
+# --- host syncs and device→host bytes per λ -------------------------------------------------------------
+
+SETUP_SYNCS = 4  # per sweep, whatever its size: e.g. the positive control's composition probe (allclose)
+
+
+def needed_copies(res, batch: int, condition_batch: int = 500) -> tuple[int, int]:
+    """(syncs, bytes) that a sweep must bring to the host, copy by copy: the labels once; per calib compute
+    batch its logits (all λ in one copy); per test compute batch its logits and Gram terms (all λ), the
+    sampled coordinates where the batch has sampled images, and where it has condition images the weak
+    additivity sums, their null spread and per layer the reciprocal-orthogonality sums (and their null
+    spread on the first ``NULL_IMAGES``). Nothing per λ, per BN layer or per BN batch."""
+    from lewc.sweep.capture import NULL_IMAGES, NULL_SHUFFLES, RO_TERMS, WA_TERMS
+    from lewc.sweep.path import compute_chunks
+
+    st = res.layer_stats
+    n_lam, n_layer = len(res.lams), len(st.depths)
+    n_test, n_calib, classes = res.logits["test"].shape[1], res.logits["calib"].shape[1], res.logits["test"].shape[2]
+    syncs, nbytes = 2, 8 * (n_test + n_calib)  # labels
+    for start in range(0, n_calib, batch):
+        syncs, nbytes = syncs + 1, nbytes + 4 * n_lam * min(batch, n_calib - start) * classes
+    cond = st.condition_image_index
+    sampled = set(st.sample_image_index.tolist())
+    for start, stop in compute_chunks(n_test, condition_batch, batch):
+        n = stop - start
+        syncs, nbytes = syncs + 2, nbytes + 4 * n_lam * n * classes + 8 * n_lam * n_layer * n * 6
+        picked = sum(i in sampled for i in range(start, stop))
+        if picked:
+            syncs, nbytes = syncs + 1, nbytes + 4 * n_lam * n_layer * picked * st.sample_units
+        rows = sum(start <= i < stop for i in cond)
+        if rows:
+            syncs += 2 + n_layer
+            nbytes += 8 * n_lam * n_layer * rows * len(WA_TERMS) + 8 * n_layer * NULL_SHUFFLES * 3
+            nbytes += 8 * n_layer * rows * len(RO_TERMS)
+            if any(start <= i < stop for i in cond[:NULL_IMAGES]):
+                syncs, nbytes = syncs + n_layer, nbytes + 8 * n_layer * NULL_SHUFFLES * 2
+    return syncs, nbytes
+
+
+class SweepCounter:
+    """Wraps ``lewc.pipeline.analysis.sweep`` to count each sweep's syncs and device→host bytes."""
+
+    def __init__(self, monkeypatch, fc: FakeCuda):
+        import lewc.pipeline.analysis as analysis
+
+        self.fc, self.rows, real = fc, [], analysis.sweep
+
+        def counted(pair, ds, lams, options=None):
+            s0, b0 = fc.syncs, fc.d2h_bytes
+            res = real(pair, ds, lams, options)
+            # the exact positive control checks its composition once (lewc.sweep.blocks.matches_wide):
+            # per compared tensor (logits, and each layer's input, pre-activation, output) a max and an allclose
+            probed = 1 + 3 * len(pair.layers) if getattr(pair.model_a, "lewc_block_source", None) is not None else 0
+            self.rows.append((res, options.batch_size, fc.syncs - s0 - 2 * probed, fc.d2h_bytes - b0 - 5 * probed))
+            return res
+
+        monkeypatch.setattr(analysis, "sweep", counted)
+
+    def check(self, n_sweeps: int) -> list[dict]:
+        """Every sweep within its budget per λ; returns the measured numbers per λ."""
+        assert len(self.rows) == n_sweeps
+        out = []
+        for res, batch, syncs, nbytes in self.rows:
+            n_lam = len(res.lams)
+            need_syncs, need_bytes = needed_copies(res, batch)
+            per = {"syncs_per_lam": syncs / n_lam, "d2h_bytes_per_lam": nbytes / n_lam}
+            assert syncs <= need_syncs + SETUP_SYNCS, (per, need_syncs / n_lam)
+            assert nbytes <= 1.01 * need_bytes + 64 * SETUP_SYNCS, (per, need_bytes / n_lam)
+            out.append(per)
+        return out
+
+
+def _verify_argv(tmp_path) -> list[str]:
+    # 5 compute batches of the test split, so that a per-batch sync would exceed the budget
+    return ["--device", "cuda", "--lams", "0,0.5,1", "--n-test", "100", "--batch-size-eval", "20", "--quiet"]
+
+
+def test_verify_an_mlp_within_its_sync_budget(tmp_path, capsys, monkeypatch):
+    from cli_runner import run_cli
+
+    from lewc import verify
+
+    monkeypatch.setenv("LEWC_DATA", str(tmp_path / "data"))
+    argv = ["--model", "mlp", "--width", "1", "--base-width", "16", "--dataset", "synthetic", "--epochs", "1"]
+    argv += _verify_argv(tmp_path) + ["--align", "none,weights", "--out", str(tmp_path / "out")]
+    with FakeCuda() as fc:
+        counter = SweepCounter(monkeypatch, fc)
+        code, _, err = run_cli(verify.main, argv, capsys)
+    assert code in (0, None), err
+    counter.check(4)  # none, weights, positive and negative controls
+
+
+def test_verify_a_bn_resnet_within_its_sync_budget(tmp_path, capsys, monkeypatch):
+    """Two BN batches per λ (1,000 BN images): torch's momentum=None would add 2 × 19 syncs per λ."""
+    from cli_runner import run_cli
+
+    from lewc import verify
+
+    monkeypatch.setenv("LEWC_DATA", str(tmp_path / "data"))
+    for tag, seed in (("a", 0), ("b", 1)):
+        torch.manual_seed(seed)
+        torch.save(build("resnet20", 1, 10, (3, 16, 16), base_width=2).state_dict(), tmp_path / f"{tag}.pth")
+    argv = ["--arch", "resnet20:width=1,base_width=2", "--dataset", "synthetic", "--align", "none", "--allow-chance"]
+    argv += ["--ckpt-a", str(tmp_path / "a.pth"), "--ckpt-b", str(tmp_path / "b.pth"), "--bn-images", "1000"]
+    argv += _verify_argv(tmp_path) + ["--out", str(tmp_path / "out")]
+    with FakeCuda() as fc:
+        counter = SweepCounter(monkeypatch, fc)
+        code, _, err = run_cli(verify.main, argv, capsys)
+    assert code in (0, None), err
+    per_lam = counter.check(3)  # none and both controls
+    assert all(p["syncs_per_lam"] < 2 * 19 for p in per_lam)
