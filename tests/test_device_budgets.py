@@ -91,7 +91,8 @@ def test_bn_reestimation_gives_todays_statistics(lam, n_images, batch):
     got = batchnorm.reestimate(pair, state, images, ds, batch)
     want = reference_reestimate(pair, state, images, ds, batch)
     names = [k for k in want if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
-    assert len(names) == 3 * 19
+    n_bn = sum(batchnorm.is_bn(m) for m in pair.template.modules())
+    assert n_bn == 21 and len(names) == 3 * n_bn  # 19 in the blocks' path, 2 in projection shortcuts
     for k in names:
         if k.endswith("num_batches_tracked"):
             assert int(got[k]) == int(want[k]) == max(1, n_images // batch)
@@ -102,7 +103,7 @@ def test_bn_reestimation_gives_todays_statistics(lam, n_images, batch):
 
 
 def test_bn_reestimation_makes_no_host_sync():
-    """Four batches through 19 BN layers: torch's momentum=None reads num_batches_tracked back 76 times;
+    """Four batches through 21 BN layers: torch's momentum=None reads num_batches_tracked back 84 times;
     the re-estimation reads nothing back."""
     with FakeCuda() as fc:
         ds = cifar_shaped(400, 10, "cuda")
@@ -114,7 +115,8 @@ def test_bn_reestimation_makes_no_host_sync():
         assert (fc.syncs, fc.d2h_bytes) == before
         ref_syncs = fc.syncs
         reference_reestimate(pair, state, images, ds, 100)
-        assert fc.syncs - ref_syncs == 4 * 19  # what the harness would have caught
+        n_bn = sum(batchnorm.is_bn(m) for m in pair.template.modules())
+        assert fc.syncs - ref_syncs == 4 * n_bn == 84  # what the harness would have caught
     counts = {int(t) for k, t in new.items() if k.endswith("num_batches_tracked")}  # the harness is closed
     assert counts == {4}
 
@@ -321,7 +323,7 @@ def test_verify_an_mlp_within_its_sync_budget(tmp_path, capsys, monkeypatch):
 
 
 def test_verify_a_bn_resnet_within_its_sync_budget(tmp_path, capsys, monkeypatch):
-    """Two BN batches per λ (1,000 BN images): torch's momentum=None would add 2 × 19 syncs per λ."""
+    """Two BN batches per λ (1,000 BN images): torch's momentum=None would add 2 × 21 syncs per λ."""
     from cli_runner import run_cli
 
     from lewc import verify
@@ -338,4 +340,4 @@ def test_verify_a_bn_resnet_within_its_sync_budget(tmp_path, capsys, monkeypatch
         code, _, err = run_cli(verify.main, argv, capsys)
     assert code in (0, None), err
     per_lam = counter.check(3)  # none and both controls
-    assert all(p["syncs_per_lam"] < 2 * 19 for p in per_lam)
+    assert all(p["syncs_per_lam"] < 2 * 21 for p in per_lam)
