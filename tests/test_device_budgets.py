@@ -339,5 +339,4 @@ def test_verify_a_bn_resnet_within_its_sync_budget(tmp_path, capsys, monkeypatch
         counter = SweepCounter(monkeypatch, fc)
         code, _, err = run_cli(verify.main, argv, capsys)
     assert code in (0, None), err
-    per_lam = counter.check(3)  # none and both controls
-    assert all(p["syncs_per_lam"] < 2 * 21 for p in per_lam)
+    counter.check(3)  # none and both controls: a headroom of SETUP_SYNCS per sweep, where BN would add 42 per λ
