@@ -242,7 +242,7 @@ def needed_copies(res, batch: int, condition_batch: int = 500) -> tuple[int, int
     sampled coordinates where the batch has sampled images, and where it has condition images the weak
     additivity sums, their null spread and per layer the reciprocal-orthogonality sums (and their null
     spread on the first ``NULL_IMAGES``). Nothing per λ, per BN layer or per BN batch."""
-    from lewc.sweep.capture import NULL_IMAGES, NULL_SHUFFLES, RO_TERMS, WA_TERMS
+    from lewc.sweep.capture import GRAM_TERMS, NULL_IMAGES, NULL_SHUFFLES, RO_TERMS, WA_TERMS
     from lewc.sweep.path import compute_chunks
 
     st = res.layer_stats
@@ -255,7 +255,7 @@ def needed_copies(res, batch: int, condition_batch: int = 500) -> tuple[int, int
     sampled = set(st.sample_image_index.tolist())
     for start, stop in compute_chunks(n_test, condition_batch, batch):
         n = stop - start
-        syncs, nbytes = syncs + 2, nbytes + 4 * n_lam * n * classes + 8 * n_lam * n_layer * n * 6
+        syncs, nbytes = syncs + 2, nbytes + 4 * n_lam * n * classes + 8 * n_lam * n_layer * n * len(GRAM_TERMS)
         picked = sum(i in sampled for i in range(start, stop))
         if picked:
             syncs, nbytes = syncs + 1, nbytes + 4 * n_lam * n_layer * picked * st.sample_units
