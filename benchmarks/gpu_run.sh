@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The first lent GPU's run (≤ 9 minutes on one H200): the paper's MLP row, gpu_check, and the card's
+# The first lent GPU's run (≤ 9 minutes on one H200): the paper's MLP row, gpu_check (training MFU, verify's
+# cost against its floor, ResNet-20 ×32 with controls beside its memory plan), and the card's
 # ResNet-20 ×32 verify with its controls, with a JSON summary in $OUT (default ./gpu_run_out).
 #
 #   DATA_ROOT=<folder with the MNIST files> bash benchmarks/gpu_run.sh          # on the GPU machine
@@ -27,9 +28,11 @@ if [ "$MODE" = tiny ]; then
 else
   DEV=cuda
   MLP="--model mlp --width 16 --dataset mnist --recipe paper --data-root $DATA_ROOT"
-  RES="--model resnet20 --width 32 --dataset synthetic --epochs 1"
+  # the card's ResNet-20 ×32 with both controls at 3 λ: the positive control is a ×64 network (four
+  # times the FLOPs), about 90 s of fp32 forwards on an H200 by count_flops_per_image
+  RES="--model resnet20 --width 32 --dataset synthetic --epochs 1 --lams 0,0.5,1 --n-test 500 --bn-images 1000"
   CHECK=""
-  LIMITS=(240 120 170)
+  LIMITS=(210 180 150)
 fi
 
 step() {  # name, limit (s), command...

@@ -29,17 +29,33 @@ LOCK_NAME = ".publish.lock"  # only where directory locks are unsupported (reade
 
 @dataclass(frozen=True)
 class AnalysisOptions:
-    """Every option that changes a result; its hash names the results folder."""
+    """Every option that changes a result; its hash names the results folder.
+
+    ``device`` is the device type the analysis ran on: kernels differ in float rounding between devices.
+    It enters the hash only when it is not the CPU, so the CPU folders keep their names. The compute
+    batch (``--batch-size-eval``) is not here: it changes no number (docs/conventions.md).
+    """
 
     lams: tuple[float, ...]
     n_test: int | None
     bn_images: int
     controls: bool
     align: tuple[str, ...] = ("none",)
+    device: str = "cpu"
 
     def key(self) -> str:
-        blob = json.dumps({"schema": RESULTS_SCHEMA, **self.__dict__}, sort_keys=True)
+        fields = dict(self.__dict__)
+        if fields.get("device") == "cpu":
+            del fields["device"]
+        blob = json.dumps({"schema": RESULTS_SCHEMA, **fields}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+    def on(self, device) -> AnalysisOptions:
+        """These options as run on ``device`` (a ``torch.device`` or its name): its type names the folder."""
+        import dataclasses
+
+        kind = device.type if hasattr(device, "type") else str(device).split(":")[0]
+        return dataclasses.replace(self, device=kind)
 
 
 def content_key(meta_a: dict, meta_b: dict, data_id: str) -> str:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -24,6 +25,7 @@ from lewc.pipeline.admission import admission_attr, admit_pair
 from lewc.pipeline.analysis import analyze
 from lewc.pipeline.endpoints import chance_threshold
 from lewc.pipeline.folders import AnalysisOptions, check_out, check_writable, private_folder, publish
+from lewc.pipeline.memplan import compute_batch_for
 from lewc.reporting import report
 from lewc.reporting.report import endpoint_accuracies
 from lewc.reporting.results import (
@@ -151,6 +153,9 @@ def analyse_pair(
     """Admit the pair (``lewc.pipeline.admission``), sweep it once per alignment method, run the controls,
     evaluate every claim."""
     sources = {end: str(provenance.get(f"checkpoint_{end}") or f"model_{end}") for end in ("a", "b")}
+    # fit, or fail early in one line: a smaller compute batch changes no number (lewc.pipeline.memplan)
+    batch = compute_batch_for(pair, ds, options, settings.batch_size_eval, device)
+    settings = dataclasses.replace(settings, batch_size_eval=batch)
     admitted = admit_pair(pair, ds, options.n_test, settings.batch_size_eval, sources, settings.allow_chance)
     provenance = provenance | {"admission": admission_attr(admitted)}
     sweep_options = SweepOptions(

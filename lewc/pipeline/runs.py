@@ -27,7 +27,7 @@ from lewc.core.device import resolve_device
 from lewc.core.errors import LewcError
 from lewc.core.io import data_home, read_json
 from lewc.models import get_family
-from lewc.pipeline import interop
+from lewc.pipeline import interop, memplan
 from lewc.pipeline.endpoints import check_distinct, check_endpoints, checkpoint_folder, ensure_trained, plan_pair
 from lewc.pipeline.folders import AnalysisOptions, check_writable, results_folder, run_provenance
 from lewc.pipeline.pair import RunSettings, analyse_pair, write_folder
@@ -77,6 +77,7 @@ def gate(request: Request) -> torch.device:
     ends = request.endpoints
     if isinstance(ends, Configs):
         plan_pair(list(ends.configs), checkpoint_folder(ctx.ckpt_dir), device, ends.no_train, ctx.allow_slow)
+        memplan.check_configs(list(ends.configs), request.options, device, ctx.batch_size_eval)  # fits, or exit 2
     return device
 
 
@@ -144,7 +145,7 @@ def verify_checkpoints(paths: list[Path], options: AnalysisOptions, device: torc
     if inputs != (meta_b.get("train_config") or {}).get("inputs", "standardized"):
         raise LewcError("the two checkpoints were trained on differently scaled inputs (train_config 'inputs')")
     ds = load_dataset(meta_a["dataset"], device, ctx.data_root, n_calib, inputs=inputs)
-    options = used_options(options, len(ds.test))
+    options = used_options(options, len(ds.test)).on(device)  # the device type names non-CPU folders
     out_dir = ctx.out or results_folder(meta_a, meta_b, options, ds.identity)
     samples_ok = not ctx.keep_samples or (out_dir / "samples.nc").is_file()
     if not ctx.force and ctx.out is None and samples_ok and reusable(out_dir, meta_a, meta_b, ds.identity):
@@ -210,6 +211,7 @@ def verify_state_dicts(ends: StateDicts, options: AnalysisOptions, device: torch
     if classes < info.num_classes:
         raise LewcError(f"the models have {classes} outputs but {dataset} has {info.num_classes} classes")
     pair = Pair(model_a, model_b, meta_a, meta_b)
+    options = options.on(device)
     out_dir = ctx.out or results_folder(meta_a, meta_b, options, ds.identity, label=f"{dataset}_{arch.label}")
     files = {"checkpoint_a": str(path_a), "checkpoint_b": str(path_b)}
     provenance = run_provenance(ctx.command, options, device, ["A", "B"], files, dataset_identity=ds.identity)

@@ -69,8 +69,15 @@ class LayerStatistics:
         sample_units: int = DEFAULT_SAMPLE_UNITS,
         condition_images: int = DEFAULT_CONDITION_IMAGES,
         seed: int = SAMPLE_SEED,
+        condition_batch: int | None = None,
     ):
+        """``condition_batch``: the test images are read in blocks of this many (``CONDITION_BATCH``),
+        and the conditions use the first rows of each block; the batches observed may be smaller chunks
+        of a block (a smaller compute batch), never straddling two. ``None``: every observed batch is a
+        block (the conditions then depend on the batch size)."""
         self.pair = pair
+        self.condition_batch = condition_batch
+        self._next_start = 0  # where the next observed batch starts (``keep_endpoint`` has no start)
         self.lams = list(lams)
         self.depths = [spec.depth for spec in pair.layers]
         self.is_relu = [spec.is_relu for spec in pair.layers]
@@ -114,12 +121,16 @@ class LayerStatistics:
         """
         if not self._unit_index_t:
             self._choose_units(records)
-        rows = self._condition_rows(records[0].out.shape[0])
+        rows = self._condition_rows(records[0].out.shape[0], self._next_start)
         return [LayerRecord(r.inp[:rows].clone(), r.pre[:rows].clone(), r.out) for r in records]
 
-    def _condition_rows(self, n: int) -> int:
-        """How many of this batch's first images serve the conditions (the same for A, B and every λ)."""
-        return max(0, min(n, self.condition_rows_per_batch, self.condition_images - self.condition_seen))
+    def _condition_rows(self, n: int, start: int = 0) -> int:
+        """How many of this batch's first images serve the conditions (the same for A, B and every λ):
+        the first ``condition_rows_per_batch`` images of each block of ``condition_batch`` test images,
+        whatever chunks of a block the batches are."""
+        offset = start % self.condition_batch if self.condition_batch else 0
+        per_block = self.condition_rows_per_batch - offset
+        return max(0, min(n, per_block, self.condition_images - self.condition_seen))
 
     def observe_endpoints(self, start: int, records_a: list[LayerRecord], records_b: list[LayerRecord]) -> None:
         """Register the endpoints' (input, pre) of a batch; they serve every λ of that batch.
@@ -139,7 +150,7 @@ class LayerStatistics:
         lo, hi = np.searchsorted(self.sample_image_index, [start, start + n])
         self._batch_pos = np.arange(lo, hi)
         self._batch_rows = torch.as_tensor(self.sample_image_index[lo:hi] - start, device=device)
-        self._cond_rows = self._condition_rows(n)
+        self._cond_rows = self._condition_rows(n, start)
         self._cond_start = self.condition_seen
         self._null_rows = max(0, min(self._cond_rows, NULL_IMAGES - self.condition_seen))
         self.condition_image_index.extend(range(start, start + self._cond_rows))
@@ -195,6 +206,7 @@ class LayerStatistics:
     def end_batch(self) -> None:
         """Move the batch's statistics of every λ to the host: one copy per buffer, not per λ."""
         n = self._gram_batch.shape[2]
+        self._next_start = self._start + n
         self.gram[:, :, self._start : self._start + n] = self._gram_batch.double().cpu().numpy()
         if len(self._batch_pos):
             self.act[:, :, self._batch_pos] = self._act_batch.cpu().numpy()

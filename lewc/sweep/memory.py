@@ -86,6 +86,10 @@ def estimate_sweep_peak(
     """Peak device bytes of ``lewc.sweep.path.sweep`` with capture for this architecture (see module doc)."""
     with torch.device("meta"):
         model = build(family, width, num_classes, in_shape, **build_kwargs)
+    return _estimate(model, in_shape, batch, n_lams, state_cache_bytes)
+
+
+def _estimate(model: torch.nn.Module, in_shape: tuple, batch: int, n_lams: int, state_cache_bytes: int) -> PeakEstimate:
     relu = [spec.is_relu for spec in model.layers()]
     params = sum(_nbytes(t) for t in model.parameters()) + sum(_nbytes(t) for t in model.buffers())
     cached = params * n_lams <= state_cache_bytes
@@ -131,3 +135,131 @@ def estimate_sweep_peak(
         additivity=additivity,
         condition_rows=rows,
     )
+
+
+# --- the whole run's plan, checked against the device before anything is trained or swept ----------------
+
+MIN_COMPUTE_BATCH = 16  # below this a pass is launch-bound; a run that does not fit at 16 exits instead
+USABLE_FRACTION = 0.9  # of the free memory: the caching allocator's fragmentation and cuDNN workspaces
+DATASET_IMAGES = {"cifar10": 60_000, "cifar100": 60_000, "mnist": 70_000, "fashion_mnist": 70_000}
+
+
+@dataclass
+class RunPlan:
+    """Peak device bytes of every phase of a verify run at one compute batch; ``peak`` is the largest."""
+
+    compute_batch: int
+    phases: dict[str, int]
+
+    @property
+    def peak(self) -> int:
+        return max(self.phases.values())
+
+    @property
+    def phase(self) -> str:
+        return max(self.phases, key=self.phases.__getitem__)
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{k} {v / 2**30:.2f}" for k, v in self.phases.items())
+        head = f"compute batch {self.compute_batch}: peak {self.peak / 2**30:.2f} GiB ({self.phase})"
+        return f"{head}; GiB by phase: {parts}"
+
+
+def _bn_phase(model: torch.nn.Module, in_shape: tuple, bn_batch: int) -> int:
+    """Transients of one train-mode forward of a BN batch (no capture, no gradients): its largest maps."""
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return 0
+    records = captured_shapes(model, in_shape, 1)
+    return TRANSIENT_MAPS * bn_batch * max(_nbytes(rec.out) for rec in records)
+
+
+def _align_buffers(model: torch.nn.Module, in_shape: tuple, method: str, batch: int) -> int:
+    """Alignment's device buffers: per layer a units × units cost matrix (float64 for activation
+    correlations), and for activation matching both models' captured forward of a batch."""
+    records = captured_shapes(model, in_shape, batch)
+    squares = sum(int(rec.out.shape[1]) ** 2 for rec in records)
+    if method == "activations":
+        forward = sum(_nbytes(t) for rec in records for t in {id(t): t for t in rec}.values())
+        return 2 * forward + 3 * 8 * squares
+    return 3 * 4 * squares
+
+
+def plan_run(
+    build_model,
+    in_shape: tuple,
+    batch: int,
+    n_lams: int = 11,
+    controls: bool = True,
+    align: tuple[str, ...] = ("none", "weights"),
+    dataset_bytes: int = 0,
+    bn_batch: int = 500,
+    state_cache_bytes: int = STATE_CACHE_BYTES,
+    wide_factor: float | None = None,
+) -> RunPlan:
+    """Every phase of ``lewc.pipeline.pair.analyse_pair`` at compute batch ``batch``: the admission passes,
+    the sweep of each alignment (the original B stays alive beside an aligned one), alignment's buffers,
+    and both controls (the positive control's network is twice as wide: ``build_model(2)``; where no
+    such network can be built, ``wide_factor`` × the endpoints' sweep bounds it). The dataset is resident
+    throughout. ``build_model(k)`` builds the endpoints' architecture at k× width on the meta device."""
+    model = build_model(1)
+    sweep = estimate_model_peak(model, in_shape, batch, n_lams, state_cache_bytes)
+    params = sweep.parameters
+    bn = _bn_phase(model, in_shape, bn_batch)
+    phases = {
+        "admission": dataset_bytes
+        + 2 * params
+        + TRANSIENT_MAPS * max(_nbytes(rec.out) for rec in captured_shapes(model, in_shape, batch)),
+        "sweep": dataset_bytes + sweep.peak,
+        "BN re-estimation": dataset_bytes + sweep.resident + bn,
+    }
+    for method in align:
+        if method == "none":
+            continue
+        phases[f"align {method}"] = dataset_bytes + 3 * params + _align_buffers(model, in_shape, method, batch)
+        phases[f"sweep {method}"] = dataset_bytes + params + sweep.peak
+    if controls:
+        bias_free = 2 * params  # the positive control keeps bias-free copies of A and B for its composition
+        try:
+            wide = build_model(2)
+        except Exception:  # a foreign architecture: bounded by a multiple of the endpoints' sweep
+            wide = None
+        if wide is not None:
+            wide_sweep = estimate_model_peak(wide, in_shape, batch, n_lams, state_cache_bytes).peak
+            wide_bn = _bn_phase(wide, in_shape, bn_batch)
+            wide_resident = estimate_model_peak(wide, in_shape, 1, n_lams, state_cache_bytes).resident
+        else:
+            factor = wide_factor or 4.0
+            wide_sweep, wide_bn, wide_resident = int(factor * sweep.peak), int(2 * bn), int(factor * sweep.resident)
+        alive = dataset_bytes + 2 * params + bias_free
+        phases["positive control"] = alive + max(wide_sweep, wide_resident + wide_bn)
+        phases["negative control"] = dataset_bytes + params + sweep.peak
+    return RunPlan(batch, phases)
+
+
+def estimate_model_peak(
+    model: torch.nn.Module, in_shape: tuple, batch: int, n_lams: int, state_cache_bytes: int = STATE_CACHE_BYTES
+) -> PeakEstimate:
+    """``estimate_sweep_peak`` of an already built (meta-device) model."""
+    return _estimate(model, in_shape, batch, n_lams, state_cache_bytes)
+
+
+def fit_compute_batch(plan_at, requested: int, free_bytes: int) -> RunPlan:
+    """The largest compute batch (``requested``, halved down to ``MIN_COMPUTE_BATCH``) whose plan fits
+    in ``USABLE_FRACTION`` of ``free_bytes``; the compute batch changes no number (docs/conventions.md).
+    A run that does not fit even then is a one-line ``LewcError`` naming the fix."""
+    from lewc.core.errors import LewcError
+
+    budget = int(USABLE_FRACTION * free_bytes)
+    batch = requested
+    while True:
+        plan = plan_at(batch)
+        if plan.peak <= budget or batch <= MIN_COMPUTE_BATCH:
+            break
+        batch = max(MIN_COMPUTE_BATCH, batch // 2)
+    if plan.peak > budget:
+        raise LewcError(
+            f"the run needs about {plan.peak / 2**30:.1f} GiB of device memory ({plan.phase}) even at compute batch "
+            f"{batch}, but {budget / 2**30:.1f} GiB are usable ({free_bytes / 2**30:.1f} GiB free): run a smaller "
+            "--width, or --no-controls, or fewer --lams (the state cache), or use a device with more memory"
+        )
+    return plan

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from lewc.core.errors import LewcError
 from lewc.core.io import data_home, write_json_atomic
-from lewc.sweep.batchnorm import DEFAULT_BN_IMAGES, bn_templates, reestimate, reestimation_images
+from lewc.sweep.batchnorm import BN_BATCH, DEFAULT_BN_IMAGES, bn_templates, reestimate, reestimation_images
 from lewc.sweep.blocks import block_pair
 from lewc.sweep.capture import LayerStatistics
 from lewc.sweep.merge import Pair, State, check_lams
@@ -34,16 +34,26 @@ from lewc.training.checkpoints import architecture
 from lewc.training.data import DeviceDataset
 
 STATE_CACHE_BYTES = 2 * 1024**3
+# The test images are read in blocks of CONDITION_BATCH; the condition statistics use the first rows of
+# each block (``LayerStatistics.condition_batch``). Like BN_BATCH it defines a statistic, so neither
+# follows ``batch_size``, which is only how many images one forward pass computes (docs/conventions.md).
+CONDITION_BATCH = 500
 
 
 @dataclass
 class SweepOptions:
-    """Knobs of the sweep; the defaults are what ``lewc.verify`` uses."""
+    """Knobs of the sweep; the defaults are what ``lewc.verify`` uses.
+
+    ``batch_size`` is the compute batch (``--batch-size-eval``): it changes memory and speed, not a
+    number (up to float rounding of the kernels); ``bn_batch`` and ``condition_batch`` define statistics.
+    """
 
     n_test: int | None = None
     bn_images: int = DEFAULT_BN_IMAGES
     reestimate_bn: bool = True
     batch_size: int = 500
+    bn_batch: int = BN_BATCH
+    condition_batch: int = CONDITION_BATCH
     capture: bool = True
     vectorize: str = "auto"  # "auto" (measure), "yes", "no": vmap over λ for logits-only passes
     progress: bool = True
@@ -219,7 +229,7 @@ def _sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepO
     states = MergedStates(pair, lams, opt.state_cache_bytes)
     t0 = time.perf_counter()
     if pair.has_batchnorm and opt.reestimate_bn:
-        states.reestimate_bn(ds, opt.bn_images, opt.batch_size, opt.progress)
+        states.reestimate_bn(ds, opt.bn_images, opt.bn_batch, opt.progress)
     timings["bn"] = time.perf_counter() - t0
     first_x = next(ds.batches("calib", opt.batch_size))[0]
     vectorized = {"yes": states.cache is not None, "no": False}.get(opt.vectorize)
@@ -233,18 +243,16 @@ def _sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepO
     test = ds.test.head(opt.n_test)
     t0 = time.perf_counter()
     if opt.capture:
-        stats = LayerStatistics(pair, lams, len(test), **opt.capture_kwargs)
+        stats = LayerStatistics(pair, lams, len(test), condition_batch=opt.condition_batch, **opt.capture_kwargs)
         i0, i1 = lams.index(0.0), lams.index(1.0)
         chunks = []
-        n_batches = -(-len(test) // opt.batch_size)
-        for b, (x, _) in enumerate(
-            tqdm(
-                ds.batches("test", opt.batch_size, opt.n_test),
-                total=n_batches,
-                desc="test pass (with layer capture)",
-                disable=None if opt.progress else True,
-                leave=False,
-            )
+        n_batches = len(compute_chunks(len(test), opt.condition_batch, opt.batch_size))
+        for start, (x, _) in tqdm(
+            capture_chunks(ds, opt.n_test, opt.condition_batch, opt.batch_size),
+            total=n_batches,
+            desc="test pass (with layer capture)",
+            disable=None if opt.progress else True,
+            leave=False,
         ):
             # Only the endpoints' records live for the whole batch; each interior λ's records are
             # reduced by ``observe`` and dropped before the next λ runs, so peak memory does not
@@ -257,7 +265,7 @@ def _sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepO
                 z, records = pair.forward(states[i], x, capture=True)
                 ends[i] = (z, stats.keep_endpoint(records))
                 del z, records
-            stats.observe_endpoints(b * opt.batch_size, ends[i0][1], ends[i1][1])
+            stats.observe_endpoints(start, ends[i0][1], ends[i1][1])
             rows: list = [None] * len(lams)
             for i in range(len(lams)):
                 # A merged with itself (the negative control) is A at every λ, bit for bit: one pass
@@ -281,6 +289,19 @@ def _sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepO
             bad = sorted({lams[i] for i in torch.nonzero(~torch.isfinite(z).all(-1).all(-1)).flatten().tolist()})
             raise LewcError(f"the merged model produced NaN/inf logits on {split} at λ = {bad}")
     return SweepResult(lams, logits, labels, stats, timings, vectorized)
+
+
+def compute_chunks(n: int, block: int, batch: int) -> list[tuple[int, int]]:
+    """(start, stop) of the compute batches over ``n`` images: blocks of ``block`` images, each cut into
+    chunks of at most ``batch``; no chunk straddles two blocks."""
+    return [(c, min(c + batch, b + block, n)) for b in range(0, n, block) for c in range(b, min(b + block, n), batch)]
+
+
+def capture_chunks(ds: DeviceDataset, n: int | None, block: int, batch: int):
+    """(start, (x, y)) of the test split's compute batches (``compute_chunks``), normalised."""
+    test = ds.test.head(n)
+    for start, stop in compute_chunks(len(test), block, batch):
+        yield start, (ds.normalize(test.x[start:stop]), test.y[start:stop])
 
 
 def accuracy_and_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,110 @@
+"""Fit, or fail early in one line: the whole run's device memory against the device, before any work.
+
+``check_configs`` runs before a pair is trained (``lewc.pipeline.runs.verify_configs``), and
+``compute_batch_for`` before a pair is swept (``lewc.pipeline.pair.analyse_pair``, every client): the
+plan of ``lewc.sweep.memory.plan_run`` (the admission passes, every sweep — each alignment and both
+controls —, alignment's buffers, BN re-estimation, and what stays alive meanwhile) is compared with the
+device's free memory (``torch.cuda.mem_get_info``). When it does not fit, the compute batch
+(``--batch-size-eval``) is halved until it does — it changes memory and speed, never a number (the
+statistics' own batches are fixed: ``BN_BATCH``, ``CONDITION_BATCH``) — or the run exits 2 with one
+line naming the fix. On the CPU nothing is checked.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+
+import torch
+
+from lewc.sweep.memory import DATASET_IMAGES, RunPlan, fit_compute_batch, plan_run
+
+log = logging.getLogger("lewc.verify")
+
+
+def _meta_build(model: str, width: int, num_classes: int, in_shape, **kwargs) -> torch.nn.Module:
+    from lewc.models import build
+
+    with torch.device("meta"):
+        return build(model, width, num_classes, tuple(in_shape), **kwargs)
+
+
+def builder_from_meta(meta: dict, model: torch.nn.Module | None = None) -> Callable[[int], torch.nn.Module]:
+    """``k → the endpoints' architecture at k× width on the meta device``, from a sidecar; a foreign
+    architecture (no lewc family) is a meta-device copy of ``model`` at 1× (2× raises: bounded instead)."""
+
+    def build(k: int) -> torch.nn.Module:
+        try:
+            kwargs = {"norm": meta.get("norm"), "bias": bool(meta.get("bias", True))}
+            kwargs |= {"base_width": meta.get("base_width"), "depth": meta.get("depth")}
+            return _meta_build(
+                meta["model"], k * int(meta["width"]), int(meta["num_classes"]), meta["in_shape"], **kwargs
+            )
+        except Exception:
+            if k != 1 or model is None:
+                raise
+            memo = {}
+            for t in [*model.parameters(), *model.buffers()]:
+                empty = torch.empty(t.shape, dtype=t.dtype, device="meta")
+                memo[id(t)] = torch.nn.Parameter(empty, t.requires_grad) if isinstance(t, torch.nn.Parameter) else empty
+            return copy.deepcopy(model, memo)
+
+    return build
+
+
+def device_budget(device: torch.device) -> int | None:
+    """Bytes this process may use on ``device``: free plus what it holds already (the plan counts
+    that); None on the CPU."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free) + int(torch.cuda.memory_allocated(device))
+
+
+def fit(build: Callable[[int], torch.nn.Module], in_shape, options, requested: int, device, dataset_bytes: int) -> int:
+    """The compute batch to run with (``requested`` when it fits; see the module doc)."""
+    budget = device_budget(device)
+    if budget is None:
+        return requested
+
+    def plan_at(batch: int) -> RunPlan:
+        return plan_run(
+            build, tuple(in_shape), batch, len(options.lams), options.controls, tuple(options.align), dataset_bytes
+        )
+
+    plan = fit_compute_batch(plan_at, requested, budget)
+    log.info("memory plan on %s (%.1f GiB usable): %s", device, budget / 2**30, plan.describe())
+    if plan.compute_batch != requested:
+        log.warning(
+            "compute batch %d does not fit on %s; evaluating in batches of %d (no number changes: docs/conventions.md)",
+            requested,
+            device,
+            plan.compute_batch,
+        )
+    return plan.compute_batch
+
+
+def check_configs(configs, options, device, requested: int) -> int:
+    """Before training: the pair's analysis fits on ``device`` at some compute batch (else exit 2)."""
+    from lewc.training.data import dataset_info
+
+    if device.type != "cuda":
+        return requested
+    cfg = configs[0]
+    info = dataset_info(cfg.dataset)
+    meta = {"model": cfg.model, "width": cfg.width, "num_classes": info.num_classes, "in_shape": info.in_shape}
+    meta |= {"norm": cfg.norm, "bias": cfg.bias, "base_width": cfg.base_width, "depth": cfg.depth}
+    images = DATASET_IMAGES.get(cfg.dataset, 0)
+    dataset_bytes = images * (int(torch.Size(info.in_shape).numel()) + 8)
+    return fit(builder_from_meta(meta), info.in_shape, options, requested, device, dataset_bytes)
+
+
+def compute_batch_for(pair, ds, options, requested: int, device) -> int:
+    """Before sweeping a loaded pair: the compute batch that fits (the dataset is on the device already)."""
+    if device.type != "cuda":
+        return requested
+    held = {id(t): t for s in (ds.train, ds.calib, ds.test) for t in (s.x, s.y)}
+    dataset_bytes = sum(t.numel() * t.element_size() for t in held.values())
+    build = builder_from_meta(pair.meta_a, pair.model_a)
+    return fit(build, ds.info.in_shape, options, requested, device, dataset_bytes)
