@@ -258,6 +258,7 @@ class Request:
     def as_dict(self) -> dict:
         options = dataclasses.asdict(self.options)
         options |= {"lams": list(options["lams"]), "align": list(options["align"])}
+        options.pop("device", None)  # set by the run (AnalysisOptions.on); the request's device is its context's
         return {"schema": SCHEMA, "endpoints": self.endpoints.as_dict(), "options": options,
                 "context": self.context.as_dict()}  # fmt: skip
 
@@ -293,7 +294,7 @@ class Request:
         else:
             names = {f.name for f in dataclasses.fields(KINDS[kind])}
             endpoints = KINDS[kind](**_table(ends, "endpoints", names, {"paths"}))
-        fields = {f.name for f in dataclasses.fields(AnalysisOptions)}
+        fields = {f.name for f in dataclasses.fields(AnalysisOptions)} - {"device"}
         opts = _table(table.get("options", {}), "options", fields, set())
         options = analysis_options(**opts)
         names = {f.name for f in dataclasses.fields(RunContext)}
