@@ -39,7 +39,7 @@ from lewc.models import build
 from lewc.pipeline.analysis import analyze
 from lewc.pipeline.memplan import builder_from_meta
 from lewc.pipeline.pair import run_controls
-from lewc.pipeline.runs import analysis_options
+from lewc.pipeline.request import analysis_options
 from lewc.sweep.memory import plan_run
 from lewc.sweep.merge import Pair, model_state
 from lewc.sweep.path import SweepOptions, sweep

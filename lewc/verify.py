@@ -30,7 +30,7 @@ from lewc.core import logs
 from lewc.core.conventions import BN_IMAGES, DEFAULT_LAMS
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.core.limits import check_limit
-from lewc.core.validate import check_int, check_plain_name, short
+from lewc.core.validate import check_int, check_path, check_plain_name, short
 from lewc.models.registry import MAX_WIDTH
 from lewc.pipeline.folders import AnalysisOptions, sweep_folder
 from lewc.pipeline.pair import evaluate_verdicts
@@ -233,6 +233,9 @@ def validate(args: argparse.Namespace) -> tuple[AnalysisOptions, list[int], list
         raise LewcError(f"--seeds must be distinct (a pair of one seed is not independent), got {seeds}")
     if bool(args.ckpt_a) != bool(args.ckpt_b):
         raise LewcError("--ckpt-a and --ckpt-b go together")
+    for flag in ("ckpt_a", "ckpt_b"):
+        if getattr(args, flag):
+            check_path(getattr(args, flag), f"--{flag.replace('_', '-')}")  # the flag named in the error
     if args.ckpt_a and (args.widths or args.seeds != "0,1"):
         raise LewcError("--ckpt-a/--ckpt-b name one pair; they cannot be combined with --widths or --seeds")
     for flag in ("epochs", "batch_size", "base_width", "depth"):

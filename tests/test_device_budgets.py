@@ -159,7 +159,8 @@ def test_a_smaller_compute_batch_changes_no_number(monkeypatch):
             a, b = getattr(s, name), getattr(r, name)
             assert a.shape == b.shape, (batch, name)
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()), err_msg=f"{batch} {name}")
-        np.testing.assert_allclose(s.act, r.act, rtol=1e-5, atol=1e-5)
+        # float32 convolutions round differently at other batch sizes (oneDNN picks kernels by shape)
+        np.testing.assert_allclose(s.act, r.act, rtol=1e-5, atol=1e-4)
 
 
 # --- memory: fit, or fail early in one line -------------------------------------------------------------
@@ -173,7 +174,7 @@ def headline_configs():
 
 def test_the_memory_plan_chooses_a_compute_batch_that_fits():
     from lewc.pipeline import memplan
-    from lewc.pipeline.runs import analysis_options
+    from lewc.pipeline.request import analysis_options
 
     options = analysis_options()
     cfgs = headline_configs()
@@ -222,7 +223,7 @@ def test_the_results_key_names_the_device_and_keeps_the_cpu_folders():
     import hashlib
     import json
 
-    from lewc.pipeline.runs import analysis_options
+    from lewc.pipeline.request import analysis_options
     from lewc.reporting.results import RESULTS_SCHEMA
 
     for opts in (analysis_options(), analysis_options([0, 0.5, 1], 100, 32, False, "none")):
@@ -292,13 +293,16 @@ class SweepCounter:
 
         monkeypatch.setattr(analysis, "sweep", counted)
 
-    def check(self, n_sweeps: int) -> list[dict]:
-        """Every sweep within its budget per λ; returns the measured numbers per λ."""
+    def check(self, n_sweeps: int, reestimation_bytes: int = 0) -> list[dict]:
+        """Every sweep within its budget per λ; returns the measured numbers per λ. ``reestimation_bytes``:
+        a BN network's re-estimation images come to the host once per sweep (measured, not per λ), to be
+        augmented with a CPU generator (the same crops and flips on any device: lewc.sweep.batchnorm)."""
         assert len(self.rows) == n_sweeps
         out = []
         for res, batch, syncs, nbytes in self.rows:
             n_lam = len(res.lams)
             need_syncs, need_bytes = needed_copies(res, batch)
+            need_bytes += reestimation_bytes
             per = {"syncs_per_lam": syncs / n_lam, "d2h_bytes_per_lam": nbytes / n_lam}
             assert syncs <= need_syncs + SETUP_SYNCS, (per, need_syncs / n_lam)
             assert nbytes <= 1.01 * need_bytes + 64 * SETUP_SYNCS, (per, need_bytes / n_lam)
@@ -343,4 +347,6 @@ def test_verify_a_bn_resnet_within_its_sync_budget(tmp_path, capsys, monkeypatch
         counter = SweepCounter(monkeypatch, fc)
         code, _, err = run_cli(verify.main, argv, capsys)
     assert code in (0, None), err
-    counter.check(3)  # none and both controls: a headroom of SETUP_SYNCS per sweep, where BN would add 42 per λ
+    # none and both controls: a headroom of SETUP_SYNCS per sweep, where BN would add 42 per λ; the 1,000
+    # uint8 re-estimation images (3×16×16) come to the host once per sweep
+    counter.check(3, reestimation_bytes=1000 * 3 * 16 * 16)
