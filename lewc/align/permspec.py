@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lewc.core.errors import LewcError
+from lewc.models.traced import TRACED_PREFIX, TracedModel
 
 Axis = tuple[str, int]  # (state-dict key, dimension)
 
@@ -154,8 +155,6 @@ def trace(model: nn.Module) -> torch.fx.GraphModule:
 
 def derive_spec(model: nn.Module, example: torch.Tensor) -> PermutationSpec:
     """Trace ``model`` on ``example`` (a small batch) and derive its permutation groups."""
-    from lewc.models.traced import TRACED_PREFIX, TracedModel
-
     gm = trace(model)
     traced = isinstance(model, TracedModel)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from lewc.core import logs
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.core.io import data_home, reading
+from lewc.pipeline.folders import check_writable, private_folder
 from lewc.reporting import plots
 from lewc.reporting.results import RESULTS_SCHEMA, STUDY_SCHEMA, SWEEP_SCHEMA, open_results
 from lewc.reporting.study_plots import study_figures
@@ -65,8 +66,6 @@ def sources_of(datasets: list) -> str:
 def make_figures(results_dir: Path, out_dir: Path) -> list[dict]:
     """Every figure, drawn into a private folder beside ``out_dir`` and moved in only when all are drawn:
     a file no figure can be drawn from is one line naming it, and nothing is written."""
-    from lewc.pipeline.folders import check_writable, private_folder
-
     check_writable(out_dir)
     try:
         stage = private_folder(out_dir)

@@ -31,8 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lewc.core import logs
+from lewc.core.device import resolve_device
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.core.io import data_home, write_atomic, write_json_atomic
+from lewc.models import width_label
+from lewc.pipeline.endpoints import checkpoint_folder, training_cost_seconds
+from lewc.pipeline.folders import check_writable
+from lewc.pipeline.request import Configs, Request, RunContext, analysis_options
+from lewc.pipeline.runs import run
+from lewc.training import checkpoints
+from lewc.training.recipe import default_config
 
 
 @dataclass(frozen=True)
@@ -74,9 +82,6 @@ SMOKE_ANALYSIS = {"lams": (0.0, 0.5, 1.0), "n_test": 200, "bn_images": 64, "cont
 
 def row_job(row: Row, pair: int, args: argparse.Namespace):
     """The row's pair as a request: exactly what ``row_argv`` asks verify for (the command it records)."""
-    from lewc.pipeline.request import Configs, Request, RunContext, analysis_options
-    from lewc.training.recipe import default_config
-
     width = 1 if args.smoke else row.width
     dataset = "synthetic" if args.smoke else row.dataset
     training = SMOKE_TRAINING if args.smoke else {}
@@ -97,10 +102,6 @@ def row_job(row: Row, pair: int, args: argparse.Namespace):
 
 def cost_line(rows: list[Row], args: argparse.Namespace) -> str:
     """The FLOP estimate of the endpoints still to train (lewc.pipeline.endpoints' rates)."""
-    from lewc.core.device import resolve_device
-    from lewc.pipeline.endpoints import checkpoint_folder, training_cost_seconds
-    from lewc.training import checkpoints
-
     device = resolve_device(args.device)
     total, missing = 0.0, 0
     for row in rows:
@@ -134,8 +135,6 @@ def _cell(values: list[float], digits: int) -> str:
 
 
 def table(results: dict[str, list[dict]], smoke: bool) -> str:
-    from lewc.models import width_label
-
     head = (
         "| network | dataset | pairs | lewc acc barrier (pp) | paper | lewc cal. loss barrier | paper "
         "| lewc WM acc barrier | paper WM | lewc WM cal. loss | paper WM |"
@@ -181,9 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    from lewc.pipeline.folders import check_writable
-    from lewc.pipeline.runs import run
-
     args = build_parser().parse_args(argv)
     logs.start(args)
     names = [n for n in args.rows.replace(" ", "").split(",") if n]

@@ -48,9 +48,13 @@ import xarray as xr
 from lewc.core import logs
 from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.core.io import reading, write_atomic, write_json_atomic
+from lewc.models import get_family
+from lewc.pipeline.folders import check_writable
 from lewc.reporting.results import PAPER_STATISTICS, WEAK_ADDITIVITY_REFERENCES
 from lewc.stats.pairs import COVERS
 from lewc.stats.pairs import t_intervals as over_pairs
+from lewc.training.recipe import default_config
+from lewc.training.train import integrated_decay as train_decay
 
 METRICS = {  # barrier name in study.nc → (label, unit, LMC tolerance)
     "acc_mid": ("accuracy barrier at λ = ½", "pp", 3.0),
@@ -203,14 +207,11 @@ def load_points(folders: list[Path]) -> list[dict]:
 
 def integrated_decay(spec: dict, model: str, dataset: str, coords: dict) -> float:
     """Σ lr·wd of a cell's training (``lewc.training.train.integrated_decay``); NaN for an unknown dataset."""
-    from lewc.training.recipe import default_config
-    from lewc.training.train import integrated_decay as decay
-
     if dataset not in TRAIN_IMAGES:
         return float("nan")
     overrides = {k: v for k, v in coords.items() if k != "width"}
     cfg = default_config(model, int(coords.get("width", 1)), dataset, 0, recipe=spec.get("recipe"), **overrides)
-    return round(decay(cfg, TRAIN_IMAGES[dataset] - cfg.n_calib), 4)
+    return round(train_decay(cfg, TRAIN_IMAGES[dataset] - cfg.n_calib), 4)
 
 
 def check_study(ds: xr.Dataset, path: Path) -> None:
@@ -225,8 +226,6 @@ def check_study(ds: xr.Dataset, path: Path) -> None:
 
 def study_points(path: Path) -> list[dict]:
     """The records of one study.nc (see ``load_points``)."""
-    from lewc.models import get_family
-
     records = []
     with xr.open_dataset(path) as raw:
         ds = raw.load()
@@ -619,8 +618,6 @@ def main(argv: list[str] | None = None) -> None:
         rows = fit_table(records)
         cells = cell_table(records)
     out = args.out or (args.studies[0] if args.studies[0].is_dir() else args.studies[0].parent)
-    from lewc.pipeline.folders import check_writable
-
     check_writable(out)  # a printable path, a folder, writable
     out.mkdir(parents=True, exist_ok=True)
     command = "python -m lewc.commands.trend " + " ".join(sys.argv[1:] if argv is None else argv)

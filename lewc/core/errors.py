@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
+from lewc.core.warnlog import quiet_warnings
+
 F = TypeVar("F", bound=Callable[..., object])
 
 
@@ -70,8 +72,6 @@ def cli_main(func: F) -> F:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         if signal.getsignal(signal.SIGINT) is _exit_on_interrupt:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-        from lewc.core.logs import quiet_warnings
-
         try:
             with quiet_warnings():  # library warnings: DEBUG lines, never raw text on stderr (-q is quiet)
                 return func(*args, **kwargs)

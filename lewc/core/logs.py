@@ -9,19 +9,16 @@ returns; stdout stays for a command's real output (tables, paths). Every command
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import os
 import sys
-import warnings
-from collections.abc import Iterator
 
 from lewc.core.errors import LewcError
 from lewc.core.version import __version__
+from lewc.core.warnlog import PACKAGES as PACKAGES  # re-exported: the loggers a command configures
+from lewc.core.warnlog import quiet_warnings as quiet_warnings  # re-exported: lewc.pipeline.api, tests
 
 FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 DATEFMT = "%Y-%m-%d %H:%M:%S"
-PACKAGES = ("lewc", "benchmarks")  # the loggers a command configures
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -91,35 +88,3 @@ def start(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(threads)
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds lewc/, experiments/
-OWN_DIRS = tuple(os.path.join(ROOT, name) + os.sep for name in PACKAGES)
-
-
-@contextlib.contextmanager
-def quiet_warnings() -> Iterator[None]:
-    """Python warnings raised inside become log lines, never raw text (with source lines) on stderr.
-
-    A warning raised by lewc's own code is one ``WARNING`` line of the ``lewc`` logger (it means
-    something for the result); a library's (numpy's "All-NaN slice", statsmodels' fit notes, torch's
-    deprecations) is one ``DEBUG`` line, shown with ``-v``. Each distinct message is logged once.
-    Every command runs inside it (``cli_main``), and so does ``lewc.verify_pair``.
-    """
-    seen: set[tuple[str, str]] = set()
-    logger = logging.getLogger("lewc.warnings")
-
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
-        text = (str(message).strip().splitlines() or [""])[0][:500]
-        if (category.__name__, text) in seen:
-            return
-        seen.add((category.__name__, text))
-        if os.path.abspath(filename).startswith(OWN_DIRS):
-            logger.warning("%s", text)
-        else:
-            logger.debug("library %s: %s (%s:%d)", category.__name__, text, os.path.basename(filename), lineno)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        warnings.showwarning = show
-        yield

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 import torch
 
 from lewc.core.errors import LewcError
+from lewc.models.traced import user_name
 from lewc.pipeline.endpoints import chance_threshold
 
 WEIGHT_SCALE_LIMIT = 1e3  # RMS(W)·√fan_in of a weight matrix / kernel (Kaiming init: √2)
@@ -49,8 +50,6 @@ def check_floating_kind(name: str, got: torch.Tensor, expected: torch.Tensor, so
 def check_weights(model: torch.nn.Module, source: str) -> None:
     """Floating, finite parameters and buffers of a plausible scale; one line naming ``source`` and the tensor
     (as the user's model names it: a traced model's ``net.`` prefix is not shown)."""
-    from lewc.models.traced import user_name
-
     params = {user_name(model, n): t for n, t in model.named_parameters()}
     buffers = [(user_name(model, n), t) for n, t in model.named_buffers()]
     for name, t in params.items():
