@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from lewc.commands.study.spec import Outcome, StudySpec
+from lewc.commands.study_spec import Outcome, StudySpec
 from lewc.pipeline.pair import evaluate_verdicts
 from lewc.reporting.results import (
     BARRIER_NAMES,

@@ -1,4 +1,4 @@
-"""A study's outputs: ``study.nc`` (from ``assemble``), its figures, ``study.md`` (the verdicts per cell,
+"""A study's outputs: ``study.nc`` (from ``study_assemble``), its figures, ``study.md`` (the verdicts per cell,
 the paper's statistics, every failed job) and ``outcomes.json``."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lewc.commands.study.assemble import combine
-from lewc.commands.study.spec import Outcome, StudySpec
+from lewc.commands.study_assemble import combine
+from lewc.commands.study_spec import Outcome, StudySpec
 from lewc.core.io import write_atomic, write_json_atomic
 from lewc.reporting.results import PAPER_STATISTICS, WEAK_ADDITIVITY_REFERENCES, write_netcdf
 from lewc.reporting.study_plots import study_figures

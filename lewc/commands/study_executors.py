@@ -13,8 +13,8 @@ import psutil
 import submitit
 import torch
 
-from lewc.commands.study.spec import Outcome, StudySpec
-from lewc.commands.study.state import record_submitted
+from lewc.commands.study_spec import Outcome, StudySpec
+from lewc.commands.study_state import record_submitted
 from lewc.core import logs
 from lewc.core.errors import LewcError
 from lewc.pipeline.request import Request

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from submitit.core.utils import JobPaths, pickle_load
 
-from lewc.commands.study.spec import Outcome, StudySpec
+from lewc.commands.study_spec import Outcome, StudySpec
 from lewc.core.errors import LewcError
 from lewc.core.io import read_json, reading, write_json_atomic
 from lewc.pipeline.endpoints import checkpoint_folder
