@@ -209,6 +209,8 @@ def check_cells(spec: StudySpec) -> None:
 
 @dataclass
 class Outcome:
+    """What became of one (cell, pair) job: its results folder, or its error (one line)."""
+
     cell: dict
     pair: int
     folder: str | None = None
