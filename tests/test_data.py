@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lewc.core.errors import LewcError
-from lewc.training import data
+from lewc.training import data, datasets
 
 
 def write_idx(path, array, compress):
@@ -142,7 +142,7 @@ def test_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path, monkey
     def no_network(name, root):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(data, "_download", no_network)
+    monkeypatch.setattr(datasets, "_download", no_network)
     with pytest.raises(LewcError) as err:
         data.load_dataset("cifar10", "cpu", data_root=tmp_path)
     msg = str(err.value)

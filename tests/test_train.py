@@ -63,9 +63,9 @@ def test_finished_checkpoint_is_reused(tmp_path, synthetic):
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys, monkeypatch):
-    from lewc.training import data
+    from lewc.training import datasets
 
-    monkeypatch.setattr(data, "_download", lambda *a: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr(datasets, "_download", lambda *a: (_ for _ in ()).throw(OSError("offline")))
     with pytest.raises(SystemExit) as exc:
         train_mod.main(argv + ["--quiet"])
     assert exc.value.code == 2

@@ -20,6 +20,7 @@ import xarray as xr
 from lewc.core.errors import LewcError
 from lewc.core.interrupts import deferred_interrupts
 from lewc.core.io import atomic_path
+from lewc.stats.claims import CLAIMS, get_claim
 
 RESULTS_SCHEMA = "lewc.results/3"
 SWEEP_SCHEMA = "lewc.sweep/3"
@@ -416,8 +417,6 @@ def to_frame(ds: xr.Dataset):
     ``none-<method>`` (``none-weights``). This is what ``summary.csv`` beside report.json holds.
     """
     import pandas as pd
-
-    from lewc.stats.claims import CLAIMS, get_claim
 
     rows = []
     for method in alignments(ds):
