@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lewc.core.errors import LewcError
+from lewc.core.interrupts import deferred_interrupts
 from lewc.core.io import TMP_PREFIX as TMP_PREFIX  # re-exported: the temporaries' naming lives in lewc.core.io
 from lewc.core.io import clean_stale, data_home, remove_entry, tmp_prefix
 from lewc.core.io import owner_tag as owner_tag
@@ -164,8 +165,6 @@ def publish(tmp: Path, final: Path) -> None:
     old folder is put back. The old folder waits under a ``.lewc-tmp-old-*`` name only until it is
     removed, on every exit path.
     """
-    from lewc.core.interrupts import deferred_interrupts
-
     final = check_out(final)
     for path in [tmp, *tmp.iterdir()]:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
