@@ -13,9 +13,10 @@ values). On one H100/H200 it takes about two minutes:
    forward floor — BN re-estimation plus one calib and one test pass per λ, nothing else. Both are timed
    alike: each warmed up once on a small subset, then timed once, synchronised, with its own peak memory;
    the fp32 throughput of (b) against the fp32 peak (the analysis runs with TF32 off);
-3. the headline run directly: ResNet-20 ×32 with both controls (``lewc.pipeline.pair.run_controls``) at
-   3 λ on ``HEADLINE_TEST`` images, its measured peak memory beside ``lewc.sweep.memory.plan_run``'s plan
-   of the same run, and its host syncs per λ are not measured here (tests/test_device_budgets.py does);
+3. the headline run directly: ResNet-20 ×32 with both controls (``lewc.pipeline.pair.run_control``) at
+   3 λ on ``HEADLINE_TEST`` images, each sweep at the compute batch of ``lewc.sweep.memory.plan_run``'s plan
+   (the 2× wide positive control's own, smaller one), each sweep's measured peak memory beside the plan's;
+   its host syncs per λ are not measured here (tests/test_device_budgets.py does);
 4. weight matching of the ×8 pair.
 
 ``--smoke`` runs every step at tiny sizes on CPU so CI keeps the script working; its numbers mean
@@ -28,6 +29,7 @@ nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -38,7 +40,7 @@ from lewc import align
 from lewc.models import build
 from lewc.pipeline.analysis import analyze
 from lewc.pipeline.memplan import builder_from_meta
-from lewc.pipeline.pair import run_controls
+from lewc.pipeline.pair import CONTROL_NAMES, run_control
 from lewc.pipeline.request import analysis_options
 from lewc.sweep.memory import plan_run
 from lewc.sweep.merge import Pair, model_state
@@ -195,24 +197,35 @@ def verify_cost(width: int, ds: DeviceDataset, device: torch.device, n_test: int
 
 
 def headline(width: int, ds: DeviceDataset, device: torch.device, lams, base_width: int, n_test: int) -> dict:
-    """ResNet-20 ×``width`` with both controls, run directly; its peak beside the memory plan."""
+    """ResNet-20 ×``width`` with both controls, run directly, each sweep at the compute batch the memory plan
+    gives it (the positive control's own: ``plan_run``); each sweep's measured peak beside the plan."""
     pair = make_pair(width, base_width, device)
     bn_images = min(len(ds.train), 500)
     opts = SweepOptions(n_test=n_test, bn_images=bn_images, progress=False)
     options = analysis_options(lams, n_test, bn_images, True, "none")
-    out: dict = {"width": width, "lams": len(lams), "n_test": n_test, "bn_images": bn_images}
-    out["main_s"], out["main_peak_gib"], _ = measured(lambda: analyze(pair, ds, lams, opts), device)
-    absent: dict = {}
-    out["controls_s"], out["controls_peak_gib"], controls = measured(
-        lambda: run_controls(pair, ds, options, opts, absent), device
-    )
-    out["controls_run"], out["controls_absent"] = sorted(controls), absent
     held = {id(t): t for s in (ds.train, ds.calib, ds.test) for t in (s.x, s.y)}
     dataset_bytes = sum(t.numel() * t.element_size() for t in held.values())
     plan = plan_run(
         builder_from_meta(pair.meta_a), (3, 32, 32), opts.batch_size, len(lams), True, ("none",), dataset_bytes
     )
+    out: dict = {"width": width, "lams": len(lams), "n_test": n_test, "bn_images": bn_images}
+    out["main_s"], out["main_peak_gib"], _ = measured(lambda: analyze(pair, ds, lams, opts), device)
+    absent: dict = {}
+    controls, out["controls_s"], out["controls_batch"], peaks = {}, 0.0, {}, []
+    for name in CONTROL_NAMES:
+        control_opts = dataclasses.replace(opts, batch_size=plan.batch_for(f"{name} control"))
+        seconds, peak, res = measured(
+            lambda n=name, o=control_opts: run_control(n, pair, ds, options, o, absent), device
+        )
+        out["controls_s"] += seconds
+        out["controls_batch"][name], out[f"{name}_control_peak_gib"] = control_opts.batch_size, peak
+        peaks.append(peak)
+        if res is not None:
+            controls[name] = res
+    out["controls_peak_gib"] = None if None in peaks else max(peaks)
+    out["controls_run"], out["controls_absent"] = sorted(controls), absent
     out["plan_gib"] = {k: v / 2**30 for k, v in plan.phases.items()}
+    out["plan_batches"] = dict(plan.batches)
     out["plan_peak_gib"] = plan.peak / 2**30
     return out
 
@@ -273,8 +286,9 @@ def main() -> None:
     save()
     print(
         f"headline resnet20 ×{head_width} with controls ({len(HEADLINE_LAMS)} λ, {head_test} images): main "
-        f"{row['main_s']:.1f} s, peak {row['main_peak_gib']} GiB; controls {row['controls_s']:.1f} s, peak "
-        f"{row['controls_peak_gib']} GiB; plan {row['plan_peak_gib']:.2f} GiB "
+        f"{row['main_s']:.1f} s, peak {row['main_peak_gib']} GiB; controls {row['controls_s']:.1f} s, peaks "
+        f"positive {row['positive_control_peak_gib']} / negative {row['negative_control_peak_gib']} GiB at compute "
+        f"batches {row['controls_batch']}; plan {row['plan_peak_gib']:.2f} GiB "
         + json.dumps({k: round(v, 2) for k, v in row["plan_gib"].items()}),
         flush=True,
     )

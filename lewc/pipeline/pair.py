@@ -2,6 +2,12 @@
 
 ``analyse_pair`` takes loaded models and a dataset and returns a ``PairResult`` (nothing on disk);
 ``write_folder`` publishes a result as the folder the command line and ``PairReport.save`` write.
+
+The command line publishes in two steps, so that optional work cannot lose the main result:
+``analyse_main`` (every alignment's sweep and the claims) → ``write_folder`` (the folder, its report's
+``controls_status`` "pending") → ``complete_controls`` (the controls, then the folder republished with
+them). A control that fails republishes the folder with the reason in ``controls_status`` and raises; a
+rerun with the same options finds the main results and only runs the controls (``lewc.pipeline.runs``).
 """
 
 from __future__ import annotations
@@ -9,11 +15,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import xarray as xr
@@ -25,11 +33,19 @@ from lewc.pipeline.admission import admission_attr, admit_pair
 from lewc.pipeline.analysis import analyze
 from lewc.pipeline.endpoints import chance_threshold
 from lewc.pipeline.folders import AnalysisOptions, check_out, check_writable, private_folder, publish
-from lewc.pipeline.memplan import compute_batch_for
-from lewc.reporting import report
-from lewc.reporting.report import endpoint_accuracies
+from lewc.pipeline.memplan import compute_batches_for
+from lewc.reporting import plots, report
+from lewc.reporting.report import (
+    CONTROLS_COMPLETE,
+    CONTROLS_NOT_REQUESTED,
+    CONTROLS_PENDING,
+    controls_block,
+    controls_failed,
+    endpoint_accuracies,
+)
 from lewc.reporting.results import (
     for_alignment,
+    open_results,
     split_samples,
     stack_alignments,
     to_frame,
@@ -63,6 +79,15 @@ class PairResult:
     control_claims: dict[str, list[Claim]] = field(default_factory=dict)
     align_claims: dict[str, list[Claim]] = field(default_factory=dict)
     absent_controls: dict[str, str] = field(default_factory=dict)  # control name → why it could not be built
+    controls_status: str = CONTROLS_COMPLETE  # report.json's: not requested, pending, complete or failed: why
+
+
+class MainAnalysis(NamedTuple):
+    """``analyse_main``'s result (controls pending or not requested) and how its controls are to be swept."""
+
+    result: PairResult
+    sweep_options: SweepOptions
+    control_batches: dict[str, int]  # control name → its compute batch (lewc.pipeline.memplan)
 
 
 def evaluate_verdicts(results: Sequence[xr.Dataset]) -> list[Claim]:
@@ -72,31 +97,54 @@ def evaluate_verdicts(results: Sequence[xr.Dataset]) -> list[Claim]:
     return evaluate_claims(results)
 
 
+CONTROL_NAMES = ("positive", "negative")
+
+
+def run_control(
+    name: str, pair: Pair, ds, options: AnalysisOptions, sweep_options: SweepOptions, absent: dict[str, str]
+) -> xr.Dataset | None:
+    """One control through the same pipeline (see lewc.align.controls); None, with the reason in ``absent``,
+    when it cannot be built."""
+    t0 = time.perf_counter()
+    try:
+        if name == "positive":
+            probe = ds.normalize(ds.test.x[:64])
+            a, b, meta_a, meta_b, note = disjoint_block_pair(
+                pair.model_a, pair.model_b, pair.meta_a, pair.meta_b, probe
+            )
+        else:
+            a, b, meta_a, meta_b, note = self_pair(pair.model_a, pair.meta_a)
+    except LewcError as err:
+        log.warning("no %s control: %s", name, err)
+        absent[name] = str(err)
+        return None
+    res = analyze(Pair(a, b, meta_a, meta_b), ds, list(options.lams), sweep_options, {"control": name})
+    res.attrs["control"] = name
+    res.attrs["control_note"] = note
+    log.info(
+        "controls: %s control done (compute batch %d), %.1f s", name, sweep_options.batch_size, time.perf_counter() - t0
+    )
+    return res
+
+
 def run_controls(
-    pair: Pair, ds, options: AnalysisOptions, sweep_options: SweepOptions, absent: dict[str, str] | None = None
+    pair: Pair,
+    ds,
+    options: AnalysisOptions,
+    sweep_options: SweepOptions,
+    absent: dict[str, str] | None = None,
+    batches: dict[str, int] | None = None,
 ) -> dict[str, xr.Dataset]:
-    """The positive and negative controls through the same pipeline (see lewc.align.controls); a control
-    that cannot be built is left out with its reason in ``absent``."""
+    """The positive and negative controls (``run_control``), each at its compute batch (``batches``, from
+    ``lewc.pipeline.memplan.compute_batches_for``; default ``sweep_options``'); a control that cannot be
+    built is left out with its reason in ``absent``."""
     out = {}
     absent = {} if absent is None else absent
-    probe = ds.normalize(ds.test.x[:64])
-    builders = {
-        "positive": lambda: disjoint_block_pair(pair.model_a, pair.model_b, pair.meta_a, pair.meta_b, probe),
-        "negative": lambda: self_pair(pair.model_a, pair.meta_a),
-    }
-    for name, build in builders.items():
-        t0 = time.perf_counter()
-        try:
-            a, b, meta_a, meta_b, note = build()
-        except LewcError as err:
-            log.warning("no %s control: %s", name, err)
-            absent[name] = str(err)
-            continue
-        res = analyze(Pair(a, b, meta_a, meta_b), ds, list(options.lams), sweep_options, {"control": name})
-        res.attrs["control"] = name
-        res.attrs["control_note"] = note
-        out[name] = res
-        log.info("controls: %s control done, %.1f s", name, time.perf_counter() - t0)
+    for name in CONTROL_NAMES:
+        opts = dataclasses.replace(sweep_options, batch_size=(batches or {}).get(name, sweep_options.batch_size))
+        res = run_control(name, pair, ds, options, opts, absent)
+        if res is not None:
+            out[name] = res
     return out
 
 
@@ -147,23 +195,15 @@ def warn_at_chance(res: xr.Dataset, ds, n_test: int | None) -> None:
             )
 
 
-def analyse_pair(
+def analyse_main(
     pair: Pair, ds, options: AnalysisOptions, settings: RunSettings, device: torch.device, provenance: dict
-) -> PairResult:
-    """Admit the pair (``lewc.pipeline.admission``), sweep it once per alignment method, run the controls,
-    evaluate every claim."""
+) -> MainAnalysis:
+    """Admit the pair (``lewc.pipeline.admission``), sweep it once per alignment method, evaluate every
+    claim: everything but the controls (``complete_controls`` or ``add_controls`` run them)."""
     sources = {end: str(provenance.get(f"checkpoint_{end}") or f"model_{end}") for end in ("a", "b")}
-    # fit, or fail early in one line: a smaller compute batch changes no number (lewc.pipeline.memplan)
-    batch = compute_batch_for(pair, ds, options, settings.batch_size_eval, device)
-    settings = dataclasses.replace(settings, batch_size_eval=batch)
+    settings, sweep_options, batches = sweep_settings(pair, ds, options, settings, device)
     admitted = admit_pair(pair, ds, options.n_test, settings.batch_size_eval, sources, settings.allow_chance)
     provenance = provenance | {"admission": admission_attr(admitted)}
-    sweep_options = SweepOptions(
-        n_test=options.n_test,
-        bn_images=options.bn_images,
-        progress=settings.progress,
-        batch_size=settings.batch_size_eval,
-    )
     by_align = {"none": analyze(pair, ds, list(options.lams), sweep_options, provenance)}
     warn_at_chance(by_align["none"], ds, options.n_test)
     for method in options.align:
@@ -172,20 +212,59 @@ def analyse_pair(
         model_b_aligned, meta_b_aligned = aligned_endpoint(method, pair, ds, settings, device)
         aligned = Pair(pair.model_a, model_b_aligned, pair.meta_a, meta_b_aligned)
         by_align[method] = analyze(aligned, ds, list(options.lams), sweep_options, provenance | {"alignment": method})
-    absent: dict[str, str] = {}
-    controls = run_controls(pair, ds, options, sweep_options, absent) if options.controls else {}
     stacked = stack_alignments(by_align)
     claims = evaluate_verdicts([stacked])
     stacked = with_comparisons(stacked, claims)
     warn_degenerate(claims)
-    return PairResult(
+    result = PairResult(
         results=stacked,
         claims=claims,
+        align_claims={m: evaluate_claims(r) for m, r in by_align.items() if m != "none"},
+        controls_status=CONTROLS_PENDING if options.controls else CONTROLS_NOT_REQUESTED,
+    )
+    return MainAnalysis(result, sweep_options, batches)
+
+
+def sweep_settings(
+    pair: Pair, ds, options: AnalysisOptions, settings: RunSettings, device: torch.device
+) -> tuple[RunSettings, SweepOptions, dict[str, int]]:
+    """(run settings, the main sweeps' options, each control's compute batch): fit, or fail early in one line
+    (``lewc.pipeline.memplan``; a smaller compute batch changes no number)."""
+    batches = compute_batches_for(pair, ds, options, settings.batch_size_eval, device)
+    settings = dataclasses.replace(settings, batch_size_eval=batches["main"])
+    sweep_options = SweepOptions(
+        n_test=options.n_test,
+        bn_images=options.bn_images,
+        progress=settings.progress,
+        batch_size=settings.batch_size_eval,
+    )
+    return settings, sweep_options, {name: batches[name] for name in CONTROL_NAMES}
+
+
+def add_controls(
+    result: PairResult, pair: Pair, ds, options: AnalysisOptions, sweep_options: SweepOptions, batches: dict[str, int]
+) -> PairResult:
+    """``result`` with the controls run and evaluated (their status complete)."""
+    absent: dict[str, str] = {}
+    controls = run_controls(pair, ds, options, sweep_options, absent, batches)
+    return dataclasses.replace(
+        result,
         controls=controls,
         control_claims={name: evaluate_claims(c) for name, c in controls.items()},
-        align_claims={m: evaluate_claims(r) for m, r in by_align.items() if m != "none"},
         absent_controls=absent,
+        controls_status=CONTROLS_COMPLETE,
     )
+
+
+def analyse_pair(
+    pair: Pair, ds, options: AnalysisOptions, settings: RunSettings, device: torch.device, provenance: dict
+) -> PairResult:
+    """Admit the pair (``lewc.pipeline.admission``), sweep it once per alignment method, run the controls,
+    evaluate every claim (in memory: nothing is published)."""
+    main = analyse_main(pair, ds, options, settings, device, provenance)
+    if not options.controls:
+        return main.result
+    return add_controls(main.result, pair, ds, options, main.sweep_options, main.control_batches)
 
 
 def with_comparisons(stacked: xr.Dataset, claims: list[Claim]) -> xr.Dataset:
@@ -228,9 +307,9 @@ def report_dict(result: PairResult, command: str, figures: list[str], files: dic
         result.controls,
         result.control_claims,
         result.align_claims,
+        result.absent_controls,
+        result.controls_status,
     )
-    for name, why in result.absent_controls.items():
-        rep["controls"][name] = {"note": f"absent: {why}", "claims": []}
     if "admission" in result.results.attrs:  # the gate's record: measured accuracies, the chance opt-in
         rep["admission"] = json.loads(result.results.attrs["admission"])
     return rep
@@ -238,8 +317,13 @@ def report_dict(result: PairResult, command: str, figures: list[str], files: dic
 
 def write_folder(out_dir: Path, result: PairResult, command: str, keep_samples: bool = False) -> dict:
     """Build the whole folder privately, then publish it with one rename; returns report.json's content."""
-    from lewc.reporting import plots
+    return publish_folder(out_dir, result, command, keep_samples)[0]
 
+
+def publish_folder(
+    out_dir: Path, result: PairResult, command: str, keep_samples: bool = False
+) -> tuple[dict, list[tuple[str, str]]]:
+    """``write_folder``, also returning the figures' (stem, caption) pairs."""
     t0 = time.perf_counter()
     out_dir = check_out(out_dir)  # printable; through a symbolic link, its target
     check_writable(out_dir)
@@ -266,10 +350,143 @@ def write_folder(out_dir: Path, result: PairResult, command: str, keep_samples: 
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     log.info(
-        "write: %s (%d files, %.1f MB), %.1f s",
+        "write: %s (%d files, %.1f MB, controls %s), %.1f s",
         out_dir,
         len(figures) + 3 + len(result.controls),
         size / 1e6,
+        result.controls_status.split(":")[0],
         time.perf_counter() - t0,
     )
-    return rep
+    return rep, figures
+
+
+# --- the main results first, then the controls ------------------------------------------------------------
+
+
+def analyse_and_publish(
+    out_dir: Path,
+    pair: Pair,
+    ds,
+    options: AnalysisOptions,
+    settings: RunSettings,
+    device: torch.device,
+    provenance: dict,
+    command: str,
+) -> tuple[dict, xr.Dataset]:
+    """(report, stacked results): the main analysis published first (controls pending), then the controls
+    and the folder republished with them (``complete_controls``, which raises when a control fails)."""
+    main = analyse_main(pair, ds, options, settings, device, provenance)
+    rep, figures = publish_folder(out_dir, main.result, command, settings.keep_samples)
+    if options.controls:
+        rep = complete_controls(
+            out_dir, rep, pair, ds, options, main.sweep_options, main.control_batches, settings.keep_samples, figures
+        )
+    return rep, main.result.results
+
+
+def resume_controls(
+    out_dir: Path, rep: dict, pair: Pair, ds, options: AnalysisOptions, settings: RunSettings, device: torch.device
+) -> dict:
+    """A published folder whose controls are pending or failed, completed: only the controls run."""
+    log.info(
+        "completing %s: its main results are published, its controls are not (%s)", out_dir, rep.get("controls_status")
+    )
+    _, sweep_options, batches = sweep_settings(pair, ds, options, settings, device)
+    return complete_controls(out_dir, rep, pair, ds, options, sweep_options, batches, settings.keep_samples)
+
+
+def complete_controls(
+    out_dir: Path,
+    rep: dict,
+    pair: Pair,
+    ds,
+    options: AnalysisOptions,
+    sweep_options: SweepOptions,
+    batches: dict[str, int],
+    keep_samples: bool,
+    figures: list[tuple[str, str]] | None = None,
+) -> dict:
+    """Run the controls and republish ``out_dir`` (whose report is ``rep``) with them; returns the new report.
+
+    A control that fails republishes the folder with ``controls_status`` "failed: the <name> control: …"
+    (the main results unchanged) and fails the run: out of memory, or a ``LewcError``, as one line naming
+    the published folder (exit 2); any other error as itself (a bug: exit 1)."""
+    absent: dict[str, str] = {}
+    controls: dict[str, xr.Dataset] = {}
+    for name in CONTROL_NAMES:
+        opts = dataclasses.replace(sweep_options, batch_size=batches.get(name, sweep_options.batch_size))
+        try:
+            res = run_control(name, pair, ds, options, opts, absent)
+        except Exception as err:
+            first = (str(err).strip().splitlines() or [""])[0]
+            status = controls_failed(name, f"{type(err).__name__}: {first}" if first else type(err).__name__)
+            log.warning("controls: %s", status)
+            try:
+                republish_controls(out_dir, rep, status, absent=absent, keep_samples=keep_samples, figures=figures)
+            except Exception as again:  # noqa: BLE001 - the control's error is the one to report
+                log.warning("could not record the failed control in %s: %s", out_dir, again)
+            where = f"the main results are published in {out_dir}, without controls"
+            if type(err).__name__ == "OutOfMemoryError":  # torch's, on a GPU: the user's to fix
+                raise LewcError(
+                    f"the device ran out of memory in the {name} control ({where}); rerun with a smaller "
+                    "--batch-size-eval (the default is 500), or --no-controls, or on a device with more memory"
+                ) from None
+            if isinstance(err, LewcError):
+                raise LewcError(f"the {name} control failed ({where}): {first}") from None
+            raise
+        if res is not None:
+            controls[name] = res
+    claims = {name: evaluate_claims(c) for name, c in controls.items()}
+    return republish_controls(out_dir, rep, CONTROLS_COMPLETE, controls, claims, absent, keep_samples, figures)
+
+
+def republish_controls(
+    out_dir: Path,
+    rep: dict,
+    status: str,
+    controls: dict[str, xr.Dataset] | None = None,
+    control_claims: dict[str, list[Claim]] | None = None,
+    absent: dict[str, str] | None = None,
+    keep_samples: bool = False,
+    figures: list[tuple[str, str]] | None = None,
+) -> dict:
+    """Republish the published folder ``out_dir`` (report ``rep``) with ``controls`` and ``status``: its main
+    files carried over unchanged (the figures redrawn from results.nc when their captions, ``figures``,
+    are not given), its report rewritten. Returns the new report."""
+    t0 = time.perf_counter()
+    out_dir = check_out(out_dir)
+    check_writable(out_dir)
+    controls = controls or {}
+    tmp = private_folder(out_dir)
+    try:
+        main_samples = [f for f in rep["files"].get("samples", []) if not f.startswith("control_")]
+        carried = ["results.nc", rep["files"]["summary_csv"], *main_samples]
+        if figures is not None:
+            carried += [f"{stem}.png" for stem, _ in figures]
+        for name in carried:
+            _carry(out_dir / name, tmp / name)
+        if figures is None:
+            stacked = open_results(tmp / "results.nc").load()
+            figures = plots.pair_figures(for_alignment(stacked), tmp, stacked)
+        written = {name: write_results(c, tmp, f"control_{name}", keep_samples) for name, c in controls.items()}
+        files = dict(rep["files"])
+        files["controls"] = {name: f["summary"] for name, f in written.items()}
+        files["samples"] = main_samples + [f["samples"] for f in written.values() if "samples" in f]
+        files["figures"] = [f"{stem}.png" for stem, _ in figures]
+        new = dict(rep, files=files, controls=controls_block(controls, control_claims, absent), controls_status=status)
+        (tmp / "report.md").write_text(report.markdown(new, figures))
+        (tmp / "report.json").write_text(report.dumps(new))
+        publish(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("write: %s with the controls (%s), %.1f s", out_dir, status.split(":")[0], time.perf_counter() - t0)
+    return new
+
+
+def _carry(src: Path, dst: Path) -> None:
+    """``src`` into the private folder: a hard link where the filesystem allows it, else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

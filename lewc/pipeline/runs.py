@@ -4,11 +4,14 @@
 SLURM node) and ``lewc.commands.table1`` build a ``lewc.pipeline.request.Request`` and call ``run``
 (``run_all`` for several pairs: every pair through the gates before any is trained). ``run`` checks
 what depends on this machine once (the device, that the results can be written, the training cost),
-loads each endpoint once, names the results folder once and publishes it:
+loads each endpoint once, names the results folder once and publishes it — the main results first, then
+again with the controls (``lewc.pipeline.pair.analyse_and_publish``: a control that fails leaves the
+main results published, its report saying why):
 
 * ``Configs``: train the pair's missing endpoints (resuming a snapshot), then as ``Checkpoints``;
 * ``Checkpoints``: load lewc checkpoints, measure the endpoints (chance-level ones are refused),
-  analyse, publish; a folder computed from exactly these weights and this dataset is reused;
+  analyse, publish; a folder computed from exactly these weights and this dataset is reused (one whose
+  controls did not complete is completed: only the controls run);
 * ``StateDicts``: plain state dicts plus an architecture (``lewc.pipeline.interop``); never reused.
 """
 
@@ -30,8 +33,9 @@ from lewc.models import get_family
 from lewc.pipeline import interop, memplan
 from lewc.pipeline.endpoints import check_distinct, check_endpoints, checkpoint_folder, ensure_trained, plan_pair
 from lewc.pipeline.folders import AnalysisOptions, check_writable, results_folder, run_provenance
-from lewc.pipeline.pair import RunSettings, analyse_pair, write_folder
+from lewc.pipeline.pair import RunSettings, analyse_and_publish, resume_controls
 from lewc.pipeline.request import Checkpoints, Configs, Request, RunContext, StateDicts
+from lewc.reporting.report import controls_done
 from lewc.reporting.results import open_results
 from lewc.sweep.merge import Pair
 from lewc.training import checkpoints
@@ -160,6 +164,8 @@ def verify_checkpoints(paths: list[Path], options: AnalysisOptions, device: torc
             options.key(),
         )
         report = read_json(out_dir / "report.json", "report")
+        if not controls_done(report):
+            report = resume_controls(out_dir, report, pair, ds, options, settings(ctx), device)
         return Verified(out_dir / "report.json", report, open_results(out_dir / "results.nc").load())
     log.info(
         "load: %s and %s, %s (%d train, %d test images) on %s, %.1f s",
@@ -183,9 +189,8 @@ def verify_checkpoints(paths: list[Path], options: AnalysisOptions, device: torc
     files = {"checkpoint_a": str(paths[0]), "checkpoint_b": str(paths[1])}
     seeds = [meta_a["seed"], meta_b["seed"]]
     provenance = run_provenance(ctx.command, options, device, seeds, files, dataset_identity=ds.identity)
-    result = analyse_pair(pair, ds, options, settings(ctx), device, provenance)
-    report = write_folder(out_dir, result, ctx.command, keep_samples=ctx.keep_samples)
-    return Verified(out_dir / "report.json", report, result.results)
+    report, results = analyse_and_publish(out_dir, pair, ds, options, settings(ctx), device, provenance, ctx.command)
+    return Verified(out_dir / "report.json", report, results)
 
 
 def verify_state_dicts(ends: StateDicts, options: AnalysisOptions, device: torch.device, ctx: RunContext) -> Verified:
@@ -215,6 +220,6 @@ def verify_state_dicts(ends: StateDicts, options: AnalysisOptions, device: torch
     out_dir = ctx.out or results_folder(meta_a, meta_b, options, ds.identity, label=f"{dataset}_{arch.label}")
     files = {"checkpoint_a": str(path_a), "checkpoint_b": str(path_b)}
     provenance = run_provenance(ctx.command, options, device, ["A", "B"], files, dataset_identity=ds.identity)
-    result = analyse_pair(pair, ds, options, settings(ctx, align_cache=False), device, provenance)
-    report = write_folder(out_dir, result, ctx.command, keep_samples=ctx.keep_samples)
-    return Verified(out_dir / "report.json", report, result.results)
+    run_settings = settings(ctx, align_cache=False)
+    report, results = analyse_and_publish(out_dir, pair, ds, options, run_settings, device, provenance, ctx.command)
+    return Verified(out_dir / "report.json", report, results)

@@ -29,6 +29,39 @@ from lewc.stats.claims import Claim, claims_as_dicts, compared_alignment, specs_
 
 REPORT_SCHEMA = "lewc.report/2"  # validated by report.schema.json (package data beside this module)
 
+# ``controls_status``: whether the controls' results are in the folder (they are published after the main
+# results, so a control that fails leaves the main results published: docs/conventions.md)
+CONTROLS_NOT_REQUESTED = "not requested"
+CONTROLS_COMPLETE = "complete"
+CONTROLS_PENDING = "pending: the main results are published first; the controls run next (a rerun completes them)"
+
+
+def controls_failed(name: str, why: str) -> str:
+    """The one-line ``controls_status`` of a run whose ``name`` control failed with ``why``."""
+    first = why.strip().splitlines()[0] if why.strip() else "no message"
+    return f"failed: the {name} control: {first} (the main results stand; a rerun with the same options completes them)"
+
+
+def controls_done(report: dict) -> bool:
+    """Whether ``report`` holds every control it asked for (a report written before the status existed
+    was written after its controls: complete)."""
+    return report.get("controls_status", CONTROLS_COMPLETE) in (CONTROLS_COMPLETE, CONTROLS_NOT_REQUESTED)
+
+
+def controls_block(
+    controls: dict[str, xr.Dataset] | None,
+    control_claims: dict[str, list[Claim]] | None = None,
+    absent: dict[str, str] | None = None,
+) -> dict:
+    """report.json's ``controls``: each control's note and claims; a control that cannot be built, why."""
+    block = {
+        name: {"note": c.attrs.get("control_note", ""), "claims": claims_as_dicts((control_claims or {}).get(name, []))}
+        for name, c in (controls or {}).items()
+    }
+    for name, why in (absent or {}).items():
+        block[name] = {"note": f"absent: {why}", "claims": []}
+    return clean(block)
+
 
 def schema() -> dict:
     """The JSON Schema of report.json (``report.schema.json``, shipped beside this module)."""
@@ -71,6 +104,8 @@ def build_report(
     controls: dict[str, xr.Dataset] | None = None,
     control_claims: dict[str, list[Claim]] | None = None,
     align_claims: dict[str, list[Claim]] | None = None,
+    absent_controls: dict[str, str] | None = None,
+    controls_status: str = CONTROLS_COMPLETE,
 ) -> dict:
     stacked, res = res, for_alignment(res)
     lams = [float(v) for v in res.lam.values]
@@ -123,13 +158,8 @@ def build_report(
         "claims": claims_as_dicts(claims),
         "paper_statistics": paper_block(res),
         "claim_specs": specs_as_dicts(),
-        "controls": {
-            name: {
-                "note": c.attrs.get("control_note", ""),
-                "claims": claims_as_dicts((control_claims or {}).get(name, [])),
-            }
-            for name, c in (controls or {}).items()
-        },
+        "controls": controls_block(controls, control_claims, absent_controls),
+        "controls_status": controls_status,
         "files": files,
         "alignments": {
             method: alignment_summary(for_alignment(stacked, method), (align_claims or {}).get(method, []))
@@ -386,6 +416,8 @@ def markdown(report: dict, figures: list[tuple[str, str]]) -> str:
         ]
     for name, ctl in report.get("controls", {}).items():
         lines.append(f"- {name} control: {ctl['note']}.")
+    if not controls_done(report):
+        lines.append(f"- controls: {report['controls_status']}.")
     for c in report["claims"]:
         spec = report["claim_specs"][c["id"]]
         lines.append(

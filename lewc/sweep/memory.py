@@ -22,10 +22,12 @@ this with a measured peak.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 
 import torch
 
+from lewc.core.errors import LewcError
 from lewc.models import build
 from lewc.sweep.capture import (
     CONDITION_COORDINATES,
@@ -146,10 +148,13 @@ DATASET_IMAGES = {"cifar10": 60_000, "cifar100": 60_000, "mnist": 70_000, "fashi
 
 @dataclass
 class RunPlan:
-    """Peak device bytes of every phase of a verify run at one compute batch; ``peak`` is the largest."""
+    """Peak device bytes of every phase of a verify run; ``peak`` is the largest. ``compute_batch`` is the
+    main sweeps' compute batch; ``batches`` names the compute batch of each sweep (a control's may be
+    smaller: ``plan_run``)."""
 
     compute_batch: int
     phases: dict[str, int]
+    batches: dict[str, int] = field(default_factory=dict)
 
     @property
     def peak(self) -> int:
@@ -159,10 +164,15 @@ class RunPlan:
     def phase(self) -> str:
         return max(self.phases, key=self.phases.__getitem__)
 
+    def batch_for(self, sweep: str) -> int:
+        """The compute batch of ``sweep`` (a phase's name: ``sweep``, ``positive control``, …)."""
+        return self.batches.get(sweep, self.compute_batch)
+
     def describe(self) -> str:
         parts = ", ".join(f"{k} {v / 2**30:.2f}" for k, v in self.phases.items())
         head = f"compute batch {self.compute_batch}: peak {self.peak / 2**30:.2f} GiB ({self.phase})"
-        return f"{head}; GiB by phase: {parts}"
+        own = [f"{k} at compute batch {b}" for k, b in self.batches.items() if b != self.compute_batch]
+        return f"{head}; GiB by phase: {parts}" + (f"; {', '.join(own)}" if own else "")
 
 
 def _bn_phase(model: torch.nn.Module, in_shape: tuple, bn_batch: int) -> int:
@@ -195,12 +205,19 @@ def plan_run(
     bn_batch: int = 500,
     state_cache_bytes: int = STATE_CACHE_BYTES,
     wide_factor: float | None = None,
+    fit_controls: bool = True,
 ) -> RunPlan:
     """Every phase of ``lewc.pipeline.pair.analyse_pair`` at compute batch ``batch``: the admission passes,
     the sweep of each alignment (the original B stays alive beside an aligned one), alignment's buffers,
     and both controls (the positive control's network is twice as wide: ``build_model(2)``; where no
     such network can be built, ``wide_factor`` × the endpoints' sweep bounds it). The dataset is resident
-    throughout. ``build_model(k)`` builds the endpoints' architecture at k× width on the meta device."""
+    throughout. ``build_model(k)`` builds the endpoints' architecture at k× width on the meta device.
+
+    The compute batch is chosen per sweep: the positive control's is the largest of ``batch``, ``batch``/2,
+    … (down to ``MIN_COMPUTE_BATCH``) whose phase fits within the main run's peak (every phase but the
+    controls'), so the 2× wide control adds no peak of its own where it can (``fit_controls=False``: at
+    ``batch``, as before issue 31). The negative control, a 1× network, sweeps at ``batch``. A compute
+    batch changes no number (docs/conventions.md)."""
     model = build_model(1)
     sweep = estimate_model_peak(model, in_shape, batch, n_lams, state_cache_bytes)
     params = sweep.parameters
@@ -212,28 +229,54 @@ def plan_run(
         "sweep": dataset_bytes + sweep.peak,
         "BN re-estimation": dataset_bytes + sweep.resident + bn,
     }
+    batches = {"sweep": batch}
     for method in align:
         if method == "none":
             continue
         phases[f"align {method}"] = dataset_bytes + 3 * params + _align_buffers(model, in_shape, method, batch)
         phases[f"sweep {method}"] = dataset_bytes + params + sweep.peak
+        batches[f"sweep {method}"] = batch
     if controls:
-        bias_free = 2 * params  # the positive control keeps bias-free copies of A and B for its composition
-        try:
-            wide = build_model(2)
-        except Exception:  # a foreign architecture: bounded by a multiple of the endpoints' sweep
-            wide = None
-        if wide is not None:
-            wide_sweep = estimate_model_peak(wide, in_shape, batch, n_lams, state_cache_bytes).peak
-            wide_bn = _bn_phase(wide, in_shape, bn_batch)
-            wide_resident = estimate_model_peak(wide, in_shape, 1, n_lams, state_cache_bytes).resident
-        else:
-            factor = wide_factor or 4.0
-            wide_sweep, wide_bn, wide_resident = int(factor * sweep.peak), int(2 * bn), int(factor * sweep.resident)
-        alive = dataset_bytes + 2 * params + bias_free
-        phases["positive control"] = alive + max(wide_sweep, wide_resident + wide_bn)
+        main_peak = max(phases.values())
+        positive_at = _positive_control_phase(
+            build_model, model, sweep, in_shape, n_lams, dataset_bytes, bn, bn_batch, state_cache_bytes, wide_factor
+        )
+        control_batch = batch
+        while fit_controls and control_batch > MIN_COMPUTE_BATCH and positive_at(control_batch) > main_peak:
+            control_batch = max(MIN_COMPUTE_BATCH, control_batch // 2)
+        phases["positive control"] = positive_at(control_batch)
+        batches["positive control"] = control_batch
         phases["negative control"] = dataset_bytes + params + sweep.peak
-    return RunPlan(batch, phases)
+        batches["negative control"] = batch
+    return RunPlan(batch, phases, batches)
+
+
+def _positive_control_phase(
+    build_model, model, sweep: PeakEstimate, in_shape, n_lams, dataset_bytes, bn, bn_batch, state_cache_bytes, factor
+):
+    """``compute batch → the positive control's phase``: the 2× wide pair's sweep (or its BN re-estimation)
+    beside the endpoints, their bias-free copies (the control's composition) and the dataset."""
+    params = sweep.parameters
+    alive = dataset_bytes + 2 * params + 2 * params  # A and B, and the bias-free copies the control composes
+    try:
+        wide = build_model(2)
+    except Exception:  # a foreign architecture: bounded by a multiple of the endpoints' sweep
+        wide = None
+    if wide is not None:
+        wide_bn = _bn_phase(wide, in_shape, bn_batch)
+        wide_resident = estimate_model_peak(wide, in_shape, 1, n_lams, state_cache_bytes).resident
+
+        def wide_sweep(batch: int) -> int:
+            return estimate_model_peak(wide, in_shape, batch, n_lams, state_cache_bytes).peak
+
+    else:
+        factor = factor or 4.0
+        wide_bn, wide_resident = int(2 * bn), int(factor * sweep.resident)
+
+        def wide_sweep(batch: int) -> int:
+            return int(factor * estimate_model_peak(model, in_shape, batch, n_lams, state_cache_bytes).peak)
+
+    return functools.cache(lambda batch: alive + max(wide_sweep(batch), wide_resident + wide_bn))
 
 
 def estimate_model_peak(
@@ -247,8 +290,6 @@ def fit_compute_batch(plan_at, requested: int, free_bytes: int) -> RunPlan:
     """The largest compute batch (``requested``, halved down to ``MIN_COMPUTE_BATCH``) whose plan fits
     in ``USABLE_FRACTION`` of ``free_bytes``; the compute batch changes no number (docs/conventions.md).
     A run that does not fit even then is a one-line ``LewcError`` naming the fix."""
-    from lewc.core.errors import LewcError
-
     budget = int(USABLE_FRACTION * free_bytes)
     batch = requested
     while True:
