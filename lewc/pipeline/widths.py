@@ -8,7 +8,7 @@ import numpy as np
 import xarray as xr
 
 from lewc.core.io import write_json_atomic
-from lewc.reporting import report
+from lewc.reporting import plots, report
 from lewc.reporting.results import (
     BARRIER_NAMES,
     SWEEP_SCHEMA,
@@ -116,8 +116,6 @@ def write_sweep(
     command: str,
 ) -> None:
     """The combined sweep folder: sweep.nc, verdicts over pairs per width, figures."""
-    from lewc.reporting import plots
-
     sweep = sweep_dataset(results, widths, len(pairs), command)
     write_netcdf(sweep, out_dir / "sweep.nc")
     table = sweep_table(sweep)
