@@ -480,7 +480,7 @@ def republish_controls(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    log.info("write: %s with the controls (%s), %.1f s", out_dir, status.split(":")[0], time.perf_counter() - t0)
+    log.info("write controls: %s (%s), %.1f s", out_dir, status.split(":")[0], time.perf_counter() - t0)
     return new
 
 
