@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # BN networks' real pairs (ResNet-20 ×½ and VGG-11 ×¼ on Fashion-MNIST, two pairs each), trained and
 # verified on 2 CPU cores by their study specs (resumable: a rerun reuses checkpoints and analyses),
-# then the trend tables over both studies. Run from a worktree pinned at a commit:
+# each study.md the product (lewc trend fits MLP width trends only). Run from a worktree pinned at a commit:
 #   git worktree add --detach /work/wt-bn <commit>; nohup experiments/specs/run_bn_pairs_cpu.sh &
 set -u
 WT=${WT:-/work/wt-bn}
@@ -13,5 +13,4 @@ for spec in bn_resnet20_fmnist bn_vgg11_fmnist; do
   echo "=== $(date -u +%FT%TZ) $spec"
   "$PY" -m lewc.commands.study "experiments/specs/$spec.toml" --parallel 1 || echo "study $spec exited $?"
 done
-"$PY" -m lewc.commands.trend "$LEWC_DATA"/studies/bn_* --out "$LEWC_DATA/trend_bn" || echo "trend exited $?"
 echo "=== $(date -u +%FT%TZ) done"
