@@ -122,3 +122,22 @@ def test_the_tail_trend_separates_a_falling_barrier_from_a_floor(tmp_path):
     t = rows_by(trend.fit_table(trend.load_points([flat])), "none", "acc_mid")["tail"]
     assert t["slope_ci"][0] < 0 < t["slope_ci"][1] and abs(t["slope_per_doubling"]) < 0.1
     assert t["mean"] == pytest.approx(5.0, abs=0.1) and t["mean_ci"][0] > 3.0
+
+
+def test_the_tail_forecast_at_3x8192_covers_one_new_pair_95_percent_of_the_time():
+    """The extrapolated prediction interval is an interval for one new pair: on a law linear in log2(w)
+    with Gaussian pair scatter, measured at 3×{1024, 2048, 4096} with two pairs each, a new pair drawn at
+    3×8192 falls inside it in ≈ 95% of repetitions (binomial bounds for 400 draws). On a flat law the
+    forecast is the floor."""
+    rng = np.random.default_rng(0)
+    widths = np.repeat([1024, 2048, 4096], 2).astype(float)
+    law = lambda w: 9.0 - 2.0 * np.log2(w / 1024)  # noqa: E731
+    inside = 0
+    for _ in range(400):
+        t = trend.tail_trend(widths, law(widths) + rng.normal(0, 1.0, len(widths)))
+        new = law(8192) + rng.normal(0, 1.0)
+        inside += t["predicted_pi"][0] <= new <= t["predicted_pi"][1]
+        assert t["predict_width"] == 8192 and t["predicted_pi"][0] < t["predicted"] < t["predicted_pi"][1]
+    assert 0.92 <= inside / 400 <= 0.98, inside
+    flat = trend.tail_trend(widths, 5.0 + rng.normal(0, 0.05, len(widths)))
+    assert flat["predicted"] == pytest.approx(5.0, abs=0.2) and flat["predicted_pi"][0] < 5.0 < flat["predicted_pi"][1]

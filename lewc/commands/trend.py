@@ -153,6 +153,9 @@ def bootstrap(
 TAIL_WIDTHS = 3  # the widest widths whose trend is tested separately from the power law
 
 
+PREDICT_WIDTH = 8192  # the paper's MLP ×16: 3×8192 hidden units
+
+
 def tail_trend(widths: np.ndarray, values: np.ndarray, k: int = TAIL_WIDTHS) -> dict | None:
     """Is the barrier still falling over the ``k`` widest widths? OLS of the per-pair values on log2(w).
 
@@ -174,7 +177,13 @@ def tail_trend(widths: np.ndarray, values: np.ndarray, k: int = TAIL_WIDTHS) -> 
     fit = sm.OLS(v, sm.add_constant(np.log2(w))).fit()
     slope_ci = fit.conf_int(0.05)[1]
     mean = sm.OLS(v, np.ones_like(v)).fit()
+    # one new pair at PREDICT_WIDTH, extrapolated along the same line: the observation interval (the
+    # line's uncertainty plus one pair's scatter, points − 2 d.f.) — what an independent run there tests
+    at = fit.get_prediction(np.array([[1.0, np.log2(PREDICT_WIDTH)]])).summary_frame(alpha=0.05).iloc[0]
     return dict(
+        predict_width=PREDICT_WIDTH,
+        predicted=float(at["mean"]),
+        predicted_pi=[float(at["obs_ci_lower"]), float(at["obs_ci_upper"])],
         widths=[int(x) for x in tail],
         slope_per_doubling=float(fit.params[1]),
         slope_ci=[float(slope_ci[0]), float(slope_ci[1])],
@@ -536,8 +545,13 @@ def markdown(rows: list[dict], command: str) -> str:
         "the change, points − 1 for the mean). When the change per doubling's interval holds 0, the mean over these",
         "widths is the floor the data show.",
         "",
-        f"| {RECIPE_HEAD} | align | barrier | widths | change per doubling [95% CI] | mean over them [95% CI] |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"The last column extrapolates the same line to 3×{PREDICT_WIDTH} (the paper's MLP ×16): the 95% prediction",
+        "interval of one new pair there (the line's uncertainty and one pair's scatter, points − 2 d.f.). It assumes",
+        "the change per doubling stays what the widest widths measured: a forecast to test, not a measurement.",
+        "",
+        f"| {RECIPE_HEAD} | align | barrier | widths | change per doubling [95% CI] | mean over them [95% CI] "
+        f"| at 3×{PREDICT_WIDTH}: one new pair [95% PI] |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         t = r.get("tail")
@@ -549,7 +563,8 @@ def markdown(rows: list[dict], command: str) -> str:
         lines.append(
             f"| {recipe_cells(r)} | {r['align']} | {r['metric']} ({unit}) "
             f"| 3×{{{'/'.join(str(w) for w in t['widths'])}}} | {t['slope_per_doubling']:.3g} [{lo:.3g}, {hi:.3g}] "
-            f"| {t['mean']:.3g} [{m_lo:.3g}, {m_hi:.3g}] |"
+            f"| {t['mean']:.3g} [{m_lo:.3g}, {m_hi:.3g}] "
+            f"| {t['predicted']:.3g} [{t['predicted_pi'][0]:.3g}, {t['predicted_pi'][1]:.3g}] |"
         )
     return "\n".join(lines) + "\n"
 
