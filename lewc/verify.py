@@ -12,7 +12,8 @@ The last line printed is the path of ``report.json``.
 ``--seeds 0,1,2,3`` forms pairs (0,1), (2,3): each pair gets its own folder, and the verdicts are
 combined over pairs (the mean's t-interval over pairs, n − 1 d.f., and one new pair's prediction
 interval; one pair's intervals are over its test images only). ``--widths 1,4,16`` repeats that per
-width and writes ``sweep.nc`` with ``width`` and ``pair`` dimensions.
+width and writes the grid product a study writes (``study.nc`` over ``width`` × ``pair``, ``study.md``,
+figures) beside ``report.json`` (the verdicts over pairs per width).
 
 Exit codes: 0 ran (whatever the verdicts), 2 bad input (one line, nothing written), 1 internal error.
 """
@@ -270,22 +271,30 @@ def main(argv: list[str] | None = None) -> None:
         return
     pairs = [(seeds[i], seeds[i + 1]) for i in range(0, len(seeds), 2)]
     done_all = dict(zip(requests, run_all(list(requests.values())), strict=True))  # every pair gated first
-    results, report_paths, combined = {}, {}, {}
+    combined = {}
     for w in widths:
         for p, seed_pair in enumerate(pairs):
-            done = done_all[(w, p)]
-            log.info(
-                "width %d, seeds %s: %s",
-                w,
-                seed_pair,
-                ", ".join(f"{c['id']} {c['verdict']}" for c in done.report["claims"]),
-            )
-            results[(w, p)] = done.results
-            report_paths[f"w{w}_p{p}"] = str(done.report_path)
-        combined[w] = evaluate_verdicts([results[(w, p)] for p in range(len(pairs))])
-    dataset = args.dataset or results[(widths[0], 0)].attrs["dataset"]
+            claims = done_all[(w, p)].report["claims"]
+            log.info("width %d, seeds %s: %s", w, seed_pair, ", ".join(f"{c['id']} {c['verdict']}" for c in claims))
+        combined[w] = evaluate_verdicts([done_all[(w, p)].results for p in range(len(pairs))])
+    dataset = args.dataset or done_all[(widths[0], 0)].results.attrs["dataset"]
     folder = args.out or sweep_folder(dataset, args.model, widths, seeds, options)
-    write_sweep(folder, results, widths, pairs, report_paths, combined, command_line())
+    write_sweep(folder, done_all, widths, pairs, combined, sweep_settings(args, dataset, seeds), command_line())
+
+
+def sweep_settings(args: argparse.Namespace, dataset: str, seeds: list[int]) -> dict:
+    """What a width sweep's study.nc records as its spec: the model, data, recipe and the recipe flags given
+    (as grid-axis names, so ``lewc trend`` reads them as a study's fixed settings)."""
+    flags = {k: getattr(args, k) for k in ("epochs", "lr", "wd", "norm", "base_width", "depth", "batch_size")}
+    flags |= {k: getattr(args, k, None) for k in ("schedule", "inputs")}
+    overrides = {k: v for k, v in flags.items() if v is not None} | ({"bias": False} if args.no_bias else {})
+    return {
+        "model": args.model,
+        "dataset": dataset,
+        "recipe": getattr(args, "recipe", None),
+        "seeds": seeds,
+        "overrides": overrides,
+    }
 
 
 def finish(path: Path, rep: dict, args: argparse.Namespace) -> None:

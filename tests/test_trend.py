@@ -141,3 +141,26 @@ def test_the_tail_forecast_at_3x8192_covers_one_new_pair_95_percent_of_the_time(
     assert 0.92 <= inside / 400 <= 0.98, inside
     flat = trend.tail_trend(widths, 5.0 + rng.normal(0, 0.05, len(widths)))
     assert flat["predicted"] == pytest.approx(5.0, abs=0.2) and flat["predicted_pi"][0] < 5.0 < flat["predicted_pi"][1]
+
+
+def test_a_width_sweeps_fixed_recipe_flags_are_read_like_a_studys_axes(tmp_path):
+    """verify --widths records its recipe flags as the spec's ``overrides``: the trend groups its cells by
+    them and computes Σ lr·wd from them, exactly as for a study whose grid varies them."""
+    names = ["acc_mid", "loss_mid_raw", "loss_mid_cal"]
+
+    def study(folder, dims, coords, spec):
+        values = np.full([len(v) for v in coords.values()] + [1, 1, 3], 5.0)
+        ds = xr.Dataset(
+            {"barrier": ([*dims, "pair", "align", "barrier_name"], values)},
+            coords=coords | {"pair": [0], "align": ["none"], "barrier_name": names},
+            attrs={"model": "mlp", "spec": json.dumps(spec)},
+        )
+        (tmp_path / folder).mkdir()
+        ds.to_netcdf(tmp_path / folder / "study.nc")
+        return trend.study_points(tmp_path / folder / "study.nc")
+
+    sweep = study("sweep", ["width"], {"width": [1]}, {"model": "mlp", "dataset": "mnist", "overrides": {"epochs": 30}})
+    grid = study("grid", ["width", "epochs"], {"width": [1], "epochs": [30]}, {"model": "mlp", "dataset": "mnist"})
+    keys = ("epochs", "wd", "bias", "decay")
+    assert {tuple(r[k] for k in keys) for r in sweep} == {tuple(r[k] for k in keys) for r in grid}
+    assert sweep[0]["epochs"] == 30 and sweep[0]["decay"] > 0

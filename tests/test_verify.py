@@ -284,15 +284,26 @@ def test_width_sweep_and_paper_figures(tmp_path, isolated_data_home, synthetic, 
         capsys,
     )
     assert code == 0, stderr
-    report_path = stdout.strip().splitlines()[-1]
-    summary = json.loads(open(report_path).read())
-    assert summary["widths"] == [1, 2] and len(summary["barriers"]["1"]["acc_mid"]) == 2
-    from lewc.reporting.results import open_results
+    report_path = Path(stdout.strip().splitlines()[-1])
+    summary = json.loads(report_path.read_text())
+    assert summary["schema"] == "lewc.sweep-report/3" and summary["widths"] == [1, 2] and len(summary["pairs"]) == 2
+    from lewc.reporting.results import STUDY_SCHEMA, open_results
 
-    sweep = open_results(report_path.replace("report.json", "sweep.nc"))
-    assert dict(sweep.barrier_loss_cal.sizes) == {"width": 2, "pair": 2, "at": 2, "align": 2}
-    assert sweep.barrier_acc.attrs["units"] == "pp" and sweep.barrier_loss_cal.attrs["units"] == "nats"
-    assert list(sweep.align.values) == ["none", "weights"]
+    # one product for every width sweep: the study's study.nc over width × pair, with its figures and study.md
+    study = open_results(report_path.with_name("study.nc"), STUDY_SCHEMA).load()
+    assert dict(study.barrier.sizes) == {"width": 2, "pair": 2, "align": 2, "barrier_name": 3}
+    assert list(study.align.values) == ["none", "weights"] and (study.error.values == "").all()
+    for key, pair_report in summary["pair_reports"].items():  # each pair's numbers, as its own report has them
+        w, p = int(key[1 : key.index("_")]), int(key[key.index("_p") + 2 :])
+        rep = json.loads(Path(pair_report).read_text())
+        cell = study.barrier.sel(width=w, pair=p, align="none")
+        assert float(cell.sel(barrier_name="acc_mid")) == pytest.approx(rep["barriers"]["acc_mid"]["value"], abs=1e-9)
+    spec = json.loads(study.attrs["spec"])
+    assert spec["dataset"] == "synthetic" and spec["overrides"]["epochs"] == 2 and spec["seeds"] == [0, 1, 2, 3]
+    for stem in ("study_barrier_vs_width", "study_beta_vs_width"):
+        assert (report_path.parent / f"{stem}.png").is_file()
+    assert "# Width sweep" in report_path.with_name("study.md").read_text()
+    assert not list(report_path.parent.glob("sweep.nc"))
     gap = {c["id"]: c for c in summary["claims_over_pairs"]["1"]}["permutation_gap"]
     assert gap["n_pairs"] == 2 and len(gap["per_pair"]) == 2
     from lewc.commands.figs import main as figs_main
@@ -351,7 +362,7 @@ def test_paper_figs_ignores_a_killed_runs_leftovers(tmp_path, trained_pair, isol
     assert found == [folder / "results.nc"]
 
 
-@pytest.mark.parametrize("kind", ["foreign", "garbage", "foreign_sweep"])
+@pytest.mark.parametrize("kind", ["foreign", "garbage", "foreign_study"])
 def test_paper_figs_refuses_foreign_files_in_one_line(tmp_path, kind):
     """A netCDF file lewc did not write (or not netCDF at all) is exit 2 with the file named."""
     import xarray as xr
@@ -360,7 +371,7 @@ def test_paper_figs_refuses_foreign_files_in_one_line(tmp_path, kind):
 
     folder = tmp_path / "results" / "someone_else"
     folder.mkdir(parents=True)
-    name = "sweep.nc" if kind == "foreign_sweep" else "results.nc"
+    name = "study.nc" if kind == "foreign_study" else "results.nc"
     if kind == "garbage":
         (folder / name).write_bytes(b"not a netCDF file at all")
     else:

@@ -1,7 +1,8 @@
-"""``python -m lewc.commands.figs``: every figure from stored ``results.nc`` / ``sweep.nc`` files, never a model.
+"""``python -m lewc.commands.figs``: every figure from stored ``results.nc`` / ``study.nc`` files, never a model.
 
-It scans ``--results`` (default ``data/results``) for per-pair ``results.nc`` and width-sweep
-``sweep.nc`` files, groups pairs by (dataset, model), and writes PNG + PDF figures and an
+It scans ``--results`` (default ``data/results``) for per-pair ``results.nc`` files and for the
+``study.nc`` of width sweeps (``verify --widths``), and ``data/studies`` for the studies' ``study.nc``,
+groups pairs by (dataset, model), and writes PNG + PDF figures and an
 ``index.md`` with each figure's caption and the command that produced its data into ``--out``
 (default ``data/figures``).
 """
@@ -21,7 +22,7 @@ from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.core.io import data_home, reading
 from lewc.pipeline.folders import check_writable, private_folder
 from lewc.reporting import plots
-from lewc.reporting.results import RESULTS_SCHEMA, STUDY_SCHEMA, SWEEP_SCHEMA, open_results
+from lewc.reporting.results import RESULTS_SCHEMA, STUDY_SCHEMA, open_results
 from lewc.reporting.study_plots import study_figures
 
 log = logging.getLogger("lewc.commands.figs")  # not __name__: that is "__main__" under python -m
@@ -33,7 +34,7 @@ def _published(path: Path, root: Path) -> bool:
 
 
 def collect_results(results_dir: Path, name: str = "results.nc") -> list[Path]:
-    """Published ``results.nc`` (or ``sweep.nc``) files under ``results_dir``, sorted."""
+    """Published ``results.nc`` (or ``study.nc``) files under ``results_dir``, sorted."""
     return sorted(p for p in results_dir.rglob(name) if _published(p, results_dir))
 
 
@@ -83,12 +84,12 @@ def make_figures(results_dir: Path, out_dir: Path) -> list[dict]:
 
 def draw_figures(results_dir: Path, out_dir: Path) -> list[dict]:
     pair_files = collect_results(results_dir)
-    sweep_files = collect_results(results_dir, "sweep.nc")
-    if not pair_files and not sweep_files and not collect_results(results_dir.parent / "studies", "study.nc"):
-        raise LewcError(f"no results.nc or sweep.nc under {results_dir}; run python -m lewc.verify first")
+    study_files = collect_results(results_dir, "study.nc")  # width sweeps (verify --widths)
+    study_files += collect_results(results_dir.parent / "studies", "study.nc")  # lewc study
+    if not pair_files and not study_files:
+        raise LewcError(f"no results.nc or study.nc under {results_dir}; run python -m lewc.verify first")
     pair_groups = group_pairs(pair_files)  # refuses foreign files before anything is written
-    sweeps = [(f, load_file(f, SWEEP_SCHEMA)) for f in sweep_files]
-    studies = [(f, load_file(f, STUDY_SCHEMA)) for f in collect_results(results_dir.parent / "studies", "study.nc")]
+    studies = [(f, load_file(f, STUDY_SCHEMA)) for f in study_files]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -119,10 +120,6 @@ def draw_figures(results_dir: Path, out_dir: Path) -> list[dict]:
             drawn = study_figures(study, out_dir, f"study_{f.parent.name}", ("png", "pdf"))
         for stem, caption in drawn:
             made.append({"figure": stem, "caption": caption, "commands": [study.attrs.get("command", "?")]})
-    for f, sweep in sweeps:
-        tag = f.parent.name
-        emit(f"{tag}_barrier_vs_width", plots.barrier_vs_width, sweep, [sweep])
-        emit(f"{tag}_beta_vs_width", plots.beta_vs_width, sweep, [sweep])
     lines = [
         "# lewc figures",
         "",

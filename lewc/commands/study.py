@@ -69,7 +69,6 @@ from pathlib import Path
 
 import torch
 
-from lewc.commands.study_assemble import combine
 from lewc.commands.study_executors import (
     SLURM_DEFAULTS,
     SLURM_FLAGS,
@@ -82,13 +81,11 @@ from lewc.commands.study_executors import (
     slurm_submission,
     submit_array,
 )
-from lewc.commands.study_report import write_outputs
 from lewc.commands.study_spec import (
     AXES,
     MAX_PAIRS,
     SLURM_ALIASES,
     STUDY_KEYS,
-    Outcome,
     StudySpec,
     job_command,
     job_file,
@@ -109,13 +106,14 @@ from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.core.io import data_home
 from lewc.pipeline.endpoints import checkpoint_folder, training_cost_seconds
 from lewc.pipeline.folders import check_writable
+from lewc.pipeline.grid_product import Outcome, combine, write_outputs
 from lewc.training import checkpoints
 
 # The study is split by job into sibling modules: ``study_spec`` (the TOML parsed and checked, each job a
 # verify request), ``study_executors`` (in-process, local subprocesses, a SLURM array; stopping a job's
-# process tree), ``study_state`` (finished/submitted/failed jobs from disk: ``--status``, ``--collect``),
-# ``study_assemble`` (study.nc) and ``study_report`` (study.md, figures, outcomes.json); this module is
-# the command line (the cost estimate, the runs) and keeps their public names.
+# process tree), ``study_state`` (finished/submitted/failed jobs from disk: ``--status``, ``--collect``);
+# ``lewc.pipeline.grid_product`` writes study.nc, study.md and the figures (verify --widths writes the same
+# product); this module is the command line (the cost estimate, the runs) and keeps their public names.
 __all__ = [  # the command line, and the public names of the study's modules
     "AXES",
     "MAX_PAIRS",
@@ -298,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
 def finish(spec: StudySpec, folder: Path, outcomes: list[Outcome], command: str) -> None:
     """Write study.nc/study.md from the outcomes; the last line printed is study.nc's path."""
     folder.mkdir(parents=True, exist_ok=True)
-    md = write_outputs(spec, folder, outcomes, command)
+    md = write_outputs(spec.product(), folder, outcomes, command)
     failed = sum(1 for o in outcomes if o.error)
     log.info("%d/%d job(s) ok; %s", len(outcomes) - failed, len(outcomes), md)
     print(folder / "study.nc")

@@ -13,10 +13,11 @@ import psutil
 import submitit
 import torch
 
-from lewc.commands.study_spec import Outcome, StudySpec
+from lewc.commands.study_spec import StudySpec
 from lewc.commands.study_state import record_submitted
 from lewc.core import logs
 from lewc.core.errors import LewcError
+from lewc.pipeline.grid_product import Outcome
 from lewc.pipeline.request import Request
 from lewc.pipeline.runs import run
 

@@ -1,12 +1,11 @@
 """The study's spec: the TOML file parsed and checked, its cells, and each (cell, pair) as a verify request.
 
 Also the ``[slurm]`` table checked against submitit's own parameter names (a spec error is one line
-before anything runs) and a job's ``Outcome`` (its results folder or its error).
+before anything runs); the product it builds is ``lewc.pipeline.grid_product``'s ``Grid``.
 """
 
 from __future__ import annotations
 
-import itertools
 import shlex
 import tomllib
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from lewc.core.errors import LewcError
 from lewc.core.io import write_atomic
 from lewc.core.validate import check_bool, check_int, check_number, check_plain_name, short
 from lewc.models import get_family
+from lewc.pipeline.grid_product import Grid
 from lewc.pipeline.request import MIN_TEST_IMAGES, Configs, Request, RunContext, analysis_options
 from lewc.training.data import dataset_info
 from lewc.training.recipe import MAX_COUNT, RECIPES, default_config
@@ -59,8 +59,11 @@ class StudySpec:
     slurm: dict = field(default_factory=dict)
 
     def cells(self) -> list[dict]:
-        names = list(self.grid)
-        return [dict(zip(names, values, strict=True)) for values in itertools.product(*self.grid.values())]
+        return self.product().cells()
+
+    def product(self) -> Grid:
+        """The grid this spec's study.nc is over; its settings (the whole spec) become study.nc's ``spec``."""
+        return Grid(self.name, self.model, self.pairs, self.grid, self.align, dict(self.__dict__))
 
     def job(self, cell: dict, pair: int, command: str = "") -> Request:
         """One (cell, pair) as a ``lewc.pipeline.request.Request``: what the worker runs (from its JSON file)."""
@@ -205,16 +208,6 @@ def check_cells(spec: StudySpec) -> None:
             spec.job(cell, 0)
         except LewcError as err:
             raise LewcError(f"cell {cell}: {err}") from None
-
-
-@dataclass
-class Outcome:
-    """What became of one (cell, pair) job: its results folder, or its error (one line)."""
-
-    cell: dict
-    pair: int
-    folder: str | None = None
-    error: str | None = None
 
 
 # --- SLURM parameters: the spec's [slurm] table, checked against submitit's own lists ------------------------

@@ -9,11 +9,12 @@ from pathlib import Path
 
 from submitit.core.utils import JobPaths, pickle_load
 
-from lewc.commands.study_spec import Outcome, StudySpec
+from lewc.commands.study_spec import StudySpec
 from lewc.core.errors import LewcError
 from lewc.core.io import read_json, reading, write_json_atomic
 from lewc.pipeline.endpoints import checkpoint_folder
 from lewc.pipeline.folders import results_folder
+from lewc.pipeline.grid_product import Outcome
 from lewc.reporting.results import RESULTS_SCHEMA, open_results
 from lewc.training import checkpoints
 from lewc.training.data import dataset_identity

@@ -246,10 +246,11 @@ def study_points(path: Path) -> list[dict]:
         raise LewcError(f"lewc trend fits MLP width trends; {path} is a {model} study")
     dataset = spec.get("dataset") or family.default_dataset
     cell_axes = [d for d in ds.barrier.dims if d not in ("pair", "align", "barrier_name")]
+    fixed = dict(spec.get("overrides", {}))  # a verify sweep's recipe flags (a study's vary on its axes)
     stacked = ds.barrier.stack(cell=cell_axes) if cell_axes else ds.barrier.expand_dims(cell=[0])
     for k in range(stacked.sizes["cell"]):
         cell = stacked.isel(cell=k)
-        coords = {a: cell.coords[a].item() for a in cell_axes}
+        coords = fixed | {a: cell.coords[a].item() for a in cell_axes}
         base = int(coords.get("base_width", family.base_width))
         hidden = base * int(coords.get("width", 1))
         group = {"dataset": dataset, "epochs": coords.get("epochs"), "wd": coords.get("wd")}

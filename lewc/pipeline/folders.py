@@ -114,7 +114,7 @@ def results_folder(
 
 
 def sweep_folder(dataset: str, model: str, widths: list[int], seeds: list[int], options: AnalysisOptions) -> Path:
-    """The folder of several pairs and widths combined (``sweep.nc``); long lists are hashed instead of spelled."""
+    """The folder of several pairs and widths combined (a width sweep's ``study.nc``); long lists are hashed."""
     name = f"{dataset}_{model}_sweep_w{'-'.join(map(str, widths))}_s{'-'.join(map(str, seeds))}_a{options.key()}"
     if len(name) > 200:
         digest = hashlib.sha256(f"{widths}/{seeds}".encode()).hexdigest()[:12]

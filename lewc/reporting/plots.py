@@ -19,7 +19,7 @@ import xarray as xr  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from lewc.core.io import atomic_path  # noqa: E402
-from lewc.reporting.results import alignments, barrier, for_alignment  # noqa: E402
+from lewc.reporting.results import alignments, for_alignment  # noqa: E402
 
 
 def _width(res: xr.Dataset) -> int:
@@ -317,52 +317,6 @@ def ensemble_agreement(results: Sequence[xr.Dataset]):
         "ensemble (1-λ) z_A + λ z_B (dashed, open, shifted right by 0.006 so that equal values stay "
         "visible), each calibrated on the calib split."
     )
-
-
-def barrier_vs_width(sweep: xr.Dataset):
-    """Barriers at λ = ½ against width, mean over pairs with the per-pair values as points."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    widths = sweep.width.values
-    for ax, names, title in (
-        (axes[0], ["acc_mid"], "accuracy barrier at λ = ½ (pp)"),
-        (axes[1], ["loss_mid_raw", "loss_mid_cal"], "loss barrier at λ = ½ (nats)"),
-    ):
-        methods = alignments(sweep)
-        for name in names:
-            color = None
-            for method, style in zip(methods, ["-", "--", ":", "-."], strict=False):
-                sel = barrier(sweep, name)
-                vals = for_alignment(sel, method).transpose("width", "pair").values
-                mean = np.nanmean(vals, axis=1)
-                label = name if method == "none" else f"{name}, {method} matching"
-                line = ax.plot(widths, mean, marker="o", ls=style, color=color, label=label)[0]
-                color = line.get_color()
-                for p in range(vals.shape[1]):
-                    ax.scatter(widths, vals[:, p], color=color, s=10, alpha=0.6)
-        ax.axhline(0, color="gray", lw=0.8)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("width multiplier")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return fig, (
-        "Barriers at λ = ½ against width, without permutation (solid) and after alignment (dashed): "
-        "line = mean over seed pairs, dots = individual pairs."
-    )
-
-
-def beta_vs_width(sweep: xr.Dataset):
-    sweep = for_alignment(sweep)
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for lam in (0.0, 0.3, 0.5):
-        vals = sweep.beta.sel(lam=lam, method="nearest").values
-        ax.plot(sweep.width.values, np.nanmean(vals, axis=1), marker="o", label=f"λ = {lam}")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("width multiplier")
-    ax.set_ylabel("β (mean over pairs)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return fig, "Fitted inverse temperature against width."
 
 
 def pair_figures(res: xr.Dataset, out_dir: Path, stacked: xr.Dataset | None = None) -> list[tuple[str, str]]:

@@ -23,7 +23,6 @@ from lewc.core.io import atomic_path
 from lewc.stats.claims import CLAIMS, get_claim
 
 RESULTS_SCHEMA = "lewc.results/3"
-SWEEP_SCHEMA = "lewc.sweep/3"
 STUDY_SCHEMA = "lewc.study/1"
 DIMENSION_ORDER = ("width", "pair", "align", "lam", "kind", "split", "layer")  # leading dims, in this order
 
