@@ -25,7 +25,7 @@ META = {
 def saved(tmp_path):
     torch.manual_seed(0)
     model = build("vgg11", 1, 10, (3, 16, 16), norm="bn", base_width=8).eval()
-    path = checkpoints.save(model, tmp_path / "m", META)
+    path = checkpoints.save(model, tmp_path / "m", checkpoints.CheckpointMeta.record(**META))
     return model, path
 
 
@@ -40,7 +40,8 @@ def test_save_load_round_trip_gives_identical_outputs(saved):
     loaded, meta = checkpoints.load(path)
     x = torch.randn(4, 3, 16, 16)
     assert torch.equal(model(x), loaded(x))
-    assert meta["sha256"] and meta["torch_version"] == torch.__version__ and meta["seed"] == 0
+    assert isinstance(meta, checkpoints.CheckpointMeta)
+    assert meta.sha256 and meta.torch_version == torch.__version__ and meta.seed == 0
 
 
 def test_atomically_written_files_get_the_usual_mode(saved):
@@ -98,7 +99,7 @@ def test_nan_weights_are_refused_on_save(tmp_path):
         model.head.weight[0, 0] = float("nan")
     meta = META | {"model": "mlp", "norm": "none", "base_width": 32, "depth": 3}
     with pytest.raises(LewcError, match="non-finite"):
-        checkpoints.save(model, tmp_path / "nan", meta)
+        checkpoints.save(model, tmp_path / "nan", checkpoints.CheckpointMeta.record(**meta))
     assert not list(tmp_path.iterdir())
 
 
@@ -133,7 +134,7 @@ def test_a_sidecar_written_the_old_way_reads_as_a_typed_record_and_writes_back_u
     side.write_text(json.dumps(old, indent=2) + "\n")
     record = checkpoints.read_checkpoint_meta(path)
     assert record.model == "vgg11" and record.width == 1 and record.depth is None and record.in_shape == [3, 16, 16]
-    assert record.sha256 == old["sha256"] == checkpoints.load(path)[1]["sha256"]
+    assert record.sha256 == old["sha256"] == checkpoints.load(path)[1].sha256
     assert record.extra == {"a_later_field": [1, 2]}
     assert record.to_dict() == old and list(record.to_dict()) == list(old)  # same fields, same order
     assert checkpoints.CheckpointMeta.from_dict(record.to_dict()) == record
