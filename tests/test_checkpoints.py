@@ -159,3 +159,19 @@ def test_train_config_and_the_sidecar_share_one_set_of_limits():
             with pytest.raises(LewcError, match=rf"must be in \[1, {hi}\], got {hi + 1}"):
                 check(hi + 1, key)
             check(hi, key)
+
+
+def test_a_derived_record_keeps_the_sidecars_field_order_and_appends_what_it_adds(saved):
+    """``dataclasses.replace`` derives records (an aligned B, a control's endpoint): ``to_dict`` is the
+    sidecar's object with the changed values in place and new fields after, as ``dict(meta, **new)`` was."""
+    import dataclasses
+
+    _, path = saved
+    old = json.loads(checkpoints.sidecar_path(path).read_text())
+    record = checkpoints.read_checkpoint_meta(path)
+    derived = dataclasses.replace(record, width=2, alignment={"method": "weights"}, extra={"control": "positive"})
+    assert derived.to_dict() == old | {"width": 2, "alignment": {"method": "weights"}, "control": "positive"}
+    assert list(derived.to_dict()) == [*old, "alignment", "control"]
+    built = checkpoints.CheckpointMeta.record(model="m", norm=None, cls="any name", width=1)
+    assert built.to_dict() == {"model": "m", "norm": None, "cls": "any name", "width": 1}
+    assert built.sha256 is None and built.schema is None

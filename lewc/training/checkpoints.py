@@ -283,9 +283,10 @@ class CheckpointMeta:
         return cls.record(**meta)
 
     @classmethod
-    def record(cls, **fields: Any) -> CheckpointMeta:
-        """A record of exactly ``fields``, unchecked (see the class docstring): unknown names go to ``extra``,
-        required fields not given are None, and ``to_dict`` gives back ``fields`` in their order."""
+    def record(cls, /, **fields: Any) -> CheckpointMeta:
+        """A record of exactly ``fields``, unchecked (see the class docstring): unknown names go to ``extra``
+        (any name: ``cls`` is positional-only), required fields not given are None, and ``to_dict`` gives
+        back ``fields`` in their order."""
         known = _field_names()
         values = dict.fromkeys(REQUIRED_FIELDS) | {"schema": None}
         values |= {k: v for k, v in fields.items() if k in known}
