@@ -11,6 +11,7 @@ from lewc.pipeline.api import device_dataset
 from lewc.pipeline.folders import AnalysisOptions
 from lewc.pipeline.pair import RunSettings, analyse_pair
 from lewc.sweep.merge import Pair
+from lewc.training.checkpoints import CheckpointMeta
 
 IN_SHAPE = (3, 8, 8)
 N_CLASSES = 4
@@ -27,20 +28,20 @@ def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.where(flip, torch.randint(0, N_CLASSES, (n,), generator=gen), y)
 
 
-def meta(model: str, base_width: int, seed: int) -> dict:
-    return {
-        "model": model,
-        "width": 1,
-        "base_width": base_width,
-        "depth": None,
-        "norm": "bn",
-        "bias": True,
-        "num_classes": N_CLASSES,
-        "in_shape": list(IN_SHAPE),
-        "seed": seed,
-        "dataset": "synthetic",
-        "sha256": f"{model}-{base_width}-seed{seed}",
-    }
+def meta(model: str, base_width: int, seed: int) -> CheckpointMeta:
+    return CheckpointMeta.record(
+        model=model,
+        width=1,
+        base_width=base_width,
+        depth=None,
+        norm="bn",
+        bias=True,
+        num_classes=N_CLASSES,
+        in_shape=list(IN_SHAPE),
+        seed=seed,
+        dataset="synthetic",
+        sha256=f"{model}-{base_width}-seed{seed}",
+    )
 
 
 def train(model_name: str, base_width: int, seed: int, data, epochs: int = 3):

@@ -46,7 +46,7 @@ def plain_state_dicts(tmp_path, trained_pair, transform_b=None, suffix=".pth"):
         else:
             torch.save(state, out)
         paths.append(out)
-    arch = f"mlp:width={meta['width']},base_width={meta['base_width']}"
+    arch = f"mlp:width={meta.width},base_width={meta.base_width}"
     return ["--arch", arch, "--dataset", "synthetic", "--ckpt-a", str(paths[0]), "--ckpt-b", str(paths[1])]
 
 

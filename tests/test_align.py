@@ -12,6 +12,7 @@ from lewc import align
 from lewc.core.errors import LewcError
 from lewc.models import build
 from lewc.sweep.merge import model_state
+from lewc.training.checkpoints import CheckpointMeta
 
 FAMILIES = {
     "mlp": ((1, 8, 8), 4),
@@ -231,6 +232,7 @@ def test_positive_control_works_with_projection_shortcuts_and_is_refused_for_opt
         a, b = (build(name, 1, 10, in_shape, norm="none", base_width=4).eval() for _ in range(2))
         meta = dict(model=name, width=1, num_classes=10, in_shape=list(in_shape), norm="none", bias=True)
         meta |= dict(base_width=4, depth=None, sha256="0" * 64)
+        meta = CheckpointMeta.record(**meta)
         if ok:
             wide_a, wide_b, *_, note = controls.disjoint_block_pair(a, b, meta, meta, probe)
             assert note.startswith("exact LEWC")

@@ -309,7 +309,7 @@ def test_cli_reads_a_lewc_family_from_a_plain_state_dict(tmp_path, capsys, train
     for tag, path in zip("ab", trained_pair, strict=True):
         model, meta = checkpoints.load(path)
         torch.save(model.state_dict(), tmp_path / f"{tag}.pth")
-    arch = f"mlp:width={meta['width']},base_width={meta['base_width']}"
+    arch = f"mlp:width={meta.width},base_width={meta.base_width}"
     argv = ["--arch", arch, "--ckpt-a", str(tmp_path / "a.pth"), "--ckpt-b", str(tmp_path / "b.pth"), "--quiet"]
     argv += ["--dataset", "synthetic", "--lams", "0,0.5,1", "--n-test", "100", "--align", "none"]
     code, _, err = run_cli(verify.main, argv + ["--out", str(tmp_path / "out")], capsys)

@@ -18,10 +18,12 @@ from lewc.pipeline.analysis import analyze
 from lewc.stats import claims
 from lewc.sweep.merge import Pair
 from lewc.sweep.path import SweepOptions
+from lewc.training.checkpoints import CheckpointMeta
 
 IN_SHAPE = (3, 16, 16)
 META = dict(model="mlp", width=1, num_classes=10, in_shape=list(IN_SHAPE), norm="none", bias=True)
 META |= dict(base_width=16, depth=3, sha256="0" * 64)
+META = CheckpointMeta.record(**META)
 
 
 def biased_pair(bias_scale: float, seed: int = 0):

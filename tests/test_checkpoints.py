@@ -25,7 +25,7 @@ META = {
 def saved(tmp_path):
     torch.manual_seed(0)
     model = build("vgg11", 1, 10, (3, 16, 16), norm="bn", base_width=8).eval()
-    path = checkpoints.save(model, tmp_path / "m", META)
+    path = checkpoints.save(model, tmp_path / "m", checkpoints.CheckpointMeta.record(**META))
     return model, path
 
 
@@ -40,7 +40,8 @@ def test_save_load_round_trip_gives_identical_outputs(saved):
     loaded, meta = checkpoints.load(path)
     x = torch.randn(4, 3, 16, 16)
     assert torch.equal(model(x), loaded(x))
-    assert meta["sha256"] and meta["torch_version"] == torch.__version__ and meta["seed"] == 0
+    assert isinstance(meta, checkpoints.CheckpointMeta)
+    assert meta.sha256 and meta.torch_version == torch.__version__ and meta.seed == 0
 
 
 def test_atomically_written_files_get_the_usual_mode(saved):
@@ -98,7 +99,7 @@ def test_nan_weights_are_refused_on_save(tmp_path):
         model.head.weight[0, 0] = float("nan")
     meta = META | {"model": "mlp", "norm": "none", "base_width": 32, "depth": 3}
     with pytest.raises(LewcError, match="non-finite"):
-        checkpoints.save(model, tmp_path / "nan", meta)
+        checkpoints.save(model, tmp_path / "nan", checkpoints.CheckpointMeta.record(**meta))
     assert not list(tmp_path.iterdir())
 
 
@@ -133,7 +134,7 @@ def test_a_sidecar_written_the_old_way_reads_as_a_typed_record_and_writes_back_u
     side.write_text(json.dumps(old, indent=2) + "\n")
     record = checkpoints.read_checkpoint_meta(path)
     assert record.model == "vgg11" and record.width == 1 and record.depth is None and record.in_shape == [3, 16, 16]
-    assert record.sha256 == old["sha256"] == checkpoints.load(path)[1]["sha256"]
+    assert record.sha256 == old["sha256"] == checkpoints.load(path)[1].sha256
     assert record.extra == {"a_later_field": [1, 2]}
     assert record.to_dict() == old and list(record.to_dict()) == list(old)  # same fields, same order
     assert checkpoints.CheckpointMeta.from_dict(record.to_dict()) == record
@@ -158,3 +159,19 @@ def test_train_config_and_the_sidecar_share_one_set_of_limits():
             with pytest.raises(LewcError, match=rf"must be in \[1, {hi}\], got {hi + 1}"):
                 check(hi + 1, key)
             check(hi, key)
+
+
+def test_a_derived_record_keeps_the_sidecars_field_order_and_appends_what_it_adds(saved):
+    """``dataclasses.replace`` derives records (an aligned B, a control's endpoint): ``to_dict`` is the
+    sidecar's object with the changed values in place and new fields after, as ``dict(meta, **new)`` was."""
+    import dataclasses
+
+    _, path = saved
+    old = json.loads(checkpoints.sidecar_path(path).read_text())
+    record = checkpoints.read_checkpoint_meta(path)
+    derived = dataclasses.replace(record, width=2, alignment={"method": "weights"}, extra={"control": "positive"})
+    assert derived.to_dict() == old | {"width": 2, "alignment": {"method": "weights"}, "control": "positive"}
+    assert list(derived.to_dict()) == [*old, "alignment", "control"]
+    built = checkpoints.CheckpointMeta.record(model="m", norm=None, cls="any name", width=1)
+    assert built.to_dict() == {"model": "m", "norm": None, "cls": "any name", "width": 1}
+    assert built.sha256 is None and built.schema is None

@@ -48,9 +48,9 @@ def test_the_negative_control_is_one_pass_and_the_same_numbers(endpoints, synthe
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(Pair, "forward", counting)
-    fast = analyze(Pair(a, a, dict(meta_a), dict(meta_a)), synthetic, LAMS, OPTS, {})
+    fast = analyze(Pair(a, a, meta_a, meta_a), synthetic, LAMS, OPTS, {})
     fast_calls, calls["n"] = calls["n"], 0
-    slow = analyze(Pair(a, copy.deepcopy(a), dict(meta_a), dict(meta_a)), synthetic, LAMS, OPTS, {})
+    slow = analyze(Pair(a, copy.deepcopy(a), meta_a, meta_a), synthetic, LAMS, OPTS, {})
     assert fast_calls * 3 < calls["n"]  # one forward per batch instead of one per λ (and per endpoint)
     _same(fast, slow, rtol=0)
 

@@ -15,6 +15,7 @@ from fakecuda import FakeCuda
 from lewc.models import build
 from lewc.sweep import batchnorm
 from lewc.sweep.merge import Pair
+from lewc.training.checkpoints import CheckpointMeta
 from lewc.training.data import DeviceDataset, Split, dataset_info
 
 IN_SHAPE = (3, 32, 32)
@@ -29,20 +30,20 @@ def cifar_shaped(n_train: int, n_test: int, device="cpu", seed: int = 0) -> Devi
     return DeviceDataset(dataset_info("cifar10"), train, test, test, torch.device(device))
 
 
-def meta(seed: int, width: int = 1, base_width: int = 2) -> dict:
-    return {
-        "model": "resnet20",
-        "width": width,
-        "base_width": base_width,
-        "depth": None,
-        "norm": "bn",
-        "bias": True,
-        "num_classes": 10,
-        "in_shape": list(IN_SHAPE),
-        "dataset": "cifar10",
-        "seed": seed,
-        "sha256": f"{seed:064x}",
-    }
+def meta(seed: int, width: int = 1, base_width: int = 2) -> CheckpointMeta:
+    return CheckpointMeta.record(
+        model="resnet20",
+        width=width,
+        base_width=base_width,
+        depth=None,
+        norm="bn",
+        bias=True,
+        num_classes=10,
+        in_shape=list(IN_SHAPE),
+        dataset="cifar10",
+        seed=seed,
+        sha256=f"{seed:064x}",
+    )
 
 
 def bn_pair(device="cpu", base_width: int = 2) -> Pair:
@@ -180,7 +181,9 @@ def test_the_memory_plan_chooses_a_compute_batch_that_fits():
     cfgs = headline_configs()
     c = cfgs[0]
     meta = {"model": "resnet20", "width": 32, "num_classes": 10, "in_shape": IN_SHAPE, "norm": c.norm}
-    build = memplan.builder_from_meta(meta | {"bias": c.bias, "base_width": c.base_width, "depth": c.depth})
+    build = memplan.builder_from_meta(
+        CheckpointMeta.record(**meta, bias=c.bias, base_width=c.base_width, depth=c.depth)
+    )
     from lewc.sweep.memory import plan_run
 
     cifar = 60_000 * (3 * 32 * 32 + 8)  # the dataset on the device: uint8 images and int64 labels

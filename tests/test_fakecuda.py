@@ -99,7 +99,7 @@ def test_arch_state_dicts_on_cuda(tmp_path, capsys, device_context):
     for tag, path in zip("ab", paths, strict=True):
         model, meta = checkpoints.load(path)
         torch.save(model.state_dict(), tmp_path / f"{tag}.pth")
-    argv = ["--arch", f"mlp:width={meta['width']},base_width={meta['base_width']}", "--dataset", "synthetic"]
+    argv = ["--arch", f"mlp:width={meta.width},base_width={meta.base_width}", "--dataset", "synthetic"]
     argv += ["--ckpt-a", str(tmp_path / "a.pth"), "--ckpt-b", str(tmp_path / "b.pth"), "--align", "none"]
     argv += _cuda_args(tmp_path) + ["--out", str(tmp_path / "out")]
     with device_context():

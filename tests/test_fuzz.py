@@ -66,7 +66,8 @@ def test_sidecar_fields_corrupted_one_at_a_time(valid_meta, data):
     except LewcError as err:
         assert one_line(err), err
         return
-    name = pair_name(meta, meta, "0" * 12)  # an accepted sidecar names a plain folder
+    record = checkpoints.CheckpointMeta.from_dict(meta)
+    name = pair_name(record, record, "0" * 12)  # an accepted sidecar names a plain folder
     assert PLAIN_NAME.fullmatch(name) and "/" not in name
 
 

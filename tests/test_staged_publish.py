@@ -24,6 +24,7 @@ from lewc.pipeline import memplan
 from lewc.pipeline import pair as pair_module
 from lewc.reporting import report
 from lewc.sweep.memory import MIN_COMPUTE_BATCH, plan_run
+from lewc.training.checkpoints import CheckpointMeta
 from lewc.training.recipe import default_config
 
 ARGS = ["--lams", "0,0.5,1", "--n-test", "200", "--align", "none"]
@@ -148,7 +149,7 @@ def test_an_interrupted_or_failing_control_keeps_the_main_folder(trained_pair, c
 def headline_builder():
     c = default_config("resnet20", 32, "cifar10", 0)
     meta = {"model": "resnet20", "width": 32, "num_classes": 10, "in_shape": IN_SHAPE, "norm": c.norm}
-    return memplan.builder_from_meta(meta | {"bias": c.bias, "base_width": c.base_width, "depth": c.depth})
+    return memplan.builder_from_meta(CheckpointMeta.record(**meta, bias=c.bias, base_width=c.base_width, depth=c.depth))
 
 
 @pytest.mark.parametrize("align", [("none",), ("none", "weights")])

@@ -1,5 +1,6 @@
 """``python -m lewc.verify`` end to end, its bad-input contract, sweeps and paper_figs."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -419,10 +420,9 @@ def test_a_permuted_copy_of_a_is_the_exact_needed_permutation_control(
     from lewc import align
 
     model_a, meta_a = checkpoints.load(trained_pair[0])
-    shuffled_state, _ = align.align("random", model_a, model_a, tuple(meta_a["in_shape"]), seed=11)
-    meta_b = {k: v for k, v in meta_a.items() if k not in ("sha256", "created", "schema", "weights_file")}
-    meta_b["seed"] = 99
-    meta_b["train_config"] = meta_a["train_config"] | {"seed": 99}  # a sidecar agrees with its own recipe
+    shuffled_state, _ = align.align("random", model_a, model_a, tuple(meta_a.in_shape), seed=11)
+    # a sidecar agrees with its own recipe; save replaces A's sha256, schema, file name and time
+    meta_b = dataclasses.replace(meta_a, seed=99, train_config=meta_a.train_config | {"seed": 99})
     path_b = checkpoints.save(align.aligned_model(model_a, shuffled_state), tmp_path / "shuffled", meta_b)
     argv = ["--ckpt-a", str(trained_pair[0]), "--ckpt-b", str(path_b), "--quiet", "--no-controls"]
     code, out, err = run(argv + ["--n-test", "300", "--lams", "0,0.25,0.5,0.75,1"], capsys)

@@ -22,13 +22,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 
 from lewc.core.errors import LewcError
 from lewc.models import CapturingModel
 from lewc.models.traced import TracedModel, user_name
-from lewc.training.checkpoints import build_from_meta
+from lewc.training.checkpoints import CheckpointMeta, build_from_meta
 
 PROBE_RTOL = 1e-4
 
@@ -70,11 +71,11 @@ def is_exact_lewc_family(model: CapturingModel) -> tuple[bool, str]:
 def disjoint_block_pair(
     model_a: CapturingModel,
     model_b: CapturingModel,
-    meta_a: dict,
-    meta_b: dict,
+    meta_a: CheckpointMeta,
+    meta_b: CheckpointMeta,
     probe: torch.Tensor,
     keep_biases: bool = False,
-) -> tuple[CapturingModel, CapturingModel, dict, dict, str]:
+) -> tuple[CapturingModel, CapturingModel, CheckpointMeta, CheckpointMeta, str]:
     """(A', B', their sidecars, note): A and B in disjoint blocks of a 2× wide network.
 
     ``keep_biases=True`` embeds the biases too (A' and B' then compute A and B themselves): LEWC is
@@ -84,7 +85,7 @@ def disjoint_block_pair(
     not compute A and B).
     """
 
-    wide_meta = dict(meta_a, width=2 * int(meta_a["width"]))
+    wide_meta = dataclasses.replace(meta_a, width=2 * int(meta_a.width))
     models = []
     with torch.no_grad():
         for half, small in enumerate((model_a, model_b)):
@@ -103,7 +104,7 @@ def disjoint_block_pair(
             ref, got = bias_free(probe), wide(probe)
             if not torch.allclose(got, ref, rtol=PROBE_RTOL, atol=PROBE_RTOL * float(ref.abs().max())):
                 raise LewcError(
-                    f"{meta_a['model']}: embedding the endpoints in disjoint blocks does not preserve their "
+                    f"{meta_a.model}: embedding the endpoints in disjoint blocks does not preserve their "
                     "functions (the layout ties channels across blocks, e.g. option-A shortcuts)"
                 )
             models.append(wide)
@@ -118,23 +119,24 @@ def disjoint_block_pair(
         for wide in models:
             object.__delattr__(wide, "lewc_block_source")
     note = "exact LEWC by construction (biases set to zero)" if exact else f"approximate LEWC: {why}"
-    metas = []
-    for tag, meta in (("A", meta_a), ("B", meta_b)):
-        metas.append(
-            dict(
-                meta,
-                width=2 * int(meta["width"]),
-                sha256=f"control-positive-{tag}:{meta.get('sha256', '')[:16]}",
-                control="positive",
-            )
+    side_a, side_b = (
+        dataclasses.replace(
+            meta,
+            width=2 * int(meta.width),
+            sha256=f"control-positive-{tag}:{(meta.sha256 or '')[:16]}",
+            extra=meta.extra | {"control": "positive"},
         )
-    return models[0], models[1], metas[0], metas[1], note
+        for tag, meta in (("A", meta_a), ("B", meta_b))
+    )
+    return models[0], models[1], side_a, side_b, note
 
 
-def self_pair(model_a: CapturingModel, meta_a: dict) -> tuple[CapturingModel, CapturingModel, dict, dict, str]:
+def self_pair(
+    model_a: CapturingModel, meta_a: CheckpointMeta
+) -> tuple[CapturingModel, CapturingModel, CheckpointMeta, CheckpointMeta, str]:
     """(A, A, sidecars, note): the negative control, exact LLFC."""
-    meta = dict(meta_a, control="negative")
-    return model_a, model_a, meta, dict(meta), "exact LLFC by construction (A merged with itself)"
+    meta = dataclasses.replace(meta_a, extra=meta_a.extra | {"control": "negative"})
+    return model_a, model_a, meta, meta, "exact LLFC by construction (A merged with itself)"
 
 
 __all__ = ["disjoint_block_pair", "self_pair", "is_exact_lewc_family"]

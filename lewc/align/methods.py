@@ -25,6 +25,7 @@ statistics correction is what lewc's per-λ BN re-estimation already does for BN
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from lewc.core.registry import Registry
 from lewc.core.validate import short
 from lewc.sweep.merge import State, model_state
 from lewc.training import checkpoints
+from lewc.training.checkpoints import CheckpointMeta
 
 ALIGN_SEED = 0
 MAX_PASSES = 100
@@ -436,16 +438,20 @@ def aligned_model(model_b: torch.nn.Module, state: State) -> torch.nn.Module:
     return out.eval()
 
 
-def aligned_path(folder: Path, meta_a: dict, meta_b: dict, method: str, seed: int = ALIGN_SEED) -> Path:
+def aligned_path(
+    folder: Path, meta_a: CheckpointMeta, meta_b: CheckpointMeta, method: str, seed: int = ALIGN_SEED
+) -> Path:
     """Content name of B aligned to A: both weights' hashes, the method and the seed."""
-    return folder / f"{meta_b['sha256'][:12]}_to_{meta_a['sha256'][:12]}_{method}_s{seed}.safetensors"
+    return folder / f"{meta_b.sha256[:12]}_to_{meta_a.sha256[:12]}_{method}_s{seed}.safetensors"
 
 
-def save_aligned(path: Path, model: torch.nn.Module, meta_b: dict, meta_a: dict, result: Alignment) -> Path:
-    """Write the aligned B as a lewc checkpoint; its sidecar says what was done and to whom."""
-    meta = {k: v for k, v in meta_b.items() if k not in ("sha256", "created", "schema", "weights_file")}
-    meta["alignment"] = result.sidecar() | {"to_sha256": meta_a["sha256"], "from_sha256": meta_b["sha256"]}
-    return checkpoints.save(model, path, meta)
+def save_aligned(
+    path: Path, model: torch.nn.Module, meta_b: CheckpointMeta, meta_a: CheckpointMeta, result: Alignment
+) -> Path:
+    """Write the aligned B as a lewc checkpoint; its sidecar says what was done and to whom (``save`` gives
+    it the aligned weights' own sha256, file name and time)."""
+    alignment = result.sidecar() | {"to_sha256": meta_a.sha256, "from_sha256": meta_b.sha256}
+    return checkpoints.save(model, path, dataclasses.replace(meta_b, alignment=alignment))
 
 
 def load_or_align(
@@ -453,22 +459,22 @@ def load_or_align(
     method: str,
     model_a: torch.nn.Module,
     model_b: torch.nn.Module,
-    meta_a: dict,
-    meta_b: dict,
+    meta_a: CheckpointMeta,
+    meta_b: CheckpointMeta,
     batches_fn,
     device: torch.device,
-) -> tuple[torch.nn.Module, dict]:
+) -> tuple[torch.nn.Module, CheckpointMeta]:
     """The aligned B (cached as a checkpoint under ``folder``; ``None``: not cached) and its sidecar."""
     if folder is None:
         batches = batches_fn() if get_method(method).needs_images else None
-        state, result = align(method, model_a, model_b, tuple(meta_a["in_shape"]), batches)
-        return aligned_model(model_b, state).to(device), dict(meta_b) | {"alignment": result.sidecar()}
+        state, result = align(method, model_a, model_b, tuple(meta_a.in_shape), batches)
+        return aligned_model(model_b, state).to(device), dataclasses.replace(meta_b, alignment=result.sidecar())
     path = aligned_path(folder, meta_a, meta_b, method)
     if checkpoints.sidecar_path(path).is_file():
         model, meta = checkpoints.load(path, device)
         return model, meta
     state, result = align(
-        method, model_a, model_b, tuple(meta_a["in_shape"]), batches_fn() if get_method(method).needs_images else None
+        method, model_a, model_b, tuple(meta_a.in_shape), batches_fn() if get_method(method).needs_images else None
     )
     model = aligned_model(model_b, state)
     save_aligned(path, model, meta_b, meta_a, result)

@@ -10,7 +10,6 @@ groups pairs by (dataset, model), and writes PNG + PDF figures and an
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -22,7 +21,7 @@ from lewc.core.errors import LewcError, OneLineArgumentParser, cli_main
 from lewc.core.io import data_home, reading
 from lewc.pipeline.folders import check_writable, private_folder
 from lewc.reporting import plots
-from lewc.reporting.results import RESULTS_SCHEMA, STUDY_SCHEMA, open_results
+from lewc.reporting.results import RESULTS_SCHEMA, STUDY_SCHEMA, attr_meta, open_results
 from lewc.reporting.study_plots import study_figures
 
 log = logging.getLogger("lewc.commands.figs")  # not __name__: that is "__main__" under python -m
@@ -45,9 +44,9 @@ def group_pairs(files: list[Path]) -> dict[tuple[str, str], list]:
         if "sidecar_a" not in res.attrs:
             raise LewcError(f"{f} has no sidecar_a attribute; rerun python -m lewc.verify")
         with reading(f, "results file"):
-            meta = json.loads(res.attrs["sidecar_a"])
-            key = (str(meta["dataset"]), str(meta["model"]))
-            int(meta["width"])
+            meta = attr_meta(res, "sidecar_a", ("dataset", "model", "width"))
+            key = (str(meta.dataset), str(meta.model))
+            int(meta.width)
         groups[key].append(res)
     return groups
 
@@ -105,7 +104,7 @@ def draw_figures(results_dir: Path, out_dir: Path) -> list[dict]:
 
     for (dataset, model), results in sorted(pair_groups.items()):
         tag = f"{dataset}_{model}"
-        widest = max(results, key=lambda r: int(json.loads(r.attrs["sidecar_a"])["width"]))
+        widest = max(results, key=lambda r: int(attr_meta(r, "sidecar_a", ("width",)).width))
         emit(f"{tag}_path", plots.path, widest, [widest])
         emit(f"{tag}_accuracy_loss_vs_lambda", plots.accuracy_loss_vs_lambda, results, results)
         emit(f"{tag}_beta_vs_lambda", plots.beta_vs_lambda, results, results)

@@ -33,12 +33,11 @@ def finished_folder(spec: StudySpec, cell: dict, pair: int) -> Path | None:
     job = spec.job(cell, pair)
     paths = [cfg.checkpoint_path(checkpoint_folder()) for cfg in job.endpoints.configs]
     try:
-        metas = [checkpoints.read_meta(p) for p in paths]
+        metas = [checkpoints.read_checkpoint_meta(p) for p in paths]
     except LewcError:  # missing or unreadable sidecar: not finished
         return None
-    n_calib = (metas[0].get("train_config") or {}).get("n_calib")
     try:
-        data_id = dataset_identity(metas[0]["dataset"], None, n_calib)
+        data_id = dataset_identity(metas[0].dataset, None, metas[0].trained_with("n_calib"))
     except LewcError:  # the dataset is not here: nothing of it can be finished
         return None
     folder = results_folder(metas[0], metas[1], job.options, data_id)

@@ -30,6 +30,7 @@ import torch
 from lewc.core.errors import LewcError
 from lewc.models.traced import user_name
 from lewc.pipeline.endpoints import chance_threshold
+from lewc.training.checkpoints import CheckpointMeta
 
 WEIGHT_SCALE_LIMIT = 1e3  # RMS(W)·√fan_in of a weight matrix / kernel (Kaiming init: √2)
 VECTOR_LIMIT = 1e4  # largest |value| of a 1-D or scalar parameter (biases, norm scales)
@@ -125,13 +126,20 @@ def admit_pair(pair, ds, n_test: int | None, batch_size: int, sources: Mapping[s
     return record
 
 
-def reported_meta(meta: Mapping) -> dict:
-    """A sidecar as results and reports carry it: its own claims nested under ``unverified_sidecar_claims``."""
-    out = {k: v for k, v in meta.items() if k not in SIDECAR_CLAIMS}
-    claims = {k: meta[k] for k in SIDECAR_CLAIMS if k in meta}
+def reported_meta(meta: CheckpointMeta | None) -> dict:
+    """A sidecar as results and reports carry it (the JSON boundary: a plain object, ``{}`` for a pair without
+    sidecars): its own claims nested under ``unverified_sidecar_claims``."""
+    sidecar = {} if meta is None else meta.to_dict()
+    out = {k: v for k, v in sidecar.items() if k not in SIDECAR_CLAIMS}
+    claims = {k: sidecar[k] for k in SIDECAR_CLAIMS if k in sidecar}
     if claims:
         out[UNVERIFIED] = claims
     return out
+
+
+def stored_sha256(meta: CheckpointMeta | None) -> str:
+    """The weights' sha256 as results record it (``""`` for a pair without sidecars)."""
+    return "" if meta is None or meta.sha256 is None else meta.sha256
 
 
 def admission_attr(record: dict) -> str:

@@ -17,7 +17,7 @@ import xarray as xr
 from lewc.core.conventions import LAM_CONVENTION, LEVEL, N_BOOT, percentile_interval
 from lewc.core.version import __version__
 from lewc.models.effective import effective_depths
-from lewc.pipeline.admission import reported_meta
+from lewc.pipeline.admission import reported_meta, stored_sha256
 from lewc.reporting.results import RESULTS_SCHEMA, json_attr, lewc_position
 from lewc.stats import barriers, conditions, ensemble, fit
 from lewc.stats.calibrate import cross_entropy_per_sample, fit_betas
@@ -231,8 +231,8 @@ def analyze(
             "total_depth_eff_reason": depth_eff_reason,
             "vectorized": int(result.vectorized),
             "timings": json_attr(result.timings),
-            "sha256_a": pair.meta_a.get("sha256", ""),
-            "sha256_b": pair.meta_b.get("sha256", ""),
+            "sha256_a": stored_sha256(pair.meta_a),
+            "sha256_b": stored_sha256(pair.meta_b),
             "sidecar_a": json_attr(reported_meta(pair.meta_a)),  # a sidecar's own claims nested as unverified
             "sidecar_b": json_attr(reported_meta(pair.meta_b)),
         }

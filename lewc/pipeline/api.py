@@ -43,6 +43,7 @@ from lewc.reporting import results as results_io
 from lewc.reporting.results import for_alignment
 from lewc.stats.claims import Claim
 from lewc.sweep.merge import Pair
+from lewc.training.checkpoints import CheckpointMeta
 from lewc.training.data import SPLIT_SEED, DatasetInfo, FloatDeviceDataset, Split, calib_indices
 from lewc.training.recipe import MAX_COUNT
 
@@ -254,24 +255,25 @@ def adapt(model: nn.Module, example: torch.Tensor) -> CapturingModel:
     return TracedModel(model, example)
 
 
-def endpoint_meta(model: CapturingModel, source: nn.Module, tag: str, info: DatasetInfo) -> dict:
-    """The sidecar-like description reports show for an endpoint that lewc did not train."""
-    return {
-        "model": type(source).__name__,
-        "width": 1,
-        "base_width": None,
-        "depth": None,
-        "norm": None,
-        "bias": None,
-        "num_classes": info.num_classes,
-        "in_shape": list(info.in_shape),
-        "seed": tag,
-        "dataset": info.name,
-        "sha256": state_sha256(source),
-        "source": "lewc.verify_pair",
-        "parameters": sum(p.numel() for p in source.parameters()),
-        "dtype": model_dtype(source),  # as given; the analysis runs in float32
-    }
+def endpoint_meta(model: CapturingModel, source: nn.Module, tag: str, info: DatasetInfo) -> CheckpointMeta:
+    """The sidecar-like description reports show for an endpoint that lewc did not train (an unchecked record:
+    its seed is the tag, it has no norm or bias of a lewc family; ``source`` and ``dtype`` are extra fields)."""
+    return CheckpointMeta.record(
+        model=type(source).__name__,
+        width=1,
+        base_width=None,
+        depth=None,
+        norm=None,
+        bias=None,
+        num_classes=info.num_classes,
+        in_shape=list(info.in_shape),
+        seed=tag,
+        dataset=info.name,
+        sha256=state_sha256(source),
+        source="lewc.verify_pair",
+        parameters=sum(p.numel() for p in source.parameters()),
+        dtype=model_dtype(source),  # as given; the analysis runs in float32
+    )
 
 
 def check_splits(x_train: torch.Tensor, x_test: torch.Tensor) -> None:

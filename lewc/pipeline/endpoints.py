@@ -15,6 +15,7 @@ from lewc.core.errors import LewcError
 from lewc.core.io import data_home
 from lewc.models import build
 from lewc.training import checkpoints
+from lewc.training.checkpoints import CheckpointMeta
 from lewc.training.data import dataset_info
 from lewc.training.recipe import TrainConfig
 from lewc.training.train import train
@@ -25,9 +26,9 @@ SLOW_SECONDS = 1800
 log = logging.getLogger(__name__)
 
 
-def check_distinct(meta_a: dict, meta_b: dict, names: str = "--ckpt-a and --ckpt-b") -> None:
+def check_distinct(meta_a: CheckpointMeta, meta_b: CheckpointMeta, names: str = "--ckpt-a and --ckpt-b") -> None:
     """Refuse a "pair" of one set of weights (equal sha256): the negative control already merges A with itself."""
-    if meta_a.get("sha256") == meta_b.get("sha256"):
+    if meta_a.sha256 == meta_b.sha256:
         raise LewcError(
             f"{names} are the same weights (identical sha256): a pair must be two independently "
             "trained networks (the negative control already merges A with itself)"
@@ -134,7 +135,13 @@ def measure_test_accuracy(model: torch.nn.Module, ds, n_test: int | None, batch_
 
 
 def check_endpoints(
-    models: dict, metas: dict, paths: dict, ds, n_test: int | None, batch_size: int, allow_chance: bool = False
+    models: dict,
+    metas: dict[str, CheckpointMeta],
+    paths: dict,
+    ds,
+    n_test: int | None,
+    batch_size: int,
+    allow_chance: bool = False,
 ) -> dict:
     """Measure both endpoints on the test split; refuse chance-level ones; warn on a lying sidecar.
 
@@ -145,7 +152,7 @@ def check_endpoints(
     measured = {}
     for end in ("a", "b"):
         acc, n = measure_test_accuracy(models[end], ds, n_test, batch_size)
-        claimed = metas[end].get("test_acc")  # validated by the sidecar schema: a number in [0, 1] or absent
+        claimed = metas[end].test_acc  # validated by the sidecar schema: a number in [0, 1] or absent
         claimed = None if claimed is None else float(claimed)
         said = f"; its sidecar claims {claimed:.4f}" if claimed is not None else ""
         limit = chance_threshold(ds.info.num_classes, n)

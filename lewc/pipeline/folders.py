@@ -23,7 +23,8 @@ from lewc.core.io import clean_stale, data_home, remove_entry, tmp_prefix
 from lewc.core.io import owner_tag as owner_tag
 from lewc.core.validate import check_path, check_plain_name
 from lewc.reporting.results import RESULTS_SCHEMA, json_attr
-from lewc.training.recipe import TrainConfig, units_slug
+from lewc.training.checkpoints import CheckpointMeta
+from lewc.training.recipe import units_slug
 
 LOCK_NAME = ".publish.lock"  # only where directory locks are unsupported (readers skip dot files)
 
@@ -59,9 +60,9 @@ class AnalysisOptions:
         return dataclasses.replace(self, device=kind)
 
 
-def content_key(meta_a: dict, meta_b: dict, data_id: str) -> str:
+def content_key(meta_a: CheckpointMeta, meta_b: CheckpointMeta, data_id: str) -> str:
     """What an analysis reads, by content: both weights' sha256 (short) and the dataset's identity."""
-    return f"{meta_a['sha256'][:8]}-{meta_b['sha256'][:8]}_d{data_id[:8]}"
+    return f"{meta_a.sha256[:8]}-{meta_b.sha256[:8]}_d{data_id[:8]}"
 
 
 def run_provenance(
@@ -83,27 +84,26 @@ def run_provenance(
     }
 
 
-def pair_name(meta_a: dict, meta_b: dict, data_id: str) -> str:
+def pair_name(meta_a: CheckpointMeta, meta_b: CheckpointMeta, data_id: str) -> str:
     """``<dataset>_<model>_w<width>-<units>_<recipe>_s<A>-<B>_<recipe hash>_<content key>``, a plain name.
 
     The readable part says what the pair is (the width in units, the training preset); the weights'
     hashes and the dataset's identity are part of the name, so a replaced checkpoint or dataset file
     can never reuse an analysis of other content.
     """
-    cfg = meta_a.get("train_config")
-    if isinstance(cfg, dict):
-        config = TrainConfig.from_dict(cfg)
+    config = meta_a.config
+    if config is not None:
         suffix, recipe = config.hash_without_seed(), config.recipe
     else:
         suffix, recipe = "norecipe", "external"
-    units = units_slug(meta_a["model"], int(meta_a["width"]), meta_a.get("base_width"), meta_a.get("depth"))
-    readable = f"{meta_a['dataset']}_{meta_a['model']}_w{meta_a['width']}-{units}_{recipe}"
-    readable += f"_s{meta_a['seed']}-{meta_b['seed']}"
+    units = units_slug(meta_a.model, int(meta_a.width), meta_a.base_width, meta_a.depth)
+    readable = f"{meta_a.dataset}_{meta_a.model}_w{meta_a.width}-{units}_{recipe}"
+    readable += f"_s{meta_a.seed}-{meta_b.seed}"
     return check_plain_name(f"{readable}_{suffix}_{content_key(meta_a, meta_b, data_id)}", "results folder name")
 
 
 def results_folder(
-    meta_a: dict, meta_b: dict, options: AnalysisOptions, data_id: str, label: str | None = None
+    meta_a: CheckpointMeta, meta_b: CheckpointMeta, options: AnalysisOptions, data_id: str, label: str | None = None
 ) -> Path:
     """The one place a pair's results folder is named: ``<pair>_a<analysis hash>`` under data/results/.
 

@@ -26,6 +26,7 @@ from lewc.models import build, family_names, get_family
 from lewc.models.common import CapturingModel
 from lewc.models.traced import TracedModel
 from lewc.pipeline.admission import check_floating_kind, check_weights
+from lewc.training.checkpoints import CheckpointMeta
 
 STATE_SUFFIXES = (".pt", ".pth", ".safetensors")
 FAMILY_KEYS = ("width", "base_width", "depth", "norm", "bias")
@@ -168,21 +169,21 @@ def family_fields(arch: ArchSpec) -> dict[str, Any]:
 
 def foreign_endpoint(
     arch: ArchSpec, path: Path, tag: str, dataset: str, num_classes: int, in_shape: tuple[int, ...]
-) -> tuple[CapturingModel, dict]:
+) -> tuple[CapturingModel, CheckpointMeta]:
     """(model with lewc's capture protocol, sidecar-like meta) for one plain checkpoint."""
     model = load_into(build_arch(arch, num_classes, in_shape), load_state_file(path), path)
     if not isinstance(model, CapturingModel):
         model = TracedModel(model, torch.zeros(2, *in_shape))
-    meta = {
-        "model": arch.label,
-        "arch": arch.text,
-        "arch_kwargs": arch.kwargs,
+    meta = CheckpointMeta.record(
+        model=arch.label,
+        arch=arch.text,
+        arch_kwargs=arch.kwargs,
         **family_fields(arch),
-        "num_classes": num_classes,
-        "in_shape": list(in_shape),
-        "seed": tag,
-        "dataset": dataset,
-        "sha256": sha256_file(path),
-        "source": str(path),
-    }
+        num_classes=num_classes,
+        in_shape=list(in_shape),
+        seed=tag,
+        dataset=dataset,
+        sha256=sha256_file(path),
+        source=str(path),
+    )
     return model, meta

@@ -22,6 +22,7 @@ import torch
 
 from lewc.models import build
 from lewc.sweep.memory import DATASET_IMAGES, RunPlan, fit_compute_batch, plan_run
+from lewc.training.checkpoints import CheckpointMeta
 from lewc.training.data import dataset_info
 
 log = logging.getLogger("lewc.verify")
@@ -32,17 +33,20 @@ def _meta_build(model: str, width: int, num_classes: int, in_shape, **kwargs) ->
         return build(model, width, num_classes, tuple(in_shape), **kwargs)
 
 
-def builder_from_meta(meta: dict, model: torch.nn.Module | None = None) -> Callable[[int], torch.nn.Module]:
+def builder_from_meta(
+    meta: CheckpointMeta | None, model: torch.nn.Module | None = None
+) -> Callable[[int], torch.nn.Module]:
     """``k → the endpoints' architecture at k× width on the meta device``, from a sidecar; a foreign
-    architecture (no lewc family) is a meta-device copy of ``model`` at 1× (2× raises: bounded instead)."""
+    architecture (no lewc family, or no sidecar) is a meta-device copy of ``model`` at 1× (2× raises:
+    bounded instead)."""
 
     def build(k: int) -> torch.nn.Module:
         try:
-            kwargs = {"norm": meta.get("norm"), "bias": bool(meta.get("bias", True))}
-            kwargs |= {"base_width": meta.get("base_width"), "depth": meta.get("depth")}
-            return _meta_build(
-                meta["model"], k * int(meta["width"]), int(meta["num_classes"]), meta["in_shape"], **kwargs
-            )
+            if meta is None:
+                raise LookupError("no sidecar: the architecture is the model's own")
+            kwargs = {"norm": meta.norm, "bias": bool(meta.bias)}
+            kwargs |= {"base_width": meta.base_width, "depth": meta.depth}
+            return _meta_build(meta.model, k * int(meta.width), int(meta.num_classes), meta.in_shape, **kwargs)
         except Exception:
             if k != 1 or model is None:
                 raise
@@ -102,8 +106,16 @@ def check_configs(configs, options, device, requested: int) -> int:
         return requested
     cfg = configs[0]
     info = dataset_info(cfg.dataset)
-    meta = {"model": cfg.model, "width": cfg.width, "num_classes": info.num_classes, "in_shape": info.in_shape}
-    meta |= {"norm": cfg.norm, "bias": cfg.bias, "base_width": cfg.base_width, "depth": cfg.depth}
+    meta = CheckpointMeta.record(  # the architecture the pair will have, before it is trained
+        model=cfg.model,
+        width=cfg.width,
+        num_classes=info.num_classes,
+        in_shape=info.in_shape,
+        norm=cfg.norm,
+        bias=cfg.bias,
+        base_width=cfg.base_width,
+        depth=cfg.depth,
+    )
     images = DATASET_IMAGES.get(cfg.dataset, 0)
     dataset_bytes = images * (int(torch.Size(info.in_shape).numel()) + 8)
     return fit(builder_from_meta(meta), info.in_shape, options, requested, device, dataset_bytes)

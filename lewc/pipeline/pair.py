@@ -158,7 +158,7 @@ def aligned_endpoint(method: str, pair: Pair, ds, settings: RunSettings, device:
     folder = settings.align_cache
     cached = folder is not None and aligned_path(folder, pair.meta_a, pair.meta_b, method).is_file()
     model, meta = load_or_align(folder, method, pair.model_a, pair.model_b, pair.meta_a, pair.meta_b, batches, device)
-    info = meta["alignment"]
+    info = meta.alignment  # the Alignment's own record (lewc.align.methods): what was done, and its cost
     log.info(
         "align: %s B to A by %s, objective %.4g → %.4g (%s pass(es), %.1f s)",
         "reusing" if cached else "aligned",

@@ -39,6 +39,7 @@ from lewc.reporting.report import controls_done
 from lewc.reporting.results import open_results
 from lewc.sweep.merge import Pair
 from lewc.training import checkpoints
+from lewc.training.checkpoints import CheckpointMeta
 from lewc.training.data import dataset_info, load_dataset
 
 log = logging.getLogger("lewc.verify")  # the command line's stages, whichever client runs them
@@ -107,7 +108,7 @@ def used_options(options: AnalysisOptions, n_test_images: int) -> AnalysisOption
     return options
 
 
-def reusable(out_dir: Path, meta_a: dict, meta_b: dict, data_id: str) -> bool:
+def reusable(out_dir: Path, meta_a: CheckpointMeta, meta_b: CheckpointMeta, data_id: str) -> bool:
     """A published folder whose results were computed from exactly these weights and this dataset."""
     if not (out_dir / "report.json").is_file() or not (out_dir / "results.nc").is_file():
         return False
@@ -120,8 +121,8 @@ def reusable(out_dir: Path, meta_a: dict, meta_b: dict, data_id: str) -> bool:
     if not isinstance(report, dict) or not isinstance(report.get("barriers"), dict):
         return False
     return (
-        attrs.get("sha256_a") == meta_a["sha256"]
-        and attrs.get("sha256_b") == meta_b["sha256"]
+        attrs.get("sha256_a") == meta_a.sha256
+        and attrs.get("sha256_b") == meta_b.sha256
         and attrs.get("dataset_identity") == data_id
     )
 
@@ -144,11 +145,10 @@ def verify_checkpoints(paths: list[Path], options: AnalysisOptions, device: torc
     model_b, meta_b = checkpoints.load(paths[1], device)
     pair = Pair(model_a, model_b, meta_a, meta_b)  # architecture, dataset, names and shapes agree
     check_distinct(meta_a, meta_b)
-    train_config = meta_a.get("train_config") or {}
-    n_calib, inputs = train_config.get("n_calib"), train_config.get("inputs", "standardized")
-    if inputs != (meta_b.get("train_config") or {}).get("inputs", "standardized"):
+    n_calib, inputs = meta_a.trained_with("n_calib"), meta_a.trained_with("inputs", "standardized")
+    if inputs != meta_b.trained_with("inputs", "standardized"):
         raise LewcError("the two checkpoints were trained on differently scaled inputs (train_config 'inputs')")
-    ds = load_dataset(meta_a["dataset"], device, ctx.data_root, n_calib, inputs=inputs)
+    ds = load_dataset(meta_a.dataset, device, ctx.data_root, n_calib, inputs=inputs)
     options = used_options(options, len(ds.test)).on(device)  # the device type names non-CPU folders
     out_dir = ctx.out or results_folder(meta_a, meta_b, options, ds.identity)
     samples_ok = not ctx.keep_samples or (out_dir / "samples.nc").is_file()
@@ -157,9 +157,9 @@ def verify_checkpoints(paths: list[Path], options: AnalysisOptions, device: torc
             "reusing %s: the same weights (A sha256 %s, B %s), dataset %s (identity %s) and analysis (%s); "
             "--force redoes it",
             out_dir,
-            meta_a["sha256"][:16],
-            meta_b["sha256"][:16],
-            meta_a["dataset"],
+            meta_a.sha256[:16],
+            meta_b.sha256[:16],
+            meta_a.dataset,
             ds.identity,
             options.key(),
         )
@@ -187,7 +187,7 @@ def verify_checkpoints(paths: list[Path], options: AnalysisOptions, device: torc
         ctx.allow_chance,
     )
     files = {"checkpoint_a": str(paths[0]), "checkpoint_b": str(paths[1])}
-    seeds = [meta_a["seed"], meta_b["seed"]]
+    seeds = [meta_a.seed, meta_b.seed]
     provenance = run_provenance(ctx.command, options, device, seeds, files, dataset_identity=ds.identity)
     report, results = analyse_and_publish(out_dir, pair, ds, options, settings(ctx), device, provenance, ctx.command)
     return Verified(out_dir / "report.json", report, results)

@@ -6,7 +6,6 @@ one figure and returns ``(figure, caption)``. ``save`` writes PNG and PDF atomic
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,16 +18,16 @@ import xarray as xr  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from lewc.core.io import atomic_path  # noqa: E402
-from lewc.reporting.results import alignments, for_alignment  # noqa: E402
+from lewc.reporting.results import alignments, attr_meta, for_alignment  # noqa: E402
 
 
 def _width(res: xr.Dataset) -> int:
-    return int(json.loads(res.attrs["sidecar_a"])["width"])
+    return int(attr_meta(res, "sidecar_a", ("width",)).width)
 
 
 def _label(res: xr.Dataset) -> str:
-    meta = json.loads(res.attrs["sidecar_a"])
-    return f"×{meta['width']} (seeds {meta['seed']},{json.loads(res.attrs['sidecar_b'])['seed']})"
+    meta_a, meta_b = attr_meta(res, "sidecar_a", ("width", "seed")), attr_meta(res, "sidecar_b", ("seed",))
+    return f"×{meta_a.width} (seeds {meta_a.seed},{meta_b.seed})"
 
 
 def save(fig: plt.Figure, stem: Path, formats: Sequence[str] = ("png",)) -> list[Path]:

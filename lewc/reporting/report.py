@@ -18,6 +18,7 @@ from lewc.reporting.results import (
     WEAK_ADDITIVITY_REFERENCES,
     alignments,
     attr_json,
+    attr_meta,
     barrier,
     barrier_ci,
     barrier_units,
@@ -26,6 +27,7 @@ from lewc.reporting.results import (
     paper_statistics,
 )
 from lewc.stats.claims import Claim, claims_as_dicts, compared_alignment, specs_as_dicts
+from lewc.training.checkpoints import CheckpointMeta
 
 REPORT_SCHEMA = "lewc.report/2"  # validated by report.schema.json (package data beside this module)
 
@@ -89,11 +91,11 @@ def _v(da: xr.DataArray) -> list:
     return da.values.tolist()
 
 
-def _width_label(meta: dict | None) -> str | None:
+def _width_label(meta: CheckpointMeta | None) -> str | None:
     """The pair's width in units (``MLP ×16 (3×8192)``); ``None`` for a family lewc does not know."""
-    if not meta or meta.get("model") not in family_names():
+    if meta is None or meta.model not in family_names():
         return None
-    return width_label(meta["model"], int(meta["width"]), meta.get("base_width"), meta.get("depth"))
+    return width_label(meta.model, int(meta.width), meta.base_width, meta.depth)
 
 
 def build_report(
@@ -116,7 +118,7 @@ def build_report(
         "lewc_version": res.attrs.get("lewc_version"),
         "lam_convention": res.attrs.get("lam_convention"),
         "pair": {"a": attr_json(res, "sidecar_a"), "b": attr_json(res, "sidecar_b")},
-        "width_label": _width_label(attr_json(res, "sidecar_a")),
+        "width_label": _width_label(attr_meta(res, "sidecar_a")),
         "endpoint_test_acc": endpoint_accuracies(res),
         "dataset": res.attrs.get("dataset"),
         "split_sizes": {
@@ -287,8 +289,8 @@ def _barriers(res: xr.Dataset) -> dict:
 def alignment_summary(res: xr.Dataset, claims: list[Claim]) -> dict:
     """One column of the side-by-side comparison: barriers with CIs, β at ½, k_ℓ, the alignment done."""
     mid = int(np.argmin(np.abs(res.lam.values - 0.5)))
-    side = attr_json(res, "sidecar_b") or {}
-    info = side.get("alignment", {})
+    side = attr_meta(res, "sidecar_b")
+    info = (side.alignment if side is not None else None) or {}
     out = {
         "alignment": {k: v for k, v in info.items() if k != "permutations"},
         "barriers": _barriers(res),

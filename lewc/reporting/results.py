@@ -21,6 +21,7 @@ from lewc.core.errors import LewcError
 from lewc.core.interrupts import deferred_interrupts
 from lewc.core.io import atomic_path
 from lewc.stats.claims import CLAIMS, get_claim
+from lewc.training.checkpoints import CheckpointMeta
 
 RESULTS_SCHEMA = "lewc.results/3"
 STUDY_SCHEMA = "lewc.study/1"
@@ -402,6 +403,16 @@ def json_attr(obj: Any) -> str:
 
 def attr_json(ds: xr.Dataset, key: str) -> Any:
     return json.loads(ds.attrs[key]) if key in ds.attrs else None
+
+
+def attr_meta(ds: xr.Dataset, key: str, required: tuple[str, ...] = ()) -> CheckpointMeta | None:
+    """An endpoint's stored sidecar (``sidecar_a``, ``sidecar_b``) as a record; ``None`` when the file has
+    none, unless fields are ``required`` (``CheckpointMeta.from_stored``): then a ``KeyError``."""
+    if key not in ds.attrs:
+        if required:
+            raise KeyError(key)
+        return None
+    return CheckpointMeta.from_stored(json.loads(ds.attrs[key]), required)
 
 
 FRAME_COLUMNS = ("kind", "name", "align", "value", "ci_lo", "ci_hi", "units", "threshold", "direction", "verdict")

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch.func import functional_call
 
 from lewc.core.errors import LewcError
 from lewc.models import CapturingModel
-from lewc.training.checkpoints import architecture
+from lewc.training.checkpoints import CheckpointMeta, architecture
 
 State = dict[str, torch.Tensor]
 
@@ -47,19 +46,18 @@ def check_lams(lams: Sequence[float], require_endpoints: bool = True) -> list[fl
 def check_pair(
     state_a: Mapping[str, torch.Tensor],
     state_b: Mapping[str, torch.Tensor],
-    meta_a: Mapping[str, Any] | None = None,
-    meta_b: Mapping[str, Any] | None = None,
+    meta_a: CheckpointMeta | None = None,
+    meta_b: CheckpointMeta | None = None,
 ) -> None:
     """Refuse, in one line, a pair that cannot be interpolated: architecture, names, shapes, dtypes."""
     if meta_a is not None and meta_b is not None:
-        arch_a, arch_b = architecture(dict(meta_a)), architecture(dict(meta_b))
+        arch_a, arch_b = architecture(meta_a), architecture(meta_b)
         diff = [f"{k}: {arch_a[k]!r} vs {arch_b[k]!r}" for k in arch_a if arch_a[k] != arch_b[k]]
         if diff:
             raise LewcError(f"the two checkpoints are not the same architecture ({'; '.join(diff)})")
-        if meta_a.get("dataset") != meta_b.get("dataset"):
+        if meta_a.dataset != meta_b.dataset:
             raise LewcError(
-                f"the two checkpoints were trained on different datasets "
-                f"({meta_a.get('dataset')} vs {meta_b.get('dataset')})"
+                f"the two checkpoints were trained on different datasets ({meta_a.dataset} vs {meta_b.dataset})"
             )
     if set(state_a) != set(state_b):
         only = sorted(set(state_a) ^ set(state_b))
@@ -77,17 +75,18 @@ def interpolate(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch
 
 @dataclass
 class Pair:
-    """Two endpoint models of one architecture, and a private template for functional calls."""
+    """Two endpoint models of one architecture, and a private template for functional calls; their sidecars
+    (``None``: plain models, nothing to check them by or to record)."""
 
     model_a: CapturingModel
     model_b: CapturingModel
-    meta_a: dict = field(default_factory=dict)
-    meta_b: dict = field(default_factory=dict)
+    meta_a: CheckpointMeta | None = None
+    meta_b: CheckpointMeta | None = None
 
     def __post_init__(self) -> None:
         self.state_a = model_state(self.model_a)
         self.state_b = model_state(self.model_b)
-        check_pair(self.state_a, self.state_b, self.meta_a or None, self.meta_b or None)
+        check_pair(self.state_a, self.state_b, self.meta_a, self.meta_b)
         # The template is a private deep copy: its own buffers are never used (every call passes a
         # full state), and the endpoints' training flags and BN momenta are left alone.
         # A with itself (the negative control): θ(λ) = θ_A at every λ, bit for bit (torch.lerp), so the

@@ -126,7 +126,7 @@ def _time(fn: Callable[[], object], device: torch.device, repeat: int = 2) -> fl
 def vectorize_cache_key(pair: Pair, n_lams: int, batch: int, device: torch.device) -> str:
     """What decides whether vmap over λ beats a loop: the architecture, the device, threads, versions."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    arch = architecture(dict(pair.meta_a)) if pair.meta_a else {"module": type(pair.model_a).__name__}
+    arch = architecture(pair.meta_a) if pair.meta_a is not None else {"module": type(pair.model_a).__name__}
     parts = [json.dumps(arch, sort_keys=True), name, str(torch.get_num_threads()), torch.__version__]
     return "|".join([*parts, f"lams={n_lams}", f"batch={batch}"])
 

@@ -43,32 +43,38 @@ def weights_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".safetensors")
 
 
-def architecture(meta: dict[str, Any]) -> dict[str, Any]:
+def architecture(meta: CheckpointMeta) -> dict[str, Any]:
     """The part of a sidecar that fixes the architecture (what two endpoints must share)."""
-    return {k: meta.get(k) for k in ARCH_KEYS}
+    return {k: getattr(meta, k) for k in ARCH_KEYS}
 
 
-def build_from_meta(meta: dict[str, Any]) -> CapturingModel:
+def build_from_meta(meta: CheckpointMeta) -> CapturingModel:
     """Rebuild an (uninitialised) model from a sidecar's architecture fields."""
     return build(
-        meta["model"],
-        int(meta["width"]),
-        int(meta["num_classes"]),
-        tuple(meta["in_shape"]),
-        norm=meta["norm"],
-        bias=bool(meta["bias"]),
-        base_width=meta.get("base_width"),
-        depth=meta.get("depth"),
+        meta.model,
+        int(meta.width),
+        int(meta.num_classes),
+        tuple(meta.in_shape),
+        norm=meta.norm,
+        bias=bool(meta.bias),
+        base_width=meta.base_width,
+        depth=meta.depth,
     )
 
 
-def save(model: torch.nn.Module, path: str | os.PathLike, meta: dict[str, Any]) -> Path:
+# the fields ``save`` writes for the weights it writes: a record derived from another checkpoint's
+# (an aligned B) loses its own, and the new ones follow the record's fields, as they always have
+SAVED_KEYS = ("schema", "weights_file", "sha256", "created")
+
+
+def save(model: torch.nn.Module, path: str | os.PathLike, meta: CheckpointMeta) -> Path:
     """Write weights and sidecar atomically; returns the path of the ``.safetensors`` file.
 
-    ``meta`` must hold the architecture keys (``ARCH_KEYS``); versions, time and the weights' sha256
-    are added here.
+    ``meta`` must hold the architecture fields (``ARCH_KEYS``); versions, time and the weights' sha256
+    are added here (the record's own ``SAVED_KEYS`` are replaced: they described other weights).
     """
-    missing = [k for k in ARCH_KEYS if k not in meta]
+    fields = {k: v for k, v in meta.to_dict().items() if k not in SAVED_KEYS}
+    missing = [k for k in ARCH_KEYS if k not in fields]
     if missing:
         raise ValueError(f"checkpoint metadata lacks {missing}")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -83,7 +89,7 @@ def save(model: torch.nn.Module, path: str | os.PathLike, meta: dict[str, Any]) 
             if "I/O error" not in str(err):
                 raise
             raise LewcError(f"cannot write {wpath} ({str(err).splitlines()[0]}); free space and rerun") from None
-    full = dict(meta)
+    full = dict(fields)
     full.update(
         {
             "schema": SIDECAR_SCHEMA,
@@ -119,7 +125,8 @@ def check_file(path: Path, what: str) -> None:
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a sidecar and validate every field by type and range (one-line errors, ``SIDECAR_FIELDS``)."""
+    """Read a sidecar's JSON object and validate every field by type and range (one-line errors,
+    ``SIDECAR_FIELDS``): the low-level reader behind ``read_checkpoint_meta``, the one callers use."""
     side = sidecar_path(path)
     if not side.exists() and not side.is_symlink():
         raise LewcError(f"checkpoint sidecar {side} is missing (was the checkpoint written by lewc?)")
@@ -225,16 +232,21 @@ class CheckpointMeta:
     field) and ``to_dict`` gives back exactly that object: the format on disk does not change. Unknown
     fields (later versions may add some) are kept in ``extra``, never used; ``keys`` is the sidecar's own
     field order, so a record read and written again is the same JSON.
+
+    ``record`` builds one in memory without the sidecar checks, for what is no lewc checkpoint (yet): the
+    endpoints of foreign state dicts or modules (``seed`` is then the endpoint's tag, ``norm`` and ``bias``
+    may be None), the controls' wide pairs, a recipe's architecture before training. Derived records are
+    ``dataclasses.replace`` of another; ``to_dict`` keeps the original's field order and appends new ones.
     """
 
     model: str = _meta_field(check_plain_name, required=True)
     width: int = _meta_field(_limit("width"), required=True)
-    norm: str = _meta_field(lambda v, what: _norm(v, what), required=True)
-    bias: bool = _meta_field(check_bool, required=True)
+    norm: str | None = _meta_field(lambda v, what: _norm(v, what), required=True)  # None: a foreign endpoint
+    bias: bool | None = _meta_field(check_bool, required=True)  # None: a foreign endpoint
     num_classes: int = _meta_field(_limit("num_classes"), required=True)
     in_shape: list = _meta_field(lambda v, what: _in_shape(v, what), required=True)
     dataset: str = _meta_field(check_plain_name, required=True)
-    seed: int = _meta_field(_limit("seed"), required=True)
+    seed: int | str = _meta_field(_limit("seed"), required=True)  # str: a foreign endpoint's tag ("A", "B")
     sha256: str = _meta_field(lambda v, what: _sha256(v, what), required=True)
     base_width: int | None = _meta_field(_limit("base_width"))
     depth: int | None = _meta_field(_limit("depth"))
@@ -258,7 +270,7 @@ class CheckpointMeta:
     optimizer: str | None = _meta_field(_str)
     schedule: str | None = _meta_field(_str)
     determinism: str | None = _meta_field(_str)
-    schema: str = SIDECAR_SCHEMA
+    schema: str | None = SIDECAR_SCHEMA  # None: a record built in memory (``record``) and never saved
     extra: dict = field(default_factory=dict, compare=False)  # unknown fields, verbatim
     keys: tuple[str, ...] = field(default=(), compare=False, repr=False)  # the sidecar's field order
 
@@ -268,30 +280,63 @@ class CheckpointMeta:
         if not isinstance(meta, dict):
             raise LewcError(f"a sidecar must be a JSON object, got {type(meta).__name__}")
         validate_meta(meta)
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "keys"}
-        values = {k: v for k, v in meta.items() if k in known}
-        extra = {k: v for k, v in meta.items() if k not in known}
-        return cls(**values, extra=extra, keys=tuple(meta))
+        return cls.record(**meta)
+
+    @classmethod
+    def record(cls, /, **fields: Any) -> CheckpointMeta:
+        """A record of exactly ``fields``, unchecked (see the class docstring): unknown names go to ``extra``
+        (any name: ``cls`` is positional-only), required fields not given are None, and ``to_dict`` gives
+        back ``fields`` in their order."""
+        known = _field_names()
+        values = dict.fromkeys(REQUIRED_FIELDS) | {"schema": None}
+        values |= {k: v for k, v in fields.items() if k in known}
+        return cls(**values, extra={k: v for k, v in fields.items() if k not in known}, keys=tuple(fields))
+
+    @classmethod
+    def from_stored(cls, stored: Any, required: tuple[str, ...] = ()) -> CheckpointMeta:
+        """An endpoint's sidecar as a results file stores it (``sidecar_a``/``sidecar_b``): unchecked, since
+        it may describe a foreign endpoint and carries the sidecar's claims nested (``reported_meta``).
+
+        ``required``: the fields the reader needs. A stored value that is no object is a ``TypeError``, a
+        required field it lacks a ``KeyError``: the reader's ``lewc.core.io.reading`` names the file.
+        """
+        if not isinstance(stored, dict):
+            raise TypeError(f"a stored sidecar must be a JSON object, got {type(stored).__name__}")
+        for name in required:
+            if stored.get(name) is None:
+                raise KeyError(name)
+        return cls.record(**stored)
 
     def to_dict(self) -> dict[str, Any]:
-        """The sidecar's JSON object: the fields it was read with (or, for a new record, every field set),
-        in their order."""
-        keys = self.keys or tuple(
-            f.name
-            for f in dataclasses.fields(self)
-            if f.name not in ("extra", "keys") and getattr(self, f.name) is not None
-        ) + tuple(self.extra)
-        return {k: self.extra[k] if k in self.extra else getattr(self, k) for k in keys}
+        """The sidecar's JSON object: the fields it was read or built with, in their order, then any field
+        set since (``dataclasses.replace``; a new record: every field set, in the class's order)."""
+        known = _field_names()
+        order = dict.fromkeys(self.keys)
+        order |= dict.fromkeys(name for name in known if getattr(self, name) is not None)
+        order |= dict.fromkeys(self.extra)
+        return {
+            k: self.extra[k] if k in self.extra else getattr(self, k) for k in order if k in self.extra or k in known
+        }
 
     @property
     def architecture(self) -> dict[str, Any]:
         """The fields that fix the architecture (what two endpoints must share)."""
-        return architecture(self.to_dict())
+        return architecture(self)
+
+    def trained_with(self, key: str, default: Any = None) -> Any:
+        """A value of the stored ``train_config`` as written (absent: ``default``): not ``config``, whose
+        defaults for fields an older sidecar lacks need not be what that checkpoint was trained with."""
+        return (self.train_config or {}).get(key, default)
 
     @property
     def config(self) -> TrainConfig | None:
         """The ``TrainConfig`` it was trained with (``None`` for a sidecar without one)."""
         return None if self.train_config is None else TrainConfig.from_dict(self.train_config)
+
+
+def _field_names() -> tuple[str, ...]:
+    """``CheckpointMeta``'s sidecar fields, in the class's order (``extra`` and ``keys`` are bookkeeping)."""
+    return tuple(f.name for f in dataclasses.fields(CheckpointMeta) if f.name not in ("extra", "keys"))
 
 
 # field → (required, check(value, what)): the record's own schema, as a table
@@ -318,6 +363,7 @@ TRAIN_CONFIG_FIELDS: dict[str, Any] = {  # train_config field → check (its key
     "n_calib": _limit("n_calib"),
     "extra": _dict,
 }
+REQUIRED_FIELDS = tuple(k for k, (required, _) in SIDECAR_FIELDS.items() if required)
 SHARED_WITH_TRAIN_CONFIG = ("model", "width", "dataset", "seed", "norm", "bias", "base_width", "depth")
 
 
@@ -349,15 +395,15 @@ def validate_meta(meta: dict[str, Any]) -> None:
         TrainConfig.from_dict(cfg).validate()  # complete, no unknown keys, values the recipe accepts
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[CapturingModel, dict[str, Any]]:
-    """Rebuild the model of a checkpoint, verify it, and return ``(model in eval mode, metadata)``."""
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[CapturingModel, CheckpointMeta]:
+    """Rebuild the model of a checkpoint, verify it, and return ``(model in eval mode, its sidecar)``."""
     wpath = weights_path(path)
-    meta = read_meta(wpath)
+    meta = read_checkpoint_meta(wpath)  # every field checked: the required ones are there
     if not wpath.exists() and not wpath.is_symlink():
         raise LewcError(f"checkpoint weights {wpath} are missing")
     check_file(wpath, "checkpoint weights")
     digest = sha256_file(wpath)
-    if digest != meta.get("sha256"):
+    if digest != meta.sha256:
         raise LewcError(f"checkpoint {wpath} does not match its sidecar's sha256 (corrupt or replaced file)")
     try:
         state = safetensors.torch.load_file(str(wpath), device="cpu")
@@ -365,17 +411,12 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[C
         raise LewcError(f"checkpoint {wpath} cannot be read ({str(err).splitlines()[0]})") from None
     try:
         model = build_from_meta(meta)
-    except KeyError as err:
-        raise LewcError(f"checkpoint sidecar {sidecar_path(wpath)} lacks field {err}") from None
     except (ValueError, TypeError) as err:
         side = sidecar_path(wpath)
         raise LewcError(f"checkpoint sidecar {side} has a malformed architecture field ({err})") from None
-    for key in ("seed", "dataset"):
-        if key not in meta:
-            raise LewcError(f"checkpoint sidecar {sidecar_path(wpath)} lacks field '{key}'")
-    if isinstance(meta.get("train_config"), dict):
+    if meta.train_config is not None:
         try:  # unknown or missing keys, values the recipe refuses: one-line errors
-            TrainConfig.from_dict(meta["train_config"]).validate()
+            meta.config.validate()
         except LewcError as err:
             raise LewcError(f"checkpoint sidecar {sidecar_path(wpath)}: {err}") from None
     expected = model.state_dict()
@@ -383,7 +424,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[C
     absent = sorted(set(expected) - set(state))
     if extra or absent:
         raise LewcError(
-            f"checkpoint {wpath} does not fit {meta['model']} ×{meta['width']}: "
+            f"checkpoint {wpath} does not fit {meta.model} ×{meta.width}: "
             f"unexpected tensors {extra[:3]}, missing tensors {absent[:3]}"
         )
     for name, ref in expected.items():

@@ -337,38 +337,38 @@ def finish(run: Run, ckpt: Path, snap: Path, board=None) -> None:
         board.add_scalar("test/acc", test_acc, cfg.epochs)
         board.add_scalar("test/loss", test_loss, cfg.epochs)
         board.close()
-    meta = {
-        "model": cfg.model,
-        "width": cfg.width,
-        "base_width": cfg.base_width,
-        "depth": cfg.depth,
-        "norm": cfg.norm,
-        "bias": cfg.bias,
-        "num_classes": ds.info.num_classes,
-        "in_shape": list(ds.info.in_shape),
-        "dataset": cfg.dataset,
-        "seed": cfg.seed,
-        "train_config": cfg.as_dict(),
-        "epochs": cfg.epochs,
-        "optimizer": "SGD",
-        "schedule": f"linear warm-up {cfg.warmup_epochs} epoch(s), then linear decay to 0",
-        "world_size": run.dist.world,
-        "device": str(dev),
-        "bf16_autocast": run.use_bf16,
-        "threads": torch.get_num_threads(),
-        "determinism": (
+    meta = checkpoints.CheckpointMeta.record(
+        model=cfg.model,
+        width=cfg.width,
+        base_width=cfg.base_width,
+        depth=cfg.depth,
+        norm=cfg.norm,
+        bias=cfg.bias,
+        num_classes=ds.info.num_classes,
+        in_shape=list(ds.info.in_shape),
+        dataset=cfg.dataset,
+        seed=cfg.seed,
+        train_config=cfg.as_dict(),
+        epochs=cfg.epochs,
+        optimizer="SGD",
+        schedule=f"linear warm-up {cfg.warmup_epochs} epoch(s), then linear decay to 0",
+        world_size=run.dist.world,
+        device=str(dev),
+        bf16_autocast=run.use_bf16,
+        threads=torch.get_num_threads(),
+        determinism=(
             "bit-identical for the same torch version and CPU thread count (deterministic algorithms on)"
             if dev.type == "cpu"
             else "not guaranteed: deterministic algorithms are off on CUDA (atomics in some kernels); "
             "expect run-to-run differences at float rounding"
         ),
-        "train_acc": train_acc,
-        "train_loss": train_loss,
-        "test_acc": test_acc,
-        "test_loss": test_loss,
-        "history": run.history,
-        "parameters": checkpoints.parameter_count(model),
-    }
+        train_acc=train_acc,
+        train_loss=train_loss,
+        test_acc=test_acc,
+        test_loss=test_loss,
+        history=run.history,
+        parameters=checkpoints.parameter_count(model),
+    )
     checkpoints.save(model, ckpt, meta)
     snap.unlink(missing_ok=True)
 
