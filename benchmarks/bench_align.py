@@ -138,7 +138,7 @@ def compare(args, device) -> None:
 
     if args.checkpoints:
         (a, meta), (b, _) = (checkpoints.load(p, device) for p in args.checkpoints)
-        in_shape, label = tuple(meta["in_shape"]), f"{args.checkpoints[0]} vs {args.checkpoints[1]}"
+        in_shape, label = tuple(meta.in_shape), f"{args.checkpoints[0]} vs {args.checkpoints[1]}"
     else:
         in_shape = (1, 28, 28)
         torch.manual_seed(0)

@@ -52,7 +52,7 @@ def main() -> None:
     model_b, meta_b = checkpoints.load(args.ckpt_b, args.device)
     pair = Pair(model_a, model_b, meta_a, meta_b)
     pair.template.to(args.device)
-    ds = load_dataset(meta_a["dataset"], args.device)
+    ds = load_dataset(meta_a.dataset, args.device)
     template = bn_templates(pair)
     print(f"pair {args.ckpt_a} / {args.ckpt_b}")
     print(f"{'λ':>5s} {'images':>7s} {'test acc':>9s} {'Δ vs full epoch (pp)':>21s} {'seconds':>8s}")

@@ -30,6 +30,7 @@ def child(width: int, n_lams: int, n_images: int, device: str) -> None:
     from lewc.pipeline.analysis import analyze
     from lewc.sweep.merge import Pair
     from lewc.sweep.path import SweepOptions
+    from lewc.training.checkpoints import CheckpointMeta
 
     torch.manual_seed(0)
     ds = cifar_shaped(1000, n_images, torch.device(device))
@@ -46,7 +47,8 @@ def child(width: int, n_lams: int, n_images: int, device: str) -> None:
         "in_shape": list(in_shape),
         "dataset": "cifar10",
     }
-    pair = Pair(models[0], models[1], meta | {"seed": 0, "sha256": "a"}, meta | {"seed": 1, "sha256": "b"})
+    metas = [CheckpointMeta.record(**meta, seed=seed, sha256=f"{seed:064x}") for seed in (0, 1)]
+    pair = Pair(models[0], models[1], *metas)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lams = [i / (n_lams - 1) for i in range(n_lams)]
     analyze(pair, ds, lams, SweepOptions(n_test=n_images, progress=False, vectorize="no"))

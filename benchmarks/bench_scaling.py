@@ -44,7 +44,7 @@ def mlp_pair(width: int, device: torch.device):
     if not all(checkpoints.sidecar_path(p).exists() for p in paths):
         return None
     (ma, meta_a), (mb, meta_b) = (checkpoints.load(p, device) for p in paths)
-    return Pair(ma, mb, meta_a, meta_b), load_dataset(meta_a["dataset"], device)
+    return Pair(ma, mb, meta_a, meta_b), load_dataset(meta_a.dataset, device)
 
 
 def resnet_pair(width: int, n_images: int, device: torch.device):

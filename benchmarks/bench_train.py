@@ -122,7 +122,7 @@ def lewc_images_per_s(cfg, ds: DeviceDataset, device: torch.device) -> float:
         path = train(cfg, tmp, str(device), progress=False, dataset=ds)
         from lewc.training import checkpoints
 
-        history = checkpoints.read_meta(path)["history"]
+        history = checkpoints.read_checkpoint_meta(path).history
     return sum(h["images_per_s"] * h["seconds"] for h in history) / sum(h["seconds"] for h in history)
 
 

@@ -166,7 +166,7 @@ def peak_memory_child(args) -> None:
 def load(args, device):
     model_a, meta_a = checkpoints.load(args.ckpt_a, device)
     model_b, meta_b = checkpoints.load(args.ckpt_b, device)
-    return Pair(model_a, model_b, meta_a, meta_b), load_dataset(meta_a["dataset"], device)
+    return Pair(model_a, model_b, meta_a, meta_b), load_dataset(meta_a.dataset, device)
 
 
 def main() -> None:

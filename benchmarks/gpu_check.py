@@ -106,21 +106,24 @@ def cifar_shaped(n_train: int, n_test: int, device: torch.device) -> DeviceDatas
     return DeviceDataset(dataset_info("cifar10"), train_split, test_split, test_split, device)
 
 
-def meta_for(width: int, seed: int, base_width: int) -> dict:
+def meta_for(width: int, seed: int, base_width: int) -> checkpoints.CheckpointMeta:
+    """A CIFAR-10 ResNet-20 endpoint's record for models built here (no checkpoint behind them)."""
     info = dataset_info("cifar10")
-    return {
-        "model": "resnet20",
-        "width": width,
-        "base_width": base_width,
-        "depth": None,
-        "norm": "bn",
-        "bias": True,
-        "num_classes": info.num_classes,
-        "in_shape": list(info.in_shape),
-        "dataset": "cifar10",
-        "seed": seed,
-        "sha256": f"{seed:064x}",
-    }
+    return checkpoints.CheckpointMeta.record(
+        **{
+            "model": "resnet20",
+            "width": width,
+            "base_width": base_width,
+            "depth": None,
+            "norm": "bn",
+            "bias": True,
+            "num_classes": info.num_classes,
+            "in_shape": list(info.in_shape),
+            "dataset": "cifar10",
+            "seed": seed,
+            "sha256": f"{seed:064x}",
+        }
+    )
 
 
 def make_pair(width: int, base_width: int, device: torch.device) -> Pair:
