@@ -34,7 +34,6 @@ from lewc.core.limits import check_limit
 from lewc.core.validate import check_int, check_path, check_plain_name, short
 from lewc.models.registry import MAX_WIDTH
 from lewc.pipeline.folders import AnalysisOptions, sweep_folder
-from lewc.pipeline.pair import evaluate_verdicts
 from lewc.pipeline.request import (
     MIN_TEST_IMAGES,
     Checkpoints,
@@ -271,15 +270,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     pairs = [(seeds[i], seeds[i + 1]) for i in range(0, len(seeds), 2)]
     done_all = dict(zip(requests, run_all(list(requests.values())), strict=True))  # every pair gated first
-    combined = {}
     for w in widths:
         for p, seed_pair in enumerate(pairs):
             claims = done_all[(w, p)].report["claims"]
             log.info("width %d, seeds %s: %s", w, seed_pair, ", ".join(f"{c['id']} {c['verdict']}" for c in claims))
-        combined[w] = evaluate_verdicts([done_all[(w, p)].results for p in range(len(pairs))])
     dataset = args.dataset or done_all[(widths[0], 0)].results.attrs["dataset"]
     folder = args.out or sweep_folder(dataset, args.model, widths, seeds, options)
-    write_sweep(folder, done_all, widths, pairs, combined, sweep_settings(args, dataset, seeds), command_line())
+    write_sweep(folder, done_all, widths, pairs, sweep_settings(args, dataset, seeds), command_line())
 
 
 def sweep_settings(args: argparse.Namespace, dataset: str, seeds: list[int]) -> dict:

@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
 def finish(spec: StudySpec, folder: Path, outcomes: list[Outcome], command: str) -> None:
     """Write study.nc/study.md from the outcomes; the last line printed is study.nc's path."""
     folder.mkdir(parents=True, exist_ok=True)
-    md = write_outputs(spec.product(), folder, outcomes, command)
+    md, _ = write_outputs(spec.product(), folder, outcomes, command)
     failed = sum(1 for o in outcomes if o.error)
     log.info("%d/%d job(s) ok; %s", len(outcomes) - failed, len(outcomes), md)
     print(folder / "study.nc")

@@ -233,8 +233,9 @@ def _verdict_cell(claim) -> str:
     return f"{claim.verdict} {claim.value:.3g} [{lo:.3g}, {hi:.3g}] ({n})"
 
 
-def write_outputs(grid: Grid, folder: Path, outcomes: list[Outcome], command: str) -> Path:
-    """study.nc, its figures, study.md and outcomes.json into ``folder``; returns study.md's path."""
+def write_outputs(grid: Grid, folder: Path, outcomes: list[Outcome], command: str) -> tuple[Path, dict]:
+    """study.nc, its figures, study.md and outcomes.json into ``folder``; returns study.md's path and the
+    verdicts over pairs per cell (``{cell index: claims}``, the index of each axis's value in the grid)."""
     ds, verdicts = combine(grid, outcomes)
     ds.attrs["command"] = command
     write_netcdf(ds, folder / "study.nc")
@@ -278,4 +279,4 @@ def write_outputs(grid: Grid, folder: Path, outcomes: list[Outcome], command: st
         folder / "outcomes.json",
         [{"cell": o.cell, "pair": o.pair, "folder": o.folder, "error": o.error} for o in outcomes],
     )
-    return folder / "study.md"
+    return folder / "study.md", verdicts

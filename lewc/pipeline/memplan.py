@@ -106,16 +106,7 @@ def check_configs(configs, options, device, requested: int) -> int:
         return requested
     cfg = configs[0]
     info = dataset_info(cfg.dataset)
-    meta = CheckpointMeta.record(  # the architecture the pair will have, before it is trained
-        model=cfg.model,
-        width=cfg.width,
-        num_classes=info.num_classes,
-        in_shape=info.in_shape,
-        norm=cfg.norm,
-        bias=cfg.bias,
-        base_width=cfg.base_width,
-        depth=cfg.depth,
-    )
+    meta = CheckpointMeta.of_config(cfg, info)  # the architecture the pair will have, before it is trained
     images = DATASET_IMAGES.get(cfg.dataset, 0)
     dataset_bytes = images * (int(torch.Size(info.in_shape).numel()) + 8)
     return fit(builder_from_meta(meta), info.in_shape, options, requested, device, dataset_bytes)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lewc.core.io import write_json_atomic
 from lewc.pipeline.grid_product import Grid, Outcome, write_outputs
+from lewc.pipeline.runs import Verified
 from lewc.reporting import report
 from lewc.reporting.results import alignments
 
@@ -16,15 +17,14 @@ SWEEP_REPORT_SCHEMA = "lewc.sweep-report/3"
 
 def write_sweep(
     out_dir: Path,
-    done: dict[tuple[int, int], object],
+    done: dict[tuple[int, int], Verified],
     widths: list[int],
     pairs: list[tuple[int, int]],
-    combined: dict[int, list],
     settings: dict,
     command: str,
 ) -> Path:
-    """The sweep folder from each (width, pair index)'s finished run (``done``: ``.results``, ``.report_path``)
-    and the verdicts over pairs per width; returns report.json's path.
+    """The sweep folder from each (width, pair index)'s finished run, with the verdicts over pairs per width
+    that the product computes; returns report.json's path.
 
     ``settings`` (model, dataset, recipe, the recipe flags given, seeds) become study.nc's ``spec``, as a
     study's spec does, so ``lewc trend`` and ``lewc figs`` read a verify sweep like a study.
@@ -43,7 +43,8 @@ def write_sweep(
         Outcome({"width": w}, p, folder=str(done[(w, p)].report_path.parent)) for w in widths for p in range(len(pairs))
     ]
     out_dir.mkdir(parents=True, exist_ok=True)
-    md = write_outputs(grid, out_dir, outcomes, command)
+    md, per_cell = write_outputs(grid, out_dir, outcomes, command)
+    combined = {w: per_cell[(i,)] for i, w in enumerate(widths)}
     verdicts = {int(w): report.clean([c.__dict__ for c in claims]) for w, claims in combined.items()}
     for w, claims in combined.items():
         print(f"width {w}, {len(pairs)} pair(s):\n" + report.verdict_table([c.__dict__ for c in claims]))

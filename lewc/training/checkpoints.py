@@ -293,6 +293,22 @@ class CheckpointMeta:
         return cls(**values, extra={k: v for k, v in fields.items() if k not in known}, keys=tuple(fields))
 
     @classmethod
+    def of_config(cls, cfg: TrainConfig, info: Any, /, **fields: Any) -> CheckpointMeta:
+        """The record of an endpoint trained with ``cfg`` on the dataset ``info`` describes (unchecked, as
+        ``record``): its architecture fields, then ``fields``, in that order (the sidecar's)."""
+        return cls.record(
+            model=cfg.model,
+            width=cfg.width,
+            base_width=cfg.base_width,
+            depth=cfg.depth,
+            norm=cfg.norm,
+            bias=cfg.bias,
+            num_classes=info.num_classes,
+            in_shape=list(info.in_shape),
+            **fields,
+        )
+
+    @classmethod
     def from_stored(cls, stored: Any, required: tuple[str, ...] = ()) -> CheckpointMeta:
         """An endpoint's sidecar as a results file stores it (``sidecar_a``/``sidecar_b``): unchecked, since
         it may describe a foreign endpoint and carries the sidecar's claims nested (``reported_meta``).

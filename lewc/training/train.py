@@ -337,15 +337,9 @@ def finish(run: Run, ckpt: Path, snap: Path, board=None) -> None:
         board.add_scalar("test/acc", test_acc, cfg.epochs)
         board.add_scalar("test/loss", test_loss, cfg.epochs)
         board.close()
-    meta = checkpoints.CheckpointMeta.record(
-        model=cfg.model,
-        width=cfg.width,
-        base_width=cfg.base_width,
-        depth=cfg.depth,
-        norm=cfg.norm,
-        bias=cfg.bias,
-        num_classes=ds.info.num_classes,
-        in_shape=list(ds.info.in_shape),
+    meta = checkpoints.CheckpointMeta.of_config(
+        cfg,
+        ds.info,
         dataset=cfg.dataset,
         seed=cfg.seed,
         train_config=cfg.as_dict(),
