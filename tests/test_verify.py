@@ -303,7 +303,10 @@ def test_width_sweep_and_paper_figures(tmp_path, isolated_data_home, synthetic, 
     assert spec["dataset"] == "synthetic" and spec["overrides"]["epochs"] == 2 and spec["seeds"] == [0, 1, 2, 3]
     for stem in ("study_barrier_vs_width", "study_beta_vs_width"):
         assert (report_path.parent / f"{stem}.png").is_file()
-    assert "# Width sweep" in report_path.with_name("study.md").read_text()
+    assert (
+        "# Width sweep: width 1 = MLP ×1 (3×32), width 2 = MLP ×2 (3×64)"
+        in report_path.with_name("study.md").read_text()
+    )
     assert not list(report_path.parent.glob("sweep.nc"))
     gap = {c["id"]: c for c in summary["claims_over_pairs"]["1"]}["permutation_gap"]
     assert gap["n_pairs"] == 2 and len(gap["per_pair"]) == 2

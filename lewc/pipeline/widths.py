@@ -37,7 +37,10 @@ def write_sweep(
         grid={"width": list(widths)},
         align=",".join(alignments(first)),
         settings={"name": out_dir.name, "pairs": len(pairs), "grid": {"width": list(widths)}} | settings,
-        title="Width sweep",
+        title="Width sweep: "
+        + ", ".join(  # each width in units, as the pairs' reports name it
+            f"width {w} = {done[(w, 0)].report.get('width_label') or f'×{w}'}" for w in widths
+        ),
     )
     outcomes = [
         Outcome({"width": w}, p, folder=str(done[(w, p)].report_path.parent)) for w in widths for p in range(len(pairs))
