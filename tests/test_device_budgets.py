@@ -290,10 +290,12 @@ class SweepCounter:
         def counted(pair, ds, lams, options=None):
             s0, b0 = fc.syncs, fc.d2h_bytes
             res = real(pair, ds, lams, options)
-            # the exact positive control checks its composition once (lewc.sweep.blocks.matches_wide):
-            # per compared tensor (logits, and each layer's input, pre-activation, output) a max and an allclose
-            probed = 1 + 3 * len(pair.layers) if getattr(pair.model_a, "lewc_block_source", None) is not None else 0
-            self.rows.append((res, options.batch_size, fc.syncs - s0 - 2 * probed, fc.d2h_bytes - b0 - 5 * probed))
+            # the exact positive control checks its composition once (lewc.sweep.blocks.matches_wide), at
+            # every λ, with two syncs: the exponents' norms (3 float64 per compared tensor: the logits and each
+            # layer's input, pre-activation and output) and one bool for all comparisons
+            composed = getattr(pair.model_a, "lewc_block_source", None) is not None
+            syncs, probe_bytes = (2, 3 * 8 * (1 + 3 * len(pair.layers)) + 1) if composed else (0, 0)
+            self.rows.append((res, options.batch_size, fc.syncs - s0 - syncs, fc.d2h_bytes - b0 - probe_bytes))
             return res
 
         monkeypatch.setattr(analysis, "sweep", counted)

@@ -7,8 +7,13 @@
   how approximate: block A of the merged layer ℓ is then exactly (1-λ)^ℓ times A's layer ℓ with the
   bias of each layer j divided by (1-λ)^(j−1) — docs/claims.md, "Biases"). The embedded endpoints compute exactly the
   functions of the bias-free A and B (checked on a batch), and for normalisation-free ReLU networks
-  the merged layer ℓ is then exactly (1-λ)^ℓ f_ℓ(A) + λ^ℓ f_ℓ(B). With BatchNorm the re-estimated
-  statistics renormalise each block, so LEWC is approximate there: the report says so.
+  the merged layer ℓ is then exactly (1-λ)^ℓ f_ℓ(A) + λ^ℓ f_ℓ(B). With BatchNorm re-estimated per λ the
+  statistics renormalise each block, and the exponent restarts at 1 after each BN (ℓ_eff,
+  lewc.models.effective): exact as long as BN's ε is negligible, since a block scaled by c normalises
+  as σ² + ε/c² — near λ = 0 or 1, c² is 1e-4 at λ = 0.9 two layers past a BN, and an ε of 1e-5 would then
+  be a tenth of a typical variance. So the control's BN layers use ``CONTROL_BN_EPS`` (1e-20) instead of
+  the endpoints' ε: A' and B' still compute bias-free A and B (checked on a batch), and LEWC holds
+  exactly at every λ of the grid (checked by the sweep's probe, lewc.sweep.blocks).
   The rule "every hidden dimension doubles, the new half holds the other model" is read off the
   state dicts, so no per-family table is needed; families where that embedding
   does not preserve the endpoints' functions (ResNet-20's option-A shortcuts pad channels at fixed
@@ -32,6 +37,9 @@ from lewc.models.traced import TracedModel, user_name
 from lewc.training.checkpoints import CheckpointMeta, build_from_meta
 
 PROBE_RTOL = 1e-4
+# BatchNorm's ε in the positive control's networks (module docstring): small against any variance that
+# float32 resolves, not 0, so that a channel with no variance (all zeros) normalises to 0 and not to NaN
+CONTROL_BN_EPS = 1e-20
 
 
 def _embed(small: torch.Tensor, wide: torch.Tensor, half: int, name: str, keep_biases: bool = False) -> torch.Tensor:
@@ -56,13 +64,11 @@ def _embed(small: torch.Tensor, wide: torch.Tensor, half: int, name: str, keep_b
 
 
 def is_exact_lewc_family(model: CapturingModel) -> tuple[bool, str]:
-    """Whether the disjoint-block construction gives *exact* LEWC for this model, and why not."""
+    """Whether the disjoint-block construction gives *exact* LEWC for this model, and why not (BatchNorm:
+    exact when its statistics are re-estimated, with ``CONTROL_BN_EPS``; otherwise the probe fails)."""
     reasons = []
-    if any(
-        isinstance(m, torch.nn.modules.batchnorm._BatchNorm | torch.nn.LayerNorm | torch.nn.GroupNorm)
-        for m in model.modules()
-    ):
-        reasons.append("normalisation layers (they rescale each block)")
+    if any(isinstance(m, torch.nn.LayerNorm | torch.nn.GroupNorm) for m in model.modules()):
+        reasons.append("LayerNorm/GroupNorm (each sample is normalised over both blocks at once)")
     if any(not spec.is_relu for spec in model.layers()[:-1]):
         reasons.append("a non-ReLU hidden activation")
     return not reasons, "; ".join(reasons)
@@ -75,11 +81,14 @@ def disjoint_block_pair(
     meta_b: CheckpointMeta,
     probe: torch.Tensor,
     keep_biases: bool = False,
+    reestimate_bn: bool = True,
 ) -> tuple[CapturingModel, CapturingModel, CheckpointMeta, CheckpointMeta, str]:
     """(A', B', their sidecars, note): A and B in disjoint blocks of a 2× wide network.
 
     ``keep_biases=True`` embeds the biases too (A' and B' then compute A and B themselves): LEWC is
     then approximate even for norm-free ReLU networks, which measures what biases cost it.
+    ``reestimate_bn=False`` (the sweep keeps interpolated BN statistics) makes a BN network's control
+    approximate, and says so.
 
     Raises ``LewcError`` when the family's layout does not allow it (the embedded endpoints would
     not compute A and B).
@@ -101,6 +110,9 @@ def disjoint_block_pair(
             for name, t in bias_free.state_dict().items():
                 if name.endswith("bias") and t.is_floating_point() and not keep_biases:
                     t.zero_()
+            for m in (*wide.modules(), *bias_free.modules()):
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eps = CONTROL_BN_EPS
             ref, got = bias_free(probe), wide(probe)
             if not torch.allclose(got, ref, rtol=PROBE_RTOL, atol=PROBE_RTOL * float(ref.abs().max())):
                 raise LewcError(
@@ -113,12 +125,16 @@ def disjoint_block_pair(
             object.__setattr__(wide, "lewc_block_source", bias_free)
     exact, why = is_exact_lewc_family(model_a)
     has_bias = any(n.endswith("bias") and t.is_floating_point() and t.any() for n, t in model_a.state_dict().items())
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model_a.modules())
     if exact and keep_biases and has_bias:
         exact, why = False, "biases kept (a merged bias is (1-λ)·b, not (1-λ)^ℓ·b)"
+    if exact and has_bn and not reestimate_bn:
+        exact, why = False, "BatchNorm statistics interpolated, not re-estimated (LEWC predicts no exponent)"
     if not exact:
         for wide in models:
             object.__delattr__(wide, "lewc_block_source")
-    note = "exact LEWC by construction (biases set to zero)" if exact else f"approximate LEWC: {why}"
+    how = "biases set to zero" + (f", BN ε {CONTROL_BN_EPS:g}, statistics re-estimated per λ" if has_bn else "")
+    note = f"exact LEWC by construction ({how})" if exact else f"approximate LEWC: {why}"
     side_a, side_b = (
         dataclasses.replace(
             meta,
@@ -139,4 +155,4 @@ def self_pair(
     return model_a, model_a, meta, meta, "exact LLFC by construction (A merged with itself)"
 
 
-__all__ = ["disjoint_block_pair", "self_pair", "is_exact_lewc_family"]
+__all__ = ["CONTROL_BN_EPS", "disjoint_block_pair", "self_pair", "is_exact_lewc_family"]

@@ -110,7 +110,7 @@ def run_control(
         if name == "positive":
             probe = ds.normalize(ds.test.x[:64])
             a, b, meta_a, meta_b, note = disjoint_block_pair(
-                pair.model_a, pair.model_b, pair.meta_a, pair.meta_b, probe
+                pair.model_a, pair.model_b, pair.meta_a, pair.meta_b, probe, reestimate_bn=sweep_options.reestimate_bn
             )
         else:
             a, b, meta_a, meta_b, note = self_pair(pair.model_a, pair.meta_a)

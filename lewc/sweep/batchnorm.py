@@ -41,8 +41,13 @@ def is_bn(module: torch.nn.Module) -> bool:
 
 
 def bn_templates(pair: Pair) -> torch.nn.Module:
-    """A private copy of the template in train mode with cumulative-average BN (momentum None)."""
-    tmpl = copy.deepcopy(pair.template).train()
+    """A private copy of the pair's template in train mode with cumulative-average BN (momentum None)."""
+    return bn_template(pair.template)
+
+
+def bn_template(model: torch.nn.Module) -> torch.nn.Module:
+    """A private copy of ``model`` in train mode with cumulative-average BN (momentum None)."""
+    tmpl = copy.deepcopy(model).train()
     for m in tmpl.modules():
         if is_bn(m):
             m.momentum = None
@@ -63,7 +68,7 @@ def reestimation_images(ds: DeviceDataset, n_images: int = DEFAULT_BN_IMAGES, se
 
 @torch.no_grad()
 def reestimate(
-    pair: Pair,
+    pair: Pair | None,
     state: State,
     images: torch.Tensor,
     ds: DeviceDataset,

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from lewc.core.errors import LewcError
 from lewc.core.io import data_home, write_json_atomic
 from lewc.sweep.batchnorm import BN_BATCH, DEFAULT_BN_IMAGES, bn_templates, reestimate, reestimation_images
-from lewc.sweep.blocks import block_pair
+from lewc.sweep.blocks import BlockPair, block_pair
 from lewc.sweep.capture import LayerStatistics
 from lewc.sweep.merge import Pair, State, check_lams
 from lewc.training.checkpoints import architecture
@@ -94,8 +94,12 @@ class MergedStates:
         state = self.cache[i] if self.cache is not None else self.pair.state_at(self.lams[i])
         return {**state, **self.buffers[i]} if self.buffers[i] else state
 
-    def reestimate_bn(self, ds: DeviceDataset, n_images: int, batch_size: int, progress: bool) -> None:
-        images = reestimation_images(ds, n_images)
+    def reestimate_bn(self, ds: DeviceDataset, images: torch.Tensor, batch_size: int, progress: bool) -> None:
+        """Every λ's BN statistics on ``images`` (``reestimation_images``); the composed positive control
+        re-estimates its two sources once instead (``lewc.sweep.blocks``)."""
+        if isinstance(self.pair, BlockPair):
+            self.pair.reestimate_sources(images, ds, batch_size)
+            return
         template = bn_templates(self.pair)
         names = [n for n in self.pair.state_a if n.endswith(("running_mean", "running_var", "num_batches_tracked"))]
         first = None
@@ -225,11 +229,14 @@ def _sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepO
     lams = check_lams(lams)
     timings: dict[str, float] = {}
     pair.template.to(ds.device)
-    pair = block_pair(pair, next(ds.batches("calib", 64))[0])  # the exact positive control: composed
-    states = MergedStates(pair, lams, opt.state_cache_bytes)
     t0 = time.perf_counter()
-    if pair.has_batchnorm and opt.reestimate_bn:
-        states.reestimate_bn(ds, opt.bn_images, opt.bn_batch, opt.progress)
+    reestimating = pair.has_batchnorm and opt.reestimate_bn
+    bn_images = reestimation_images(ds, opt.bn_images) if reestimating else None
+    # the exact positive control: composed from its sources' passes where that checks out at every λ
+    pair = block_pair(pair, next(ds.batches("calib", 64))[0], lams, bn_images, ds)
+    states = MergedStates(pair, lams, opt.state_cache_bytes)
+    if reestimating:
+        states.reestimate_bn(ds, bn_images, opt.bn_batch, opt.progress)
     timings["bn"] = time.perf_counter() - t0
     first_x = next(ds.batches("calib", opt.batch_size))[0]
     vectorized = {"yes": states.cache is not None, "no": False}.get(opt.vectorize)
