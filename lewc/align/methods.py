@@ -4,7 +4,8 @@ Three methods, all acting through the groups ``lewc.align.permspec`` derives fro
 
 * ``weights`` — weight matching (Ainsworth et al., 2023, git re-basin): maximise
   Σ ⟨θ_A, π(θ_B)⟩ over all trainable tensors by coordinate descent over the groups; each step is one
-  linear assignment (``scipy.optimize.linear_sum_assignment``) for one group with the others fixed,
+  linear assignment for one group with the others fixed (``lewc.align.assignment``: scipy's exact
+  solver on the CPU, a warm-started auction on the device where the cost matrices live),
   groups visited in a seeded random order, until a whole pass changes nothing (a fixed point). Each
   step can only raise the objective, so it terminates. Cost matrices are kept between solves and
   updated from the columns that moved; a group is solved only when a group it depends on changed
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from lewc.align import assignment
 from lewc.align.permspec import Axis, PermutationSpec, derive_spec, trace
 from lewc.core.errors import LewcError
 from lewc.core.registry import Registry
@@ -271,6 +273,7 @@ def weight_matching(spec: PermutationSpec, a: State, b: State, seed: int = ALIGN
     deps = [set().union(*(t.deps for t in ts)) for ts in terms]
     dependants = [[h for h in groups if g in deps[h]] for g in groups]
     costs: list[torch.Tensor | None] = [None] * len(terms)
+    solver = assignment.Solver()
     stale = [True] * len(terms)
     passes = solves = 0
     for passes in range(1, MAX_PASSES + 1):  # noqa: B007 - the count is reported
@@ -279,13 +282,12 @@ def weight_matching(spec: PermutationSpec, a: State, b: State, seed: int = ALIGN
             if not stale[g]:
                 continue
             stale[g] = False
-            costs[g] = _updated_cost(spec, terms[g], costs[g], perms)
-            cost_np = costs[g].cpu().numpy()
-            n = spec.group_sizes[g]
-            _, new = linear_sum_assignment(cost_np, maximize=True)
+            costs[g] = cost = _updated_cost(spec, terms[g], costs[g], perms)
+            new = solver.solve(g, cost, perms[g])
             solves += 1
-            old_value = cost_np[np.arange(n), perms[g]].sum()
-            new_value = cost_np[np.arange(n), new].sum()
+            rows = torch.arange(len(new), device=cost.device)
+            picked = [torch.as_tensor(p, device=cost.device) for p in (perms[g], new)]
+            old_value, new_value = torch.stack([cost[rows, p].sum() for p in picked]).tolist()  # one sync
             if new_value > old_value + 1e-12 * max(1.0, abs(old_value)):
                 perms[g] = new
                 changed = True
