@@ -39,7 +39,8 @@ from lewc.sweep.merge import Pair, interpolate, model_state
 
 LAM_KEY = "__lewc_lam__"
 PROBE_RTOL = 1e-4
-PROBE_BN_BATCH = 32  # the probe re-estimates BN on two batches of this size (the identity holds for any)
+PROBE_IMAGES = 16  # images of the probe batch: the identity is exact, so a few images check every unit
+PROBE_BN_BATCH = 16  # the probe re-estimates BN on two batches of this size (the identity holds for any)
 SHARED = -1  # exponent marker: the tensor is the shared input, the same in A, B and the wide network
 log = logging.getLogger(__name__)
 
@@ -180,8 +181,12 @@ def compose(a: torch.Tensor, b: torch.Tensor, lam: float, power: int, doubled: b
     if power == SHARED:
         return a
     ca, cb = lewc_weights(lam, power)
-    if doubled:
-        return torch.cat([a * ca, b * cb], dim=1)
+    if doubled:  # written in place into the two halves: no scaled copies to concatenate
+        n = a.shape[1]
+        out = a.new_empty((a.shape[0], 2 * n, *a.shape[2:]))
+        torch.mul(a, ca, out=out[:, :n])
+        torch.mul(b, cb, out=out[:, n:])
+        return out
     return torch.add(a * ca, b, alpha=cb)
 
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from lewc.core.errors import LewcError
 from lewc.core.io import data_home, write_json_atomic
 from lewc.sweep.batchnorm import BN_BATCH, DEFAULT_BN_IMAGES, bn_templates, reestimate, reestimation_images
-from lewc.sweep.blocks import BlockPair, block_pair
+from lewc.sweep.blocks import PROBE_IMAGES, BlockPair, block_pair
 from lewc.sweep.capture import LayerStatistics
 from lewc.sweep.merge import Pair, State, check_lams
 from lewc.training.checkpoints import architecture
@@ -233,7 +233,7 @@ def _sweep(pair: Pair, ds: DeviceDataset, lams: Sequence[float], options: SweepO
     reestimating = pair.has_batchnorm and opt.reestimate_bn
     bn_images = reestimation_images(ds, opt.bn_images) if reestimating else None
     # the exact positive control: composed from its sources' passes where that checks out at every λ
-    pair = block_pair(pair, next(ds.batches("calib", 64))[0], lams, bn_images, ds)
+    pair = block_pair(pair, next(ds.batches("calib", PROBE_IMAGES))[0], lams, bn_images, ds)
     states = MergedStates(pair, lams, opt.state_cache_bytes)
     if reestimating:
         states.reestimate_bn(ds, bn_images, opt.bn_batch, opt.progress)
