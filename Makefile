@@ -25,11 +25,16 @@ dataset:
 demo: setup dataset
 	$(PY) -m lewc.verify
 
+# Two pytest-xdist workers, whole test files each (module fixtures built once): the subprocess tests
+# run one thread and leave a core idle in one process. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: setup dataset
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-fast: setup dataset
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 figs: setup
 	$(PY) -m lewc.commands.figs

@@ -11,7 +11,8 @@ from hypothesis import settings
 from lewc.training.data import load_dataset
 from lewc.training.recipe import default_config
 
-torch.set_num_threads(2)
+# two cores: one pytest process uses both; with pytest-xdist's two workers (README's command) each uses one
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 # CI replays the same examples every run (derandomize), so a red CI is a regression, not a new draw;
 # local runs keep exploring and store what they find in .hypothesis/ (how the fuzz cases were found).
