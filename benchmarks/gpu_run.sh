@@ -28,8 +28,9 @@ if [ "$MODE" = tiny ]; then
 else
   DEV=cuda
   MLP="--model mlp --width 16 --dataset mnist --recipe paper --data-root $DATA_ROOT"
-  # the card's ResNet-20 ×32 with both controls at 3 λ: the positive control is a ×64 network (four
-  # times the FLOPs), about 90 s of fp32 forwards on an H200 by count_flops_per_image
+  # the card's ResNet-20 ×32 with both controls at 3 λ: the positive control is composed from A's and
+  # B's own passes (lewc.sweep.blocks; its ×64 network runs only on a 16-image probe per λ), so the
+  # controls cost about one sweep more, not four (it was ≈ 90 s of fp32 forwards on an H200 before)
   RES="--model resnet20 --width 32 --dataset synthetic --epochs 1 --lams 0,0.5,1 --n-test 500 --bn-images 1000"
   CHECK=""
   LIMITS=(210 180 150)
